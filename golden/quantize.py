@@ -1,0 +1,141 @@
+"""From a trained float network to an ideal chip: weight levels, target conductances, and the
+digital parameters (ADC gains, requantization) calibrated on training images.
+
+The ideal chip is every cell exactly at its target state, no noise: the "quantized" stage of
+the accuracy table. The device model (cim_core.device) programs the same targets into
+non-ideal cells.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from cim_core.mapping import Mapping
+from golden import chip_model
+from golden.network import Conv
+
+
+@dataclass
+class Program:
+    """What the transfer programs: per-layer weight levels, per-cell target codes, digital."""
+
+    levels: dict[str, np.ndarray]        # per weight layer: (n_out, n_in) ints in -w_max..w_max
+    target: np.ndarray                   # (n_pe, rows, cols) conductance codes
+    digital: chip_model.Digital
+    logit_scale: float                   # float logits = integer logits * logit_scale
+    weight_scales: dict[str, float]
+    input_scales: dict[str, float]       # scale of each weight layer's input activations
+
+    def chip(self, mapping: Mapping) -> chip_model.Chip:
+        return chip_model.Chip(mapping, self.target.copy(), self.digital)
+
+
+def weight_levels(model, mapping: Mapping) -> dict[str, np.ndarray]:
+    """w_q = clip(round(W / s_w), -w_max, w_max), flattened to the layer's input-vector order."""
+    cfg = mapping.config
+    out = {}
+    for layer in mapping.network.weight_layers():
+        w = np.asarray(model.weights[layer.name], dtype=np.float64)
+        q = np.clip(np.rint(w / model.weight_scales[layer.name]), -cfg.w_max, cfg.w_max)
+        out[layer.name] = q.reshape(q.shape[0], -1).astype(np.int64)
+    return out
+
+
+def level_codes(levels: np.ndarray, cfg) -> np.ndarray:
+    """(n_out, n_in) levels -> (2*n_out, n_in) target codes, row 2o = G+, row 2o+1 = G-."""
+    levels = np.asarray(levels, dtype=np.int64)
+    pos = np.vectorize(cfg.state_code)(np.maximum(levels, 0))
+    neg = np.vectorize(cfg.state_code)(np.maximum(-levels, 0))
+    out = np.empty((2 * levels.shape[0], levels.shape[1]), dtype=np.int64)
+    out[0::2], out[1::2] = pos, neg
+    return out
+
+
+def target_conductance(mapping: Mapping, levels: dict[str, np.ndarray]) -> np.ndarray:
+    """Every PE's target codes; cells no block uses stay at state 0 (g_min)."""
+    cfg = mapping.config
+    g = np.full((cfg.n_pe, cfg.array_rows, cfg.array_cols), cfg.state_code(0), dtype=np.int64)
+    for b in mapping.blocks:
+        g[b.pe, b.row0:b.row0 + b.n_rows, :b.n_in] = level_codes(
+            levels[b.layer][:, b.in0:b.in0 + b.n_in], cfg)
+    return g
+
+
+def requant_params(factor: float, mult_bits: int = 16) -> tuple[int, int]:
+    """(M, S) with M / 2**S ~= factor and M of `mult_bits` bits."""
+    if not factor > 0 or not math.isfinite(factor):
+        raise ValueError(f"requantization factor must be positive and finite, got {factor}")
+    shift = (mult_bits - 1) - math.floor(math.log2(factor))
+    shift = min(max(shift, 1), 40)
+    mult = int(round(factor * 2 ** shift))
+    if mult >= 2 ** mult_bits:
+        mult, shift = int(round(factor * 2 ** (shift - 1))), shift - 1
+    return mult, shift
+
+
+def compile_model(model, mapping: Mapping, calib_images: np.ndarray, *,
+                  percentile: float = 100.0, read_noise: int = 0,
+                  noise_seed: int = 0) -> Program:
+    """Quantize `model` for `mapping` and calibrate the ADC gains and requantization.
+
+    Calibration runs the ideal chip layer by layer on `calib_images`: a layer's ADC full
+    scale is the given percentile of its nonzero line currents, and its requantization maps
+    the integer partial sums to the next layer's activation scale.
+    """
+    cfg = mapping.config
+    net = mapping.network
+    levels = weight_levels(model, mapping)
+    target = target_conductance(mapping, levels)
+    names = [layer.name for layer in net.weight_layers()]
+    in_scale = {}
+    s = 1.0 / cfg.act_max
+    for name in names:
+        in_scale[name] = s
+        s = model.act_scales.get(name, None) if name != names[-1] else None
+
+    gains = {n: 1 for n in names}
+    mults = {n: 1 for n in names[:-1]}
+    shifts = {n: 1 for n in names[:-1]}
+    frac = 2 ** cfg.adc_gain_frac_bits
+    logit_scale = 1.0
+    for li, name in enumerate(names):
+        digital = chip_model.Digital(dict(gains), dict(mults), dict(shifts))
+        chip = chip_model.Chip(mapping, target, digital)
+        x = _layer_inputs(chip, calib_images, li)
+        currents = []
+        for b in mapping.blocks_of(name):
+            cur = chip_model.line_currents(x[:, :, b.in0:b.in0 + b.n_in],
+                                           chip.block_conductance(b), cfg.input_bits)
+            currents.append(cur[cur > 0])
+        allc = np.concatenate(currents) if currents else np.zeros(1)
+        full_scale = max(float(np.percentile(allc, percentile)) if allc.size else 1.0, 1.0)
+        gains[name] = max(1, int(math.floor(cfg.adc_max * frac / full_scale)))
+        unit = in_scale[name] * model.weight_scales[name] * frac / (gains[name]
+                                                                    * cfg.state_step_code)
+        if name == names[-1]:
+            logit_scale = unit
+        else:
+            act = model.act_scales[name]
+            mults[name], shifts[name] = requant_params(unit / act)
+    digital = chip_model.Digital(gains, mults, shifts, read_noise=read_noise,
+                                 noise_seed=noise_seed)
+    return Program(levels, target, digital, logit_scale, dict(model.weight_scales), in_scale)
+
+
+def _layer_inputs(chip: chip_model.Chip, images: np.ndarray, layer_index: int) -> np.ndarray:
+    """Input vectors (N, P, n_in) that weight layer `layer_index` reads, on this chip."""
+    net = chip.mapping.network
+    images = chip_model.check_images(images, net.input_shape)
+    wl = net.weight_layers()
+    target = wl[layer_index]
+    if layer_index == 0:
+        a = images
+    else:
+        prev = net.layers[net.layers.index(target) - 1]
+        a = chip_model.run(chip, images, trace=True).trace[prev.name]
+    if isinstance(target, Conv):
+        return chip_model.conv_patches(a, target.k)
+    return a.reshape(a.shape[0], 1, -1)

@@ -1,0 +1,122 @@
+"""The vectorized integer model against the slow loop reference, bit for bit."""
+
+import numpy as np
+import pytest
+
+from cim_core.config import SystemConfig
+from cim_core.mapping import map_network
+from golden import chip_model, reference
+from golden.network import MCNN, Conv, Dense, Network, Pool
+
+TINY = Network("tiny", (1, 9, 9), (
+    Conv("A", 1, 3, 3), Pool("P", 2, 2), Conv("B", 3, 4, 2), Pool("Q", 2, 2),
+    Dense("D", 16, 5), Dense("E", 5, 3)))
+
+
+def random_chip(net, cfg, rng, noise=0):
+    mapping = map_network(cfg, net)
+    g = rng.integers(0, cfg.code_max + 1, size=(cfg.n_pe, cfg.array_rows, cfg.array_cols))
+    names = [lm.name for lm in mapping.layers]
+    dig = chip_model.Digital(
+        adc_gain={n: int(rng.integers(1, 2 ** (cfg.adc_gain_frac_bits - 2))) for n in names},
+        requant_mult={n: int(rng.integers(0, 2 ** 16)) for n in names[:-1]},
+        requant_shift={n: int(rng.integers(8, 24)) for n in names[:-1]},
+        read_noise=noise, noise_seed=int(rng.integers(0, 2 ** 32)))
+    return chip_model.Chip(mapping, g, dig)
+
+
+CONFIGS = [
+    dict(),
+    dict(replication=3),
+    dict(adc_bits=4, input_bits=5, act_bits=5),
+    dict(array_cols=12, array_rows=32, n_pe=6, replication=2, adc_bits=6),
+    dict(adc_bits=10, cond_code_bits=9, adc_gain_frac_bits=12),
+]
+
+
+@pytest.mark.parametrize("noise", [0, 3000])
+@pytest.mark.parametrize("overrides", CONFIGS, ids=lambda d: ",".join(map(str, d.items())) or
+                         "paper")
+def test_tiny_network_matches_reference(overrides, noise):
+    rng = np.random.default_rng(abs(hash((tuple(overrides.items()), noise))) % 2 ** 32)
+    cfg = SystemConfig(**overrides)
+    chip = random_chip(TINY, cfg, rng, noise)
+    top = 2 ** cfg.input_bits
+    images = rng.integers(0, top, size=(6, 9, 9)).astype(np.uint8)
+    images[0] = 0
+    images[1] = top - 1
+    ids = rng.integers(0, 2 ** 31, size=6)
+    fast = chip_model.run(chip, images, image_ids=ids, trace=True)
+    for i in range(len(images)):
+        logits, trace = reference.run_image(chip, images[i][None], int(ids[i]))
+        assert fast.logits[i].tolist() == logits
+        for name, value in trace.items():
+            assert np.asarray(fast.trace[name][i]).tolist() == value, name
+
+
+def test_one_mcnn_image_matches_reference():
+    rng = np.random.default_rng(7)
+    cfg = SystemConfig(replication=3)
+    chip = random_chip(MCNN, cfg, rng, noise=500)
+    # Gains small enough that the ADCs are not always saturated on 9-input currents.
+    image = rng.integers(0, 256, size=(1, 28, 28)).astype(np.uint8)
+    fast = chip_model.run(chip, image, image_ids=[12345], trace=True)
+    logits, trace = reference.run_image(chip, image, 12345)
+    assert fast.logits[0].tolist() == logits
+    assert np.asarray(fast.trace["S4"][0]).tolist() == trace["S4"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_read_block_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    bits = int(rng.integers(1, 10))
+    cfg = SystemConfig(adc_bits=int(rng.integers(1, 12)), input_bits=bits, act_bits=bits)
+    n_in, n_out = int(rng.integers(1, 17)), int(rng.integers(1, 9))
+    g = rng.integers(0, cfg.code_max + 1, size=(2 * n_out, n_in))
+    x = rng.integers(0, 2 ** bits, size=(40, n_in))
+    x[0], x[1] = 0, 2 ** bits - 1
+    gain = int(rng.integers(1, 2 ** 17))
+    noise = int(rng.integers(0, 5000)) if seed % 2 else 0
+    nonce = rng.integers(0, 2 ** 32, size=40, dtype=np.uint64)
+    kw = dict(read_noise=noise, seed=1234 + seed, nonce=nonce, row0=8) if noise else {}
+    fast = chip_model.read_block(x, g, gain, cfg, **kw)
+    for i in range(len(x)):
+        nz = (noise, 1234 + seed, int(nonce[i]), 8) if noise else None
+        assert fast[i].tolist() == reference.read_vector(x[i].tolist(), g.tolist(), gain, cfg, nz)
+
+
+def test_adc_saturates_and_floors():
+    cfg = SystemConfig(adc_bits=4, adc_gain_frac_bits=4)
+    # gain 16 at 4 fraction bits is a gain of one: code = min(I, 15)
+    assert chip_model.adc_convert([0, 1, 14, 15, 16, 4080], 16, cfg).tolist() == \
+        [0, 1, 14, 15, 15, 15]
+    # gain 8 is a half: floor(I / 2)
+    assert chip_model.adc_convert([0, 1, 2, 3, 31], 8, cfg).tolist() == [0, 0, 1, 1, 15]
+
+
+def test_requantize_rounds_half_up_and_clamps():
+    cfg = SystemConfig()
+    got = chip_model.requantize(np.array([-100, 0, 1, 2, 3, 10_000]), 1, 1, cfg)
+    # (psum + 1) >> 1, clamped to 0..255
+    assert got.tolist() == [0, 0, 1, 1, 2, 255]
+
+
+def test_max_pool_ceil_mode_matches_loop():
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, size=(2, 3, 7, 8)).astype(np.uint8)
+    got = chip_model.max_pool(a, 3, 3)
+    assert got.shape == (2, 3, 3, 3)
+    for n in range(2):
+        for c in range(3):
+            for y in range(3):
+                for x in range(3):
+                    assert got[n, c, y, x] == a[n, c, 3 * y:3 * y + 3, 3 * x:3 * x + 3].max()
+
+
+def test_bad_images_are_refused():
+    rng = np.random.default_rng(0)
+    chip = random_chip(MCNN, SystemConfig(), rng)
+    with pytest.raises(ValueError, match=r"shape \(N, 28, 28\)"):
+        chip_model.run(chip, np.zeros((2, 27, 28), np.uint8))
+    with pytest.raises(ValueError, match="8-bit"):
+        chip_model.run(chip, np.full((1, 28, 28), 300))
