@@ -1,0 +1,61 @@
+"""Deterministic Verilog generation.
+
+Amaranth elaborates parameters away, so every parameter set is its own Verilog file. Files are
+written atomically and only when their text changed (so simulator builds stay cached), under a
+lock, so that parallel tests can generate into the same directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from amaranth.back import verilog
+
+from .crossbar import BEHAVIORAL_SOURCE, BLACKBOX_SOURCE
+
+WAIVERS = Path(__file__).resolve().parent / "verilator_waivers.vlt"
+
+
+def verilog_text(component, name: str) -> str:
+    """The component's Verilog; no source locations, so the text depends only on the design."""
+    return verilog.convert(component, name=name, emit_src=False)
+
+
+@contextmanager
+def locked(directory: Path):
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    if path.exists() and path.read_text() == text:
+        return False
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return True
+
+
+def generate(component, name: str, out_dir: Path, form: str = "verilog") -> list[Path]:
+    """Write `<name>_gen.v` and return the Verilog sources a simulator or synthesizer needs."""
+    out_dir = Path(out_dir)
+    with locked(out_dir):
+        path = out_dir / f"{name}_gen.v"
+        write_if_changed(path, verilog_text(component, name))
+    extra = {"verilog": [BEHAVIORAL_SOURCE], "blackbox": [BLACKBOX_SOURCE],
+             "amaranth": []}[form]
+    return [path, *extra]
+
+
+def digest(*parts) -> str:
+    """A short stable name for a parameter set (build directory names)."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:12]

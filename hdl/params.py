@@ -1,0 +1,120 @@
+"""Elaboration parameters of a processing element, derived from the system configuration.
+
+The gateware takes one `PEParams`; widths are computed here once, from the ranges of
+docs/datapath.md section 7, so that every block agrees on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cim_core.config import ConfigError, SystemConfig
+
+
+def bits_for(n: int) -> int:
+    """Bits of an unsigned value 0..n."""
+    return max(1, int(n).bit_length())
+
+
+@dataclass(frozen=True)
+class PEParams:
+    rows: int = 128
+    cols: int = 16
+    code_bits: int = 8
+    input_bits: int = 8
+    adc_bits: int = 8
+    adcs: int = 32
+    gain_bits: int = 32
+    gain_frac_bits: int = 16
+    pulse_cycles: int = 5
+    adc_conv_cycles: int = 1
+    max_lines: int = 24         # most source lines one read selects (2 x outputs of a block)
+    max_chunks: int = 16        # most chunk reads one partial sum accumulates
+    read_noise: int = 0         # integer amplitude of docs/datapath.md section 6; 0 = off
+    pe_seed: int = 0
+
+    def __post_init__(self):
+        for name in ("rows", "cols", "code_bits", "input_bits", "adc_bits", "adcs", "gain_bits",
+                     "pulse_cycles", "adc_conv_cycles", "max_lines", "max_chunks"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"PE parameter {name} must be a positive integer, got {v!r}")
+        if self.max_lines % 2 or self.max_lines > self.rows:
+            raise ConfigError(f"max_lines={self.max_lines} must be even and at most rows="
+                              f"{self.rows} (lines come in differential pairs)")
+        if not 0 <= self.read_noise < 2 ** 13:
+            raise ConfigError(f"read_noise={self.read_noise} must be in 0..8191")
+        if not 0 <= self.pe_seed < 2 ** 32:
+            raise ConfigError(f"pe_seed={self.pe_seed} must be a 32-bit unsigned value")
+        if not 0 <= self.gain_frac_bits < self.gain_bits:
+            raise ConfigError(f"gain_frac_bits={self.gain_frac_bits} must be below gain_bits="
+                              f"{self.gain_bits}")
+
+    @classmethod
+    def from_config(cls, cfg: SystemConfig, *, max_lines: int | None = None,
+                    max_chunks: int = 16, read_noise: int = 0, pe_seed: int = 0) -> PEParams:
+        return cls(rows=cfg.array_rows, cols=cfg.array_cols, code_bits=cfg.cond_code_bits,
+                   input_bits=cfg.input_bits, adc_bits=cfg.adc_bits, adcs=cfg.adcs_per_pe,
+                   gain_frac_bits=cfg.adc_gain_frac_bits, pulse_cycles=cfg.pulse_cycles,
+                   adc_conv_cycles=cfg.adc_conv_cycles,
+                   max_lines=max_lines if max_lines is not None else min(cfg.array_rows, 24),
+                   max_chunks=max_chunks, read_noise=read_noise, pe_seed=pe_seed)
+
+    # Derived widths.
+    @property
+    def row_bits(self) -> int:
+        return bits_for(self.rows - 1)
+
+    @property
+    def col_bits(self) -> int:
+        return bits_for(self.cols - 1)
+
+    @property
+    def line_bits(self) -> int:
+        return bits_for(self.max_lines)
+
+    @property
+    def slot_bits(self) -> int:
+        return bits_for(self.input_bits - 1)
+
+    @property
+    def max_outputs(self) -> int:
+        return self.max_lines // 2
+
+    @property
+    def current_bits(self) -> int:
+        # Noise can add less than the noiseless current itself (datapath.md section 7).
+        top = self.cols * (2 ** self.code_bits - 1)
+        return bits_for(2 * top if self.read_noise else top)
+
+    @property
+    def acc_bits(self) -> int:
+        """Signed partial sum: |sum| < max_chunks * 2**(adc_bits + input_bits)."""
+        return self.adc_bits + self.input_bits + bits_for(self.max_chunks) + 1
+
+    @property
+    def conversions(self) -> int:
+        """ADC conversions per slot when all max_lines lines are read."""
+        return -(-self.max_lines // self.adcs)
+
+    def conversions_for(self, lines: int) -> int:
+        return -(-lines // self.adcs)
+
+    def slot_cycles(self, lines: int) -> int:
+        """Cycles per read slot in steady state: the pulse, or the ADC if it is slower."""
+        return max(self.pulse_cycles, self.conversions_for(lines) * self.adc_conv_cycles + 1)
+
+    def vector_cycles(self, lines: int) -> int:
+        """Cycles per input vector (all its bit slots) in steady state."""
+        return self.input_bits * self.slot_cycles(lines)
+
+    def busy_cycles(self, n: int, lines: int) -> int:
+        """Busy cycles for n back-to-back vectors reading `lines` lines, outputs never stalled.
+
+        The first slot's pulse, then one slot period for each further slot, then the last
+        slot's trip through the crossbar register (1), the ADC rounds, the ADC's output
+        register (1) and the shift-add's (1). docs/pe.md draws the timing.
+        """
+        slots = n * self.input_bits
+        return (self.pulse_cycles + (slots - 1) * self.slot_cycles(lines)
+                + self.conversions_for(lines) * self.adc_conv_cycles + 3)

