@@ -27,7 +27,8 @@ def setup_env() -> None:
     os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
 
 
-BUILD_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert"]
+BUILD_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
+              "--no-public-flat-rw", "--public-depth", "1"]
 
 
 def build(sources, toplevel: str, build_dir: Path, waves: bool = False) -> None:

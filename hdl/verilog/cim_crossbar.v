@@ -73,7 +73,10 @@ module cim_crossbar #(
         if (prog_en)
             g[cell_index({{(32-ROW_BITS){1'b0}}, prog_row}, {{(32-COL_BITS){1'b0}}, prog_col})]
                 <= prog_code;
-        if (sample) begin
+        // Reset clears the sampled currents; the cells are non-volatile and keep their codes.
+        if (rst)
+            currents <= {MAX_LINES*CUR_BITS{1'b0}};
+        else if (sample) begin
             for (j = 0; j < MAX_LINES; j = j + 1) begin
                 sum = 32'd0;
                 row = {{(32-ROW_BITS){1'b0}}, row0} + j;

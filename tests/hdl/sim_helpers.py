@@ -44,3 +44,10 @@ def run(dut, *testbenches, vcd=None):
             sim.run()
     else:
         sim.run()
+
+
+def producer(port, payloads, rng=None, gap=0.0):
+    """An amaranth.sim testbench that offers `payloads` on `port`."""
+    async def testbench(ctx):
+        await put_all(ctx, port, payloads, rng, gap)
+    return testbench

@@ -1,0 +1,141 @@
+"""Each PE block under amaranth.sim against the golden functions it implements."""
+
+import numpy as np
+import pytest
+
+from cim_core.config import SystemConfig
+from golden import chip_model, noise
+from hdl.adc import AdcBank
+from hdl.crossbar import Crossbar
+from hdl.dac import DacDriver
+from hdl.params import PEParams
+from hdl.shift_add import ShiftAdd
+from testbench import pe_model
+
+from .sim_helpers import get_n, producer, run
+
+P = PEParams.from_config(SystemConfig(), max_lines=24, read_noise=600, pe_seed=0xC0FFEE)
+FEW_ADCS = PEParams.from_config(SystemConfig(adcs_per_pe=5, adc_conv_cycles=3, adc_bits=6),
+                                max_lines=12)
+
+
+def test_dac_emits_bit_serial_slots():
+    rng = np.random.default_rng(1)
+    reqs = pe_model.random_requests(rng, P, 12)
+    dut = DacDriver(P)
+    got = []
+
+    async def consumer(ctx):
+        got.extend(await get_n(ctx, dut.o, len(reqs) * P.input_bits, rng, stall=0.3))
+
+    run(dut, producer(dut.i, [r.fields() for r in reqs], rng, 0.3), consumer)
+    for i, slot in enumerate(got):
+        r, k = reqs[i // P.input_bits], i % P.input_bits
+        want_bits = sum(((x >> k) & 1) << c for c, x in enumerate(r.x))
+        assert slot.bits == want_bits
+        assert (slot.ctx.slot, slot.ctx.first_slot, slot.ctx.last_slot) == (
+            k, k == 0, k == P.input_bits - 1)
+        assert (slot.row0, slot.nonce, slot.ctx.n_lines, slot.ctx.gain) == (
+            r.row0, r.nonce, r.n_lines, r.gain)
+        assert (slot.ctx.first_read, slot.ctx.last_read) == (r.first, r.last)
+
+
+def test_dac_holds_each_pulse_for_pulse_cycles():
+    """With the output always ready, slot k+1 is offered exactly pulse_cycles after slot k."""
+    rng = np.random.default_rng(2)
+    reqs = pe_model.random_requests(rng, P, 3)
+    dut = DacDriver(P)
+    times = []
+
+    async def consumer(ctx):
+        ctx.set(dut.o.ready, 1)
+        t = 0
+        while len(times) < len(reqs) * P.input_bits:
+            _, _, valid = await ctx.tick().sample(dut.o.valid)
+            if valid:
+                times.append(t)
+            t += 1
+
+    run(dut, producer(dut.i, [r.fields() for r in reqs]), consumer)
+    assert set(np.diff(times)) == {P.pulse_cycles}
+
+
+@pytest.mark.parametrize("p", [P, FEW_ADCS], ids=["noise", "few-adcs"])
+def test_crossbar_currents_match_golden(p):
+    rng = np.random.default_rng(3)
+    g = pe_model.random_array(rng, p)
+    slots = []
+    for _ in range(40):
+        n_lines = 2 * int(rng.integers(1, p.max_outputs + 1))
+        slots.append(dict(bits=int(rng.integers(0, 2 ** p.cols)),
+                          row0=int(rng.integers(0, p.rows - n_lines + 1)),
+                          nonce=int(rng.integers(0, 2 ** 32)),
+                          ctx=dict(slot=int(rng.integers(0, p.input_bits)), n_lines=n_lines)))
+    dut = Crossbar(p, init=g, form="amaranth")
+    got = []
+
+    async def consumer(ctx):
+        got.extend(await get_n(ctx, dut.o, len(slots), rng, stall=0.3))
+
+    run(dut, producer(dut.i, slots, rng, 0.2), consumer)
+    for s, out in zip(slots, got, strict=True):
+        bits = np.array([(s["bits"] >> c) & 1 for c in range(p.cols)])
+        rows = s["row0"] + np.arange(s["ctx"]["n_lines"])
+        want = g[rows] @ bits
+        if p.read_noise:
+            h = noise.line_hash(p.pe_seed, s["nonce"], s["ctx"]["slot"], rows)
+            want = noise.apply_read_noise(want, noise.byte_sum(h), p.read_noise)
+        want = np.concatenate([want, np.zeros(p.max_lines - len(want), dtype=np.int64)])
+        assert [int(v) for v in out.current] == want.tolist()
+
+
+@pytest.mark.parametrize("p", [P, FEW_ADCS], ids=["32-adcs", "5-adcs"])
+def test_adc_codes_match_golden(p):
+    rng = np.random.default_rng(4)
+    cfg = SystemConfig(adc_bits=p.adc_bits)
+    top = 2 ** p.current_bits - 1
+    samples = []
+    for _ in range(30):
+        n_lines = 2 * int(rng.integers(1, p.max_outputs + 1))
+        cur = rng.integers(0, top + 1, size=p.max_lines)
+        cur[rng.random(p.max_lines) < 0.1] = top
+        cur[n_lines:] = 0   # the crossbar reads unselected lines as 0
+        samples.append(dict(current=cur.tolist(),
+                            ctx=dict(n_lines=n_lines, gain=int(rng.integers(1, 2 ** 18)))))
+    dut = AdcBank(p)
+    got = []
+
+    async def consumer(ctx):
+        got.extend(await get_n(ctx, dut.o, len(samples), rng, stall=0.3))
+
+    run(dut, producer(dut.i, samples, rng, 0.2), consumer)
+    for s, out in zip(samples, got, strict=True):
+        want = chip_model.adc_convert(s["current"], s["ctx"]["gain"], cfg)
+        assert [int(v) for v in out.code] == want.tolist()
+
+
+def test_shift_add_accumulates_differential_chunks():
+    rng = np.random.default_rng(5)
+    p = P
+    beats, want = [], []
+    for _ in range(15):
+        chunks = int(rng.integers(1, 4))
+        total = np.zeros(p.max_outputs, dtype=np.int64)
+        for c in range(chunks):
+            for k in range(p.input_bits):
+                code = rng.integers(0, 2 ** p.adc_bits, size=p.max_lines)
+                if rng.random() < 0.1:
+                    code[0::2], code[1::2] = 2 ** p.adc_bits - 1, 0   # largest positive
+                total += (code[0::2] - code[1::2]) << k
+                beats.append(dict(code=code.tolist(), ctx=dict(
+                    slot=k, first_slot=k == 0, last_slot=k == p.input_bits - 1,
+                    first_read=c == 0, last_read=c == chunks - 1)))
+        want.append(total.tolist())
+    dut = ShiftAdd(p)
+    got = []
+
+    async def consumer(ctx):
+        got.extend(await get_n(ctx, dut.o, len(want), rng, stall=0.4))
+
+    run(dut, producer(dut.i, beats, rng, 0.2), consumer)
+    assert [[int(v) for v in s] for s in got] == want
