@@ -1,0 +1,178 @@
+"""Save and load trained models as ``.npz`` files (no pickle).
+
+Layout of the file, for a network with weight layers ``L``:
+
+* ``<L>.weight``        float32, :func:`golden.network.weight_shape` of the layer;
+* ``<L>.weight_scale``  0-d float64, the fake-quantization weight scale ``s_w`` (> 0);
+* ``<L>.act_scale``     0-d float64, for each weight layer followed by ReLU (> 0);
+* ``network``           0-d unicode, the network name;
+* ``meta``              0-d unicode, a JSON object (seed, epochs, accuracies, date, ...).
+
+The quantized weights are ``clip(round(weight / weight_scale), -7, 7)``, the quantized
+activations ``clip(round(a / act_scale), 0, 255)`` (see :mod:`golden.float_model`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from golden.network import Network, weight_shape
+
+BUNDLED_WEIGHTS = Path(__file__).resolve().parent / "data" / "mcnn_weights.npz"
+
+
+class ModelFileError(ValueError):
+    """A missing, malformed or mismatching model file."""
+
+
+@dataclass
+class TrainedModel:
+    """Float weights plus the fake-quantization scales of a trained network."""
+
+    network: str
+    weights: dict[str, np.ndarray]
+    weight_scales: dict[str, float]
+    act_scales: dict[str, float]
+    meta: dict = field(default_factory=dict)
+
+    def quant_spec(self):
+        """The :class:`golden.float_model.QuantSpec` of this model (frozen scales)."""
+        from golden.float_model import QuantSpec
+
+        return QuantSpec(dict(self.weight_scales), dict(self.act_scales))
+
+    def quantized_weights(self) -> dict[str, np.ndarray]:
+        """Integer weight levels (int8, -7..7) per layer."""
+        from golden.float_model import quantize_weight
+
+        return {name: quantize_weight(w, self.weight_scales[name])
+                for name, w in self.weights.items()}
+
+
+def _relu_layers(net: Network) -> list[str]:
+    return [layer.name for layer in net.weight_layers()[:-1]]
+
+
+def validate(model: TrainedModel, net: Network, where: str = "model") -> None:
+    """Raise :class:`ModelFileError` unless ``model`` fits ``net`` and is finite/positive."""
+    if model.network != net.name:
+        raise ModelFileError(f"{where}: is for network {model.network!r}, not {net.name!r}")
+    expected = {layer.name: weight_shape(layer) for layer in net.weight_layers()}
+    extra = set(model.weights) - set(expected)
+    if extra:
+        raise ModelFileError(f"{where}: weights for unknown layers {sorted(extra)}")
+    for name, shape in expected.items():
+        if name not in model.weights:
+            raise ModelFileError(f"{where}: missing weights of layer {name!r}")
+        w = np.asarray(model.weights[name])
+        if w.shape != shape:
+            raise ModelFileError(f"{where}: layer {name!r} weight has shape {w.shape}, "
+                                 f"the network needs {shape}")
+        if not np.all(np.isfinite(w)):
+            raise ModelFileError(f"{where}: layer {name!r} weight has non-finite values")
+        _check_scale(model.weight_scales, name, "weight scale", where)
+    for name in _relu_layers(net):
+        _check_scale(model.act_scales, name, "activation scale", where)
+
+
+def _check_scale(scales: dict, name: str, what: str, where: str) -> None:
+    if name not in scales:
+        raise ModelFileError(f"{where}: missing {what} of layer {name!r}")
+    v = float(scales[name])
+    if not math.isfinite(v):
+        raise ModelFileError(f"{where}: {what} of layer {name!r} is non-finite ({v})")
+    if v <= 0:
+        raise ModelFileError(f"{where}: {what} of layer {name!r} must be positive, got {v}")
+
+
+def save(model: TrainedModel, path: str | Path, net: Network | None = None) -> None:
+    """Write ``model`` as a compressed npz (validated against ``net`` when given)."""
+    if net is not None:
+        validate(model, net)
+    arrays: dict[str, np.ndarray] = {}
+    for name, w in model.weights.items():
+        arrays[f"{name}.weight"] = np.asarray(w, dtype=np.float32)
+        arrays[f"{name}.weight_scale"] = np.array(float(model.weight_scales[name]))
+    for name, s in model.act_scales.items():
+        arrays[f"{name}.act_scale"] = np.array(float(s))
+    arrays["network"] = np.array(model.network, dtype=np.str_)
+    arrays["meta"] = np.array(json.dumps(model.meta, sort_keys=True), dtype=np.str_)
+    np.savez_compressed(path, **arrays)
+
+
+def load(path: str | Path, net: Network) -> TrainedModel:
+    """Read a model file written by :func:`save` and check it against ``net``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ModelFileError(f"{path}: not an npz file: {e}") from e
+    if not hasattr(npz, "files"):
+        raise ModelFileError(f"{path}: not an npz archive (a single .npy array)")
+    with npz:
+        files = set(npz.files)
+
+        def get(key: str) -> np.ndarray:
+            if key not in files:
+                raise ModelFileError(f"{path}: missing array {key!r}")
+            try:
+                return npz[key]
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+                raise ModelFileError(f"{path}: array {key!r} is unreadable: {e}") from e
+
+        def scalar(key: str) -> float:
+            a = get(key)
+            if a.shape != () or a.dtype.kind not in "fiu":
+                raise ModelFileError(f"{path}: array {key!r} must be a 0-d number, got "
+                                     f"{a.dtype} {a.shape}")
+            return float(a)
+
+        def text(key: str) -> str:
+            a = get(key)
+            if a.shape != () or a.dtype.kind != "U":
+                raise ModelFileError(f"{path}: array {key!r} must be a 0-d string")
+            return str(a)
+
+        weights, wscales, ascales = {}, {}, {}
+        for layer in net.weight_layers():
+            w = get(f"{layer.name}.weight")
+            if w.dtype.kind != "f":
+                raise ModelFileError(f"{path}: array '{layer.name}.weight' has dtype "
+                                     f"{w.dtype}, expected float")
+            weights[layer.name] = w.astype(np.float32)
+            wscales[layer.name] = scalar(f"{layer.name}.weight_scale")
+        for name in _relu_layers(net):
+            ascales[name] = scalar(f"{name}.act_scale")
+        network = text("network")
+        try:
+            meta = json.loads(text("meta"))
+        except json.JSONDecodeError as e:
+            raise ModelFileError(f"{path}: array 'meta' is not valid JSON: {e}") from e
+        if not isinstance(meta, dict):
+            raise ModelFileError(f"{path}: array 'meta' must hold a JSON object")
+        known = {f"{n}.{kind}" for n in weights for kind in ("weight", "weight_scale")}
+        known |= {f"{n}.act_scale" for n in ascales} | {"network", "meta"}
+        unknown = files - known
+        if unknown:
+            raise ModelFileError(f"{path}: unexpected arrays {sorted(unknown)} (a model of "
+                                 f"another network?)")
+    model = TrainedModel(network, weights, wscales, ascales, meta)
+    validate(model, net, str(path))
+    return model
+
+
+def load_bundled(net: Network | None = None) -> TrainedModel:
+    """The bundled trained mCNN (``golden/data/mcnn_weights.npz``)."""
+    if net is None:
+        from golden.network import MCNN
+
+        net = MCNN
+    return load(BUNDLED_WEIGHTS, net)
