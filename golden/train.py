@@ -107,11 +107,11 @@ def _epoch(net, params, opt, images, labels, rng, *, batch, lr_at, step0, quant,
     return total / max(1, seen), step
 
 
-def train(net: Network, data: Mnist, epochs: int = 20, seed: int = 0, *, qat_epochs: int = 5,
-          batch_size: int = 128, lr: float = 3e-3, qat_lr: float = 5e-4,
+def train(net: Network, data: Mnist, epochs: int = 20, seed: int = 0, *, qat_epochs: int = 4,
+          batch_size: int = 128, lr: float = 5e-3, qat_lr: float = 5e-4,
           weight_decay: float = 0.0, shift: int = 1, act_percentile: float = 99.99,
-          ema: float = 0.99, calib_images: int = 5000, float_mix: float = 0.5,
-          weight_rule: str = "max",
+          ema: float = 0.99, calib_images: int = 5000, float_mix: float = 0.25,
+          weight_rule: str = "mse",
           progress: bool = True,
           evaluate: bool = True, log: Callable[[str], None] | None = print) -> TrainedModel:
     """Train ``net`` on ``data.train_*``: ``epochs`` float epochs, then ``qat_epochs``
