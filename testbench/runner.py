@@ -40,18 +40,22 @@ def build(sources, toplevel: str, build_dir: Path, waves: bool = False) -> None:
 
 
 def test(toplevel: str, test_module: str, build_dir: Path, env: dict | None = None,
-         testcase=None, waves: bool = False) -> Path:
-    """Run a cocotb module; raises if any test failed (cocotb writes results.xml)."""
-    setup_env()
-    runner = get_runner("verilator")
-    results = runner.test(hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
-                          test_module=test_module, build_dir=build_dir,
-                          test_dir=build_dir, extra_env={k: str(v) for k, v in
-                                                         (env or {}).items()},
-                          testcase=testcase, waves=waves)
+         testcase=None, waves: bool = False, test_dir: Path | None = None,
+         quiet: bool = False) -> Path:
+    """Run a cocotb module; raises if any test failed (cocotb writes results.xml).
+
+    `quiet` sends the simulator's output to `sim.log` in the test directory.
+    """
     from cocotb_tools.runner import get_results
+    setup_env()
+    test_dir = Path(test_dir or build_dir)
+    results = get_runner("verilator").test(
+        hdl_toplevel=toplevel, hdl_toplevel_lang="verilog", test_module=test_module,
+        build_dir=build_dir, test_dir=test_dir,
+        extra_env={k: str(v) for k, v in (env or {}).items()}, testcase=testcase, waves=waves,
+        log_file=test_dir / "sim.log" if quiet else None)
     total, failed = get_results(results)
     if failed:
         raise AssertionError(f"{failed} of {total} cocotb tests failed in {test_module} "
-                             f"(log and results in {build_dir})")
+                             f"(log and results in {test_dir})")
     return results

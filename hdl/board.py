@@ -1,0 +1,264 @@
+"""A board top for the FPGA view: a PE with a self-test host, for the ULX3S (ECP5 85F).
+
+The self-test programs every cell of the PE through its programming port from an xorshift32
+sequence, runs `reads` array reads whose inputs come from the same sequence, folds the partial
+sums into a 32-bit signature and compares it with the signature the golden model predicts
+(`expected_signature`, computed at elaboration). LEDs show the verdict; the FTDI serial line
+(115200 8N1) says ``PASS xxxxxxxx`` or ``FAIL xxxxxxxx``; FIRE1 (btn[1]) runs it again.
+constraints/ulx3s_v20.lpf has the pins; `cim timing --board ulx3s` makes the bitstream. The
+chip top will replace the PE here once it exists.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth import Cat, ClockDomain, Const, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from cim_core.config import SystemConfig
+
+from .params import PEParams
+from .pe import PE
+
+SEED = 0x2545F491
+ROW_STEP = 8
+
+
+def xorshift32(x: int) -> int:
+    x ^= (x << 13) & 0xFFFFFFFF
+    x ^= x >> 17
+    x ^= (x << 5) & 0xFFFFFFFF
+    return x
+
+
+def _xorshift32_hw(x):
+    x = x ^ (x << 13)[:32]
+    x = x ^ (x >> 17)
+    return x ^ (x << 5)[:32]
+
+
+def test_gain(cfg: SystemConfig) -> int:
+    """ADC gain with full scale at 3/8 of the largest current: typical reads stay in range,
+    the brightest clamp (both ADC paths are exercised)."""
+    return (cfg.adc_max << cfg.adc_gain_frac_bits) // (cfg.array_cols * cfg.code_max * 3 // 8)
+
+
+def _fold32(value: int, width: int) -> int:
+    out = 0
+    for i in range(0, width, 32):
+        out ^= (value >> i) & 0xFFFFFFFF
+    return out
+
+
+def _rotl5(s: int) -> int:
+    return ((s << 5) | (s >> 27)) & 0xFFFFFFFF
+
+
+def expected_signature(cfg: SystemConfig, reads: int) -> int:
+    """What the self-test must find, from the golden model's read_block."""
+    from golden.chip_model import read_block
+    p = PEParams.from_config(cfg)
+    rng = SEED
+    codes = np.zeros((p.rows, p.cols), dtype=np.int64)
+    for idx in range(p.rows * p.cols):
+        codes[idx // p.cols, idx % p.cols] = rng & (2 ** p.code_bits - 1)
+        rng = xorshift32(rng)
+    words = -(-p.cols * p.input_bits // 32)
+    blocks = (p.rows - p.max_lines) // ROW_STEP + 1
+    sig = 0
+    for k in range(reads):
+        xint = 0
+        for j in range(words):
+            xint |= rng << (32 * j)
+            rng = xorshift32(rng)
+        x = np.array([(xint >> (p.input_bits * i)) & (2 ** p.input_bits - 1)
+                      for i in range(p.cols)])
+        row0 = (k % blocks) * ROW_STEP
+        d = read_block(x[None], codes[row0:row0 + p.max_lines], test_gain(cfg), cfg)[0]
+        raw = 0
+        for o, v in enumerate(d):
+            raw |= (int(v) & (2 ** p.acc_bits - 1)) << (o * p.acc_bits)
+        sig = _rotl5(sig) ^ _fold32(raw, p.max_outputs * p.acc_bits)
+    return sig
+
+
+class SelfTest(wiring.Component):
+    """Program, read, fold, compare: `done` then `passed`, and the `signature`."""
+
+    def __init__(self, cfg: SystemConfig, reads: int = 64, form: str = "amaranth"):
+        if reads < 1:
+            raise ValueError(f"reads must be at least 1, got {reads}")
+        self.cfg, self.reads = cfg, reads
+        self.p = PEParams.from_config(cfg)
+        self.pe = PE(self.p, form=form)
+        self.expected = expected_signature(cfg, reads)
+        super().__init__({"done": Out(1), "passed": Out(1), "running": Out(1),
+                          "sig": Out(32)})
+
+    def elaborate(self, platform):
+        m = Module()
+        p, pe = self.p, self.pe
+        m.submodules.pe = pe
+        rng = Signal(32, init=SEED)
+        nxt = _xorshift32_hw(rng)
+        cells = p.rows * p.cols
+        idx = Signal(range(cells))
+        words = -(-p.cols * p.input_bits // 32)
+        xreg = Signal(32 * words)
+        word = Signal(range(words + 1))
+        blocks = (p.rows - p.max_lines) // ROW_STEP + 1
+        blk = Signal(range(blocks))
+        sent = Signal(range(self.reads + 1))
+        got = Signal(range(self.reads + 1))
+        sig = Signal(32)
+
+        req = pe.i.payload
+        m.d.comb += [
+            pe.prog.payload.row.eq(idx >> p.col_bits),
+            pe.prog.payload.col.eq(idx[:p.col_bits]),
+            pe.prog.payload.code.eq(rng[:p.code_bits]),
+            req.x.as_value().eq(xreg[:p.cols * p.input_bits]),
+            req.row0.eq(blk * ROW_STEP),
+            req.n_lines.eq(p.max_lines),
+            req.gain.eq(test_gain(self.cfg)),
+            req.nonce.eq(sent),
+            req.first.eq(1),
+            req.last.eq(1),
+            pe.o.ready.eq(1),
+            self.sig.eq(sig),
+        ]
+        raw = pe.o.payload.as_value()
+        fold = Const(0, 32)
+        for i in range(0, len(raw), 32):
+            fold = fold ^ raw[i:i + 32]
+        with m.If(pe.o.valid):
+            m.d.sync += [sig.eq(Cat(sig[27:], sig[:27]) ^ fold), got.eq(got + 1)]
+
+        with m.FSM():
+            with m.State("PROG"):
+                m.d.comb += [pe.prog.valid.eq(1), self.running.eq(1)]
+                with m.If(pe.prog.ready):
+                    m.d.sync += [idx.eq(idx + 1), rng.eq(nxt)]
+                    with m.If(idx == cells - 1):
+                        m.next = "FILL"
+            with m.State("FILL"):
+                m.d.comb += self.running.eq(1)
+                m.d.sync += [xreg.eq(Cat(xreg[32:], rng)), rng.eq(nxt), word.eq(word + 1)]
+                with m.If(word == words - 1):
+                    m.d.sync += word.eq(0)
+                    m.next = "READ"
+            with m.State("READ"):
+                m.d.comb += [pe.i.valid.eq(1), self.running.eq(1)]
+                with m.If(pe.i.ready):
+                    m.d.sync += [sent.eq(sent + 1),
+                                 blk.eq(Mux(blk == blocks - 1, 0, blk + 1))]
+                    with m.If(sent == self.reads - 1):
+                        m.next = "DRAIN"
+                    with m.Else():
+                        m.next = "FILL"
+            with m.State("DRAIN"):
+                m.d.comb += self.running.eq(1)
+                with m.If(got == self.reads):
+                    m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += [self.done.eq(1), self.passed.eq(sig == self.expected)]
+        return m
+
+
+class UartTx(wiring.Component):
+    """8N1 transmitter: takes a byte when `ready`, `divisor` clock cycles per bit."""
+
+    def __init__(self, divisor: int):
+        self.divisor = divisor
+        super().__init__({"data": In(8), "valid": In(1), "ready": Out(1), "tx": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        shift = Signal(10)
+        bits = Signal(range(11))
+        timer = Signal(range(self.divisor))
+        m.d.comb += [self.ready.eq(bits == 0), self.tx.eq(Mux(bits == 0, 1, shift[0]))]
+        with m.If(bits == 0):
+            with m.If(self.valid):
+                m.d.sync += [shift.eq(Cat(Const(0, 1), self.data, Const(1, 1))),
+                             bits.eq(10), timer.eq(0)]
+        with m.Else():
+            m.d.sync += timer.eq(timer + 1)
+            with m.If(timer == self.divisor - 1):
+                m.d.sync += [timer.eq(0), shift.eq(shift >> 1), bits.eq(bits - 1)]
+        return m
+
+
+def _hex_char(nibble):
+    return Mux(nibble < 10, nibble + ord("0"), nibble - 10 + ord("a"))
+
+
+class Reporter(wiring.Component):
+    """Once `start` is high, sends "PASS xxxxxxxx\\r\\n" or "FAIL ..." over a UartTx."""
+
+    def __init__(self, divisor: int):
+        self.divisor = divisor
+        super().__init__({"start": In(1), "passed": In(1), "sig": In(32),
+                          "tx": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.uart = uart = UartTx(self.divisor)
+        n = Signal(range(16))
+        word = Mux(self.passed, Const(int.from_bytes(b"PASS ", "little"), 40),
+                   Const(int.from_bytes(b"FAIL ", "little"), 40))
+        chars = [word[8 * i:8 * i + 8] for i in range(5)]
+        chars += [_hex_char(self.sig[28 - 4 * i:32 - 4 * i]) for i in range(8)]
+        chars += [Const(ord("\r"), 8), Const(ord("\n"), 8)]
+        char = Signal(8)
+        with m.Switch(n):
+            for i, c in enumerate(chars):
+                with m.Case(i):
+                    m.d.comb += char.eq(c)
+        m.d.comb += [uart.data.eq(char), uart.valid.eq(self.start & (n < len(chars))),
+                     self.tx.eq(uart.tx)]
+        with m.If(uart.valid & uart.ready):
+            m.d.sync += n.eq(n + 1)
+        return m
+
+
+class Ulx3sTop(wiring.Component):
+    """ULX3S pins: 25 MHz clock, buttons, LEDs, FTDI serial. led[0] pass, led[1] fail,
+    led[2] running, led[7:3] the signature's low bits."""
+
+    def __init__(self, cfg: SystemConfig, reads: int = 64, clock_hz: float = 25e6,
+                 baud: int = 115200):
+        self.core = SelfTest(cfg, reads)
+        self.divisor = round(clock_hz / baud)
+        super().__init__({"clk_25mhz": In(1), "btn": In(7), "led": Out(8),
+                          "ftdi_rxd": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = sync = ClockDomain("sync")
+        m.domains.por = por = ClockDomain("por", reset_less=True)
+        # Power-on reset (FPGA registers start at their init values), then FIRE1 restarts.
+        count = Signal(8)
+        press = Signal(2)
+        m.d.comb += [sync.clk.eq(self.clk_25mhz), por.clk.eq(self.clk_25mhz)]
+        with m.If(count != 255):
+            m.d.por += count.eq(count + 1)
+        m.d.por += press.eq(Cat(self.btn[1], press[0]))
+        m.d.comb += sync.rst.eq((count != 255) | press[1])
+
+        m.submodules.core = core = self.core
+        m.submodules.report = rep = Reporter(self.divisor)
+        m.d.comb += [
+            rep.start.eq(core.done), rep.passed.eq(core.passed),
+            rep.sig.eq(core.sig), self.ftdi_rxd.eq(rep.tx),
+            self.led.eq(Cat(core.done & core.passed, core.done & ~core.passed, core.running,
+                            core.sig[:5])),
+        ]
+        return m
+
+
+def ulx3s_top(cfg: SystemConfig, design: str = "pe", reads: int = 64) -> Ulx3sTop:
+    if design != "pe":
+        raise ValueError(f"the ULX3S board top holds the PE for now, not {design!r}")
+    return Ulx3sTop(cfg, reads)

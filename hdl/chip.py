@@ -1,0 +1,190 @@
+"""The whole chip: eight PEs, their feeders, the group mergers, the pooling writers, the
+feature-map buffers, the image input and the layer sequencer, with a host interface.
+
+    pixels (stream, raster order) + image_id ──> image memory (2 banks)
+    sequencer: for each layer, start the feeders and mergers that the plan gives it, wait
+               until all are done, then the next layer; the image bank is freed after the
+               first layer, so the next image loads meanwhile
+    result (stream): the logits and the predicted class of each image, in order
+
+Everything layer- and network-specific comes from hdl/chip_plan.py, which derives it from the
+mapping (cim_core.mapping) and the programmed chip (golden.chip_model.Chip).
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import noise
+from .chip_plan import ChipPlan, plan_chip
+from .feeder import Feeder
+from .image_in import ImageInput
+from .merger import Merger
+from .pe import PE
+from .pool import PoolWriter
+
+
+def result_layout(plan: ChipPlan) -> data.StructLayout:
+    n = plan.layers[-1].n_out
+    return data.StructLayout({
+        "logits": data.ArrayLayout(signed(plan.acc_bits), n),
+        "label": unsigned(max(1, (n - 1).bit_length())),
+    })
+
+
+def program_layout(plan: ChipPlan) -> data.StructLayout:
+    p = plan.pes[0].params
+    return data.StructLayout({"pe": range(max(len(plan.pes), 2)), "row": p.row_bits,
+                              "col": p.col_bits, "code": p.code_bits})
+
+
+class CimChip(wiring.Component):
+    def __init__(self, chip, form: str = "verilog"):
+        self.plan = plan_chip(chip)
+        self.form = form
+        n_layers = len(self.plan.layers)
+        super().__init__({
+            "pixels": In(stream.Signature(self.plan.buffers["img"].bits)),
+            "image_id": In(32),
+            "result": Out(stream.Signature(result_layout(self.plan))),
+            "prog": In(stream.Signature(program_layout(self.plan))),
+            "busy": Out(1),
+            "images_done": Out(32),
+            "cycles_image": Out(32),
+            "cycles_layer": Out(data.ArrayLayout(32, n_layers)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        plan = self.plan
+        layers = plan.layers
+
+        pes = [PE(pp.params, pp.init, self.form) for pp in plan.pes]
+        feeders = [Feeder(plan, i) for i in range(len(pes))]
+        for i, (pe, fd) in enumerate(zip(pes, feeders, strict=True)):
+            m.submodules[f"pe{i}"] = pe
+            m.submodules[f"feeder{i}"] = fd
+            wiring.connect(m, fd.req, pe.i)
+        mergers = [Merger(plan, g) for g in range(len(plan.groups))]
+        for g, mg in enumerate(mergers):
+            m.submodules[f"merger{g}"] = mg
+            for pe in plan.groups[g].pes:
+                wiring.connect(m, pes[pe].o, getattr(mg, f"ps_{pe}"))
+
+        # Feature-map memories and their ports.
+        img_buf = plan.buffers["img"]
+        m.submodules.img_in = img_in = ImageInput(img_buf)
+        m.submodules.img_mem = img_mem = memory.Memory(shape=img_buf.bits,
+                                                       depth=2 * img_buf.depth, init=[])
+        wp = img_mem.write_port()
+        m.d.comb += [wp.addr.eq(img_in.wr_addr), wp.data.eq(img_in.wr_data),
+                     wp.en.eq(img_in.wr_en), img_in.pixels.payload.eq(self.pixels.payload),
+                     img_in.pixels.valid.eq(self.pixels.valid),
+                     self.pixels.ready.eq(img_in.pixels.ready),
+                     img_in.image_id.eq(self.image_id)]
+        pools = {}
+        for name, buf in plan.buffers.items():
+            if name == "img":
+                mem = img_mem
+            else:
+                mem = memory.Memory(shape=buf.word_bits, depth=buf.depth, init=[])
+                m.submodules[f"{name}_mem"] = mem
+                writers = [mg for mg in mergers if name in mg.dsts]
+                pw = PoolWriter(buf, len(writers))
+                m.submodules[f"{name}_pool"] = pools[name] = pw
+                for i, mg in enumerate(writers):
+                    wiring.connect(m, getattr(mg, f"wr_{name}"), getattr(pw, f"in_{i}"))
+                rp, wr = mem.read_port(), mem.write_port()
+                m.d.comb += [rp.addr.eq(pw.rd_addr), pw.rd_data.eq(rp.data),
+                             wr.addr.eq(pw.wr_addr), wr.data.eq(pw.wr_data),
+                             wr.en.eq(pw.wr_en)]
+            for fd in feeders:
+                if name in fd.sources:
+                    rp = mem.read_port()
+                    addr = getattr(fd, f"{name}_addr")
+                    if name == "img":
+                        addr = img_in.cur_bank * buf.depth + addr
+                    m.d.comb += [rp.addr.eq(addr), getattr(fd, f"{name}_data").eq(rp.data)]
+
+        # The logits leave with their argmax (the first of equal maxima, as the golden model).
+        logits_mg = next(mg for mg in mergers if mg.logits_layer is not None)
+        lg = logits_mg.logits
+        best_v, best_i = lg.payload[0], 0
+        for i in range(1, len(lg.payload)):
+            better = lg.payload[i] > best_v
+            best_v, best_i = Mux(better, lg.payload[i], best_v), Mux(better, i, best_i)
+        m.d.comb += [self.result.valid.eq(lg.valid), lg.ready.eq(self.result.ready),
+                     self.result.payload.label.eq(best_i)]
+        for i in range(len(lg.payload)):
+            m.d.comb += self.result.payload.logits[i].eq(lg.payload[i])
+
+        self._sequencer(m, plan, img_in, feeders, mergers, pools, pes)
+        self._programming(m, pes)
+        return m
+
+    def _sequencer(self, m, plan, img_in, feeders, mergers, pools, pes):
+        layers = plan.layers
+        layer = Signal(range(max(len(layers), 2)))
+        start = Signal()
+        image_key = Signal(32)
+        cycles, image_cycles = Signal(32), Signal(32)
+        units_done = Signal()
+        m.d.comb += units_done.eq(
+            all_of([fd.done for fd in feeders] + [mg.done for mg in mergers]
+                   + [~pw.busy for pw in pools.values()] + [~pe.busy for pe in pes]))
+        for unit in feeders + mergers:
+            m.d.comb += [unit.start.eq(start), unit.layer.eq(layer)]
+        for fd in feeders:
+            m.d.comb += fd.image_key.eq(image_key)
+        m.d.sync += [cycles.eq(cycles + 1), image_cycles.eq(image_cycles + 1)]
+
+        with m.FSM() as fsm:
+            with m.State("WAIT"):
+                with m.If(img_in.avail):
+                    if plan.pes[0].params.read_noise:
+                        m.d.sync += image_key.eq(noise.mix32(img_in.cur_id))
+                    m.d.sync += [layer.eq(0), image_cycles.eq(0)]
+                    m.next = "START"
+            with m.State("START"):
+                m.d.comb += start.eq(1)
+                for lp in layers:
+                    if lp.dst is not None:
+                        with m.If(layer == lp.index):
+                            m.d.comb += pools[lp.dst].clear.eq(1)
+                m.d.sync += cycles.eq(0)
+                m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(units_done):
+                    with m.Switch(layer):
+                        for lp in layers:
+                            with m.Case(lp.index):
+                                m.d.sync += self.cycles_layer[lp.index].eq(cycles + 1)
+                                if lp.src == "img":
+                                    m.d.comb += img_in.release.eq(1)
+                    with m.If(layer == len(layers) - 1):
+                        m.d.sync += [self.images_done.eq(self.images_done + 1),
+                                     self.cycles_image.eq(image_cycles + 1)]
+                        m.next = "WAIT"
+                    with m.Else():
+                        m.d.sync += layer.eq(layer + 1)
+                        m.next = "START"
+            m.d.comb += self.busy.eq(~fsm.ongoing("WAIT"))
+
+    def _programming(self, m, pes):
+        """Cell writes go to the addressed PE, only while no image is being processed."""
+        pay = self.prog.payload
+        for i, pe in enumerate(pes):
+            with m.If(pay.pe == i):
+                m.d.comb += [pe.prog.payload.row.eq(pay.row), pe.prog.payload.col.eq(pay.col),
+                             pe.prog.payload.code.eq(pay.code),
+                             pe.prog.valid.eq(self.prog.valid & ~self.busy),
+                             self.prog.ready.eq(pe.prog.ready & ~self.busy)]
+
+
+def all_of(signals):
+    out = 1
+    for s in signals:
+        out = out & s
+    return out

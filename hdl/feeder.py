@@ -1,0 +1,186 @@
+"""A PE's feeder: walks its group's output positions of a layer, fetches each position's input
+window from the source feature map, and sends the PE one read request per chunk it holds.
+
+The walk and the chunk choice follow the read program of hdl/chip_plan.py (the mapping's
+rule), so the order of reads, and the first/last flags that delimit each partial sum, are
+fixed at elaboration.
+"""
+
+from __future__ import annotations
+
+from amaranth import Const, Module, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import layouts, noise
+from .chip_plan import ChipPlan
+
+
+class Feeder(wiring.Component):
+    def __init__(self, plan: ChipPlan, pe: int):
+        self.plan, self.pe = plan, pe
+        self.pp = plan.pes[pe]
+        self.layers = [lp for lp in plan.layers if lp.name in self.pp.programs]
+        self.sources = sorted({lp.src for lp in self.layers})
+        self.n_words = max((len(lp.words) for lp in self.layers), default=1)
+        self.word_bits = max((plan.buffers[lp.src].word_bits for lp in self.layers), default=1)
+        ports = {
+            "start": In(1),
+            "layer": In(range(max(len(plan.layers), 2))),
+            "image_key": In(32),
+            "done": Out(1),
+            "req": Out(stream.Signature(layouts.read_request(self.pp.params))),
+        }
+        for name in self.sources:
+            buf = plan.buffers[name]
+            ports[f"{name}_addr"] = Out(range(max(buf.depth, 2)))
+            ports[f"{name}_data"] = In(buf.word_bits)
+        super().__init__(ports)
+
+    def _group(self, layer):
+        return next(g for g in self.plan.groups if self.pe in g.pes and layer in g.ranges)
+
+    def elaborate(self, platform):
+        m = Module()
+        plan, pp, p = self.plan, self.pp, self.pp.params
+        self.req_reg = Signal(layouts.read_request(p))
+        if not self.layers:
+            m.d.comb += self.done.eq(1)
+            return m
+
+        max_depth = max(plan.buffers[lp.src].depth for lp in self.layers)
+        window = Signal(data.ArrayLayout(self.word_bits, self.n_words))
+        active = Signal(range(len(plan.layers)))   # the layer being walked
+        j = Signal(range(max_depth * 64 + 2))      # position index within the group
+        pos = Signal.like(j)                       # absolute output position p
+        x = Signal(range(max(max(lp.out_hw[1] for lp in self.layers), 2)))
+        base = Signal(range(max_depth + 1))        # source word of the window's corner
+        r = Signal(range(max(max(self._group(lp.name).period[lp.name]
+                                 for lp in self.layers), 2)))
+        step = Signal(range(max(len(prog) for lp in self.layers
+                                for prog in pp.programs[lp.name]) + 1))
+        fetch = Signal(range(self.n_words + 2))    # next word to address
+        got = Signal(range(self.n_words + 2))      # next word to capture
+
+        # Per-layer constants and the current read of the program.
+        count, n_reads, out_w, in_w = (Signal(range(max_depth * 64 + 2)) for _ in range(4))
+        period = Signal.like(r)
+        entry = Signal(range(max(len(pp.entries), 2)))
+        first, last = Signal(), Signal()
+        n_words = Signal(range(self.n_words + 1))
+        word_off = Signal(range(max_depth + 1))
+        with m.Switch(active):
+            for lp in self.layers:
+                with m.Case(lp.index):
+                    g = self._group(lp.name)
+                    start, stop = g.ranges[lp.name]
+                    prog = pp.programs[lp.name]
+                    m.d.comb += [count.eq(stop - start), period.eq(g.period[lp.name]),
+                                 out_w.eq(lp.out_hw[1]),
+                                 in_w.eq(plan.buffers[lp.src].width),
+                                 n_words.eq(len(lp.words))]
+                    with m.Switch(fetch):
+                        for w, off in enumerate(lp.words):
+                            with m.Case(w):
+                                m.d.comb += word_off.eq(off)
+                    with m.Switch(r):
+                        for res, reads in enumerate(prog):
+                            with m.Case(res):
+                                m.d.comb += n_reads.eq(len(reads))
+                                with m.Switch(step):
+                                    for s, rd in enumerate(reads):
+                                        with m.Case(s):
+                                            m.d.comb += [entry.eq(rd.entry), first.eq(rd.first),
+                                                         last.eq(rd.last)]
+
+        # The source memories: address the window's words, capture them a cycle later.
+        for name in self.sources:
+            m.d.comb += getattr(self, f"{name}_addr").eq(base + word_off)
+        data_in = Signal(self.word_bits)
+        with m.Switch(active):
+            for lp in self.layers:
+                with m.Case(lp.index):
+                    m.d.comb += data_in.eq(getattr(self, f"{lp.src}_data"))
+
+        m.d.comb += self.req.payload.eq(self.req_reg)
+
+        def advance():
+            """Next position of the group: x wraps at the output width."""
+            m.d.sync += [j.eq(j + 1), pos.eq(pos + 1), r.eq(r + 1), step.eq(0)]
+            with m.If(r + 1 == period):
+                m.d.sync += r.eq(0)
+            with m.If(x + 1 == out_w):
+                m.d.sync += [x.eq(0), base.eq(base + in_w - out_w + 1)]
+            with m.Else():
+                m.d.sync += [x.eq(x + 1), base.eq(base + 1)]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.done.eq(1)
+                with m.If(self.start):
+                    with m.Switch(self.layer):
+                        for lp in self.layers:
+                            with m.Case(lp.index):
+                                start = self._group(lp.name).ranges[lp.name][0]
+                                y0, x0 = divmod(start, lp.out_hw[1])
+                                b0 = y0 * plan.buffers[lp.src].width + x0
+                                m.d.sync += [active.eq(lp.index), j.eq(0), pos.eq(start),
+                                             x.eq(x0), base.eq(b0), r.eq(0), step.eq(0)]
+                                m.next = "POSITION"
+            with m.State("POSITION"):
+                with m.If(j == count):
+                    m.next = "IDLE"
+                with m.Elif(n_reads == 0):
+                    advance()
+                with m.Else():
+                    m.d.sync += [fetch.eq(0), got.eq(0)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                # Word `fetch` is addressed this cycle; word `got` arrives from the last one.
+                with m.If(fetch < n_words):
+                    m.d.sync += fetch.eq(fetch + 1)
+                with m.If(fetch != 0):
+                    m.d.sync += [window[got].eq(data_in), got.eq(got + 1)]
+                    with m.If(got + 1 == n_words):
+                        m.next = "LOAD"
+            with m.State("LOAD"):
+                # Assembled straight into a register: fields that are constant for this PE
+                # then never sit in a combinational process (which Verilog would not run).
+                self._request(m, self.req_reg, entry, first, last, window, pos)
+                m.next = "ISSUE"
+            with m.State("ISSUE"):
+                m.d.comb += self.req.valid.eq(1)
+                with m.If(self.req.ready):
+                    m.d.sync += step.eq(step + 1)
+                    with m.If(step + 1 == n_reads):
+                        advance()
+                        m.next = "POSITION"
+                    with m.Else():
+                        m.next = "LOAD"
+        return m
+
+    def _request(self, m, req, entry, first, last, window, pos):
+        plan, pp, p = self.plan, self.pp, self.pp.params
+        m.d.sync += [req.first.eq(first), req.last.eq(last)]
+        bits = None
+        chunk = Signal(8)
+        layer_index = Signal(4)
+        with m.Switch(entry):
+            for e, en in enumerate(pp.entries):
+                lp = plan.layer(en.layer)
+                bits = plan.buffers[lp.src].bits
+                with m.Case(e):
+                    m.d.sync += [req.row0.eq(en.row0), req.n_lines.eq(2 * en.n_out),
+                                 req.gain.eq(lp.gain)]
+                    m.d.comb += [chunk.eq(en.chunk), layer_index.eq(lp.index)]
+                    for i in range(p.cols):
+                        if i < len(en.gather):
+                            w, ch = en.gather[i]
+                            m.d.sync += req.x[i].eq(window[w][ch * bits:(ch + 1) * bits])
+                        else:
+                            m.d.sync += req.x[i].eq(0)
+        if p.read_noise:
+            key = (self.image_key ^ (layer_index << 28) ^ (pos << 8) ^ chunk)[:32]
+            m.d.sync += req.nonce.eq(noise.mix32(key))
+        else:
+            m.d.sync += req.nonce.eq(Const(0, 32))

@@ -1,0 +1,180 @@
+"""A group's merger: adds the partial sums its PEs send for each output position, then
+requantizes them (ReLU included) into a word of activations for the pooling writer, or, for
+the logits layer, hands the sums on.
+
+Positions come in the group's order, and for each one the contributing PEs are fixed by the
+plan (hdl/chip_plan.py), so the merger simply takes one partial sum from each contributor.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import layouts
+from .chip_plan import ChipPlan
+
+
+def word_write(depth: int, word_bits: int) -> data.StructLayout:
+    return data.StructLayout({"addr": range(max(depth, 2)), "word": word_bits})
+
+
+class Merger(wiring.Component):
+    def __init__(self, plan: ChipPlan, group: int):
+        self.plan, self.gp = plan, plan.groups[group]
+        self.layers = [lp for lp in plan.layers if lp.name in self.gp.ranges]
+        self.dsts = sorted({lp.dst for lp in self.layers if lp.dst})
+        p = plan.pes[self.gp.pes[0]].params
+        self.p = p
+        self.logits_layer = next((lp for lp in self.layers if lp.dst is None), None)
+        ports = {
+            "start": In(1),
+            "layer": In(range(max(len(plan.layers), 2))),
+            "done": Out(1),
+        }
+        for pe in self.gp.pes:
+            ports[f"ps_{pe}"] = In(stream.Signature(layouts.partial_sums(p)))
+        for name in self.dsts:
+            buf = plan.buffers[name]
+            ports[f"wr_{name}"] = Out(stream.Signature(word_write(buf.depth, buf.word_bits)))
+        if self.logits_layer is not None:
+            ports["logits"] = Out(stream.Signature(
+                data.ArrayLayout(layouts.partial_sums(p).elem_shape, self.logits_layer.n_out)))
+        super().__init__(ports)
+
+    def elaborate(self, platform):
+        m = Module()
+        plan, gp, p = self.plan, self.gp, self.p
+        acc = Signal(layouts.partial_sums(p))
+        active = Signal(range(max(len(plan.layers), 2)))
+        j = Signal(range(4096))
+        x = Signal(range(256))
+        # Pooled coordinates kept incrementally (no dividers): position (y, x) pools into
+        # (py, px); sy, sx count rows and columns inside the pooling window.
+        py, px, sy, sx = (Signal(range(256)) for _ in range(4))
+        r = Signal(range(max((gp.period[n] for n in gp.ranges), default=1) + 1))
+        k = Signal(range(len(gp.pes) + 1))         # contributor being collected
+        ch = Signal(range(p.max_outputs + 1))      # channel being requantized
+        word = Signal(max((plan.buffers[d].word_bits for d in self.dsts), default=1))
+
+        count, n_contrib, out_w, period, pool = (Signal(range(4096)) for _ in range(5))
+        n_out = Signal(range(p.max_outputs + 1))
+        with m.Switch(active):
+            for lp in self.layers:
+                with m.Case(lp.index):
+                    start, stop = gp.ranges[lp.name]
+                    m.d.comb += [count.eq(stop - start), out_w.eq(lp.out_hw[1]),
+                                 period.eq(gp.period[lp.name]), n_out.eq(lp.n_out),
+                                 pool.eq(lp.pool)]
+                    with m.Switch(r):
+                        for res, pes in enumerate(gp.contributors[lp.name]):
+                            with m.Case(res):
+                                m.d.comb += n_contrib.eq(len(pes))
+
+        # The stream of the k-th contributor of this residue.
+        valid, payload = Signal(), Signal(layouts.partial_sums(p))
+        take = Signal()
+        with m.Switch(active):
+            for lp in self.layers:
+                with m.Case(lp.index):
+                    with m.Switch(r):
+                        for res, pes in enumerate(gp.contributors[lp.name]):
+                            with m.Case(res):
+                                with m.Switch(k):
+                                    for n, pe in enumerate(pes):
+                                        port = getattr(self, f"ps_{pe}")
+                                        with m.Case(n):
+                                            m.d.comb += [valid.eq(port.valid),
+                                                         payload.eq(port.payload),
+                                                         port.ready.eq(take)]
+
+        def advance():
+            m.d.sync += [j.eq(j + 1), r.eq(Mux(r + 1 == period, 0, r + 1)), k.eq(0)]
+            with m.If(x + 1 == out_w):
+                m.d.sync += [x.eq(0), px.eq(0), sx.eq(0)]
+                with m.If(sy + 1 == pool):
+                    m.d.sync += [sy.eq(0), py.eq(py + 1)]
+                with m.Else():
+                    m.d.sync += sy.eq(sy + 1)
+            with m.Else():
+                m.d.sync += x.eq(x + 1)
+                with m.If(sx + 1 == pool):
+                    m.d.sync += [sx.eq(0), px.eq(px + 1)]
+                with m.Else():
+                    m.d.sync += sx.eq(sx + 1)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.done.eq(1)
+                with m.If(self.start):
+                    with m.Switch(self.layer):
+                        for lp in self.layers:
+                            with m.Case(lp.index):
+                                y0, x0 = divmod(gp.ranges[lp.name][0], lp.out_hw[1])
+                                m.d.sync += [active.eq(lp.index), j.eq(0), r.eq(0), k.eq(0),
+                                             x.eq(x0), py.eq(y0 // lp.pool),
+                                             sy.eq(y0 % lp.pool), px.eq(x0 // lp.pool),
+                                             sx.eq(x0 % lp.pool)]
+                                m.next = "COLLECT"
+            with m.State("COLLECT"):
+                with m.If(j == count):
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += take.eq(valid)
+                    with m.If(valid):
+                        m.d.sync += k.eq(k + 1)
+                        for o in range(p.max_outputs):
+                            m.d.sync += acc[o].eq(Mux(k == 0, 0, acc[o]) + payload[o])
+                        with m.If(k + 1 == n_contrib):
+                            m.d.sync += ch.eq(0)
+                            m.next = "REQUANT"
+            with m.State("REQUANT"):
+                self._requantize(m, active, acc, ch, word, n_out)
+            with m.State("WRITE"):
+                self._write(m, active, word, py, px, advance)
+            if self.logits_layer is not None:
+                with m.State("LOGITS"):
+                    port = self.logits
+                    m.d.comb += port.valid.eq(1)
+                    for o in range(self.logits_layer.n_out):
+                        m.d.comb += port.payload[o].eq(acc[o])
+                    with m.If(port.ready):
+                        advance()
+                        m.next = "COLLECT"
+        return m
+
+    def _requantize(self, m, active, acc, ch, word, n_out):
+        """One channel a cycle: clamp((psum * M + 2**(S-1)) >> S, 0, 2**A - 1)."""
+        bits = self.plan.config.act_bits
+        top = 2 ** bits - 1
+        with m.Switch(active):
+            for lp in self.layers:
+                with m.Case(lp.index):
+                    if lp.dst is None:
+                        m.next = "LOGITS"
+                        continue
+                    v = (acc[ch] * lp.mult + (1 << (lp.shift - 1))) >> lp.shift
+                    q = Mux(v < 0, 0, Mux(v > top, top, v))[:bits]
+                    with m.Switch(ch):
+                        for o in range(lp.n_out):
+                            with m.Case(o):
+                                m.d.sync += word[o * bits:(o + 1) * bits].eq(q)
+                    m.d.sync += ch.eq(ch + 1)
+                    with m.If(ch + 1 == n_out):
+                        m.next = "WRITE"
+
+    def _write(self, m, active, word, py, px, advance):
+        with m.Switch(active):
+            for lp in self.layers:
+                if lp.dst is None:
+                    continue
+                with m.Case(lp.index):
+                    buf = self.plan.buffers[lp.dst]
+                    port = getattr(self, f"wr_{lp.dst}")
+                    m.d.comb += [port.valid.eq(1),
+                                 port.payload.addr.eq(py * buf.width + px),
+                                 port.payload.word.eq(word[:buf.word_bits])]
+                    with m.If(port.ready):
+                        advance()
+                        m.next = "COLLECT"

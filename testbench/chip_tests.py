@@ -1,0 +1,83 @@
+"""cocotb test of the whole chip: images in through the harness, logits out.
+
+The runner (cim_core/rtl_sim.py) names a job file in CIM_CHIP_JOB: the images and their ids.
+This module only drives the simulation and writes what the RTL answered (CIM_CHIP_OUT); the
+comparison with the golden model happens in the runner, so a failing image can be reported
+with its golden trace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+
+
+def pack_image(image: np.ndarray, image_id: int) -> int:
+    """The harness's load payload: pixel i at bits [8i, 8i+8), then the 32-bit id."""
+    n_bits = image.size * 8
+    return int.from_bytes(image.astype(np.uint8).tobytes(), "little") | (int(image_id) << n_bits)
+
+
+def unpack_result(value: int, n: int, acc_bits: int) -> tuple[list[int], int]:
+    logits = []
+    for i in range(n):
+        v = (value >> (i * acc_bits)) & ((1 << acc_bits) - 1)
+        logits.append(v - (1 << acc_bits) if v >> (acc_bits - 1) else v)
+    return logits, value >> (n * acc_bits)
+
+
+async def loader(dut, images, ids):
+    for image, image_id in zip(images, ids, strict=True):
+        dut.load__payload.value = pack_image(image, image_id)
+        dut.load__valid.value = 1
+        await ReadOnly()
+        while not dut.load__ready.value:
+            await RisingEdge(dut.load__ready)
+            await ReadOnly()
+        await RisingEdge(dut.clk)   # the transfer happens at this edge
+    dut.load__valid.value = 0
+
+
+@cocotb.test()
+async def run_images(dut):
+    with np.load(os.environ["CIM_CHIP_JOB"], allow_pickle=False) as job:
+        images, ids = job["images"], job["image_ids"]
+        meta = json.loads(str(job["meta"]))
+    n_out, acc_bits = meta["n_out"], meta["acc_bits"]
+    Clock(dut.clk, 10, unit="ns").start()
+    dut.rst.value = 1
+    dut.load__valid.value = 0
+    dut.result__ready.value = 1
+    dut.prog__valid.value = 0
+    await ClockCycles(dut.clk, 2)
+    dut.rst.value = 0
+    t0 = time.perf_counter()
+    cocotb.start_soon(loader(dut, images, ids))
+    logits, labels, done_at = [], [], []
+    cycle_ns = 10
+    for _ in range(len(images)):
+        await RisingEdge(dut.result__valid)
+        await ReadOnly()
+        lg, label = unpack_result(int(dut.result__payload.value), n_out, acc_bits)
+        logits.append(lg)
+        labels.append(label)
+        done_at.append(cocotb.utils.get_sim_time("ns") // cycle_ns)
+        if len(logits) % 20 == 0:
+            with open("progress", "w") as fh:
+                fh.write(str(len(logits)))
+    await ClockCycles(dut.clk, 4)
+    n_layers = meta["n_layers"]
+    layer_bits = int(dut.cycles_layer.value)
+    cycles_layer = [(layer_bits >> (32 * i)) & 0xFFFFFFFF for i in range(n_layers)]
+    seconds = time.perf_counter() - t0
+    np.savez(os.environ["CIM_CHIP_OUT"], logits=np.array(logits, dtype=np.int64),
+             labels=np.array(labels), done_at=np.array(done_at, dtype=np.int64),
+             meta=json.dumps(dict(cycles_image=int(dut.cycles_image.value),
+                                  cycles_layer=cycles_layer, seconds=seconds,
+                                  images_done=int(dut.images_done.value))))
