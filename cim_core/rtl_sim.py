@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from golden import chip_model
 from hdl import build
+from hdl.chip_plan import plan_chip
 from hdl.harness import SimHarness
 from testbench import runner
 
@@ -23,10 +24,12 @@ TOPLEVEL = "harness"
 
 
 def chip_digest(chip: chip_model.Chip, form: str) -> str:
+    """Everything the generated Verilog depends on: the chip, the form and the HDL code."""
     d = chip.digital
     return build.digest(chip.config.to_dict(), chip.conductance.tobytes(),
                         sorted(d.adc_gain.items()), sorted(d.requant_mult.items()),
-                        sorted(d.requant_shift.items()), d.read_noise, d.noise_seed, form)
+                        sorted(d.requant_shift.items()), d.read_noise, d.noise_seed, form,
+                        build.source_digest())
 
 
 def generate(chip: chip_model.Chip, out_dir: Path, form: str = "verilog") -> list[Path]:
@@ -40,8 +43,13 @@ def build_chip(chip: chip_model.Chip, build_dir: Path | None = None, waves: bool
     build_dir = Path(build_dir or runner.BUILD_ROOT /
                      f"chip_{chip_digest(chip, 'verilog')}{'_waves' if waves else ''}")
     t0 = time.perf_counter()
-    sources = generate(chip, build_dir)
-    runner.build(sources, TOPLEVEL, build_dir, waves=waves)
+    stamp = build_dir / "generated.ok"
+    if stamp.exists():   # the directory name is the digest of everything that went in
+        sources = [build_dir / f"{TOPLEVEL}_gen.v", *build.macro_sources("verilog")]
+    else:
+        sources = generate(chip, build_dir)
+        stamp.write_text("")
+    runner.build(sources, TOPLEVEL, build_dir, waves=waves, quiet=True)
     return build_dir, time.perf_counter() - t0
 
 
@@ -82,16 +90,17 @@ class SimResult:
 
 
 def simulate(chip: chip_model.Chip, images: np.ndarray, image_ids=None, *, shards: int = 1,
-             waves: bool = False, progress: bool = True, log=print) -> SimResult:
-    """Run `images` through the RTL and the golden model; every logit is compared."""
+             waves: bool = False, progress: bool = True, log=print,
+             golden: chip_model.Chip | None = None) -> SimResult:
+    """Run `images` through the RTL and the golden model; every logit is compared (with the
+    golden model of `golden`, by default the same chip)."""
     net = chip.mapping.network
     images = chip_model.check_images(images, net.input_shape)
     n = len(images)
     ids = np.arange(n, dtype=np.int64) if image_ids is None else np.asarray(image_ids, np.int64)
     build_dir, build_s = build_chip(chip, waves=waves, log=log)
-    plan = SimHarness(chip).chip.plan
-    meta = dict(n_out=plan.layers[-1].n_out, acc_bits=plan.acc_bits,
-                n_layers=len(plan.layers))
+    plan = plan_chip(chip)
+    meta = job_meta(plan)
     shards = max(1, min(shards, n))
     bounds = np.linspace(0, n, shards + 1).astype(int)
     dirs = []
@@ -131,7 +140,7 @@ def simulate(chip: chip_model.Chip, images: np.ndarray, image_ids=None, *, shard
                              meta=json.loads(str(f["meta"]))))
     logits = np.concatenate([o["logits"] for o in outs])
     labels = np.concatenate([o["labels"] for o in outs])
-    gold = chip_model.run(chip, images, image_ids=ids).logits
+    gold = chip_model.run(golden or chip, images, image_ids=ids).logits
     mismatches = [Mismatch(i, int(ids[i]), logits[i].tolist(), gold[i].tolist())
                   for i in np.flatnonzero((logits != gold).any(axis=1))]
     spacing = [np.diff(o["done_at"]) for o in outs if len(o["done_at"]) > 1]
@@ -142,6 +151,60 @@ def simulate(chip: chip_model.Chip, images: np.ndarray, image_ids=None, *, shard
     return SimResult(n, logits, labels, gold, mismatches, int(last["cycles_image"]),
                      dict(zip(names, last["cycles_layer"], strict=True)), per_image, sim_s,
                      build_s)
+
+
+def job_meta(plan) -> dict:
+    return dict(n_out=plan.layers[-1].n_out, acc_bits=plan.acc_bits, n_layers=len(plan.layers),
+                buffers={n: [b.channels, b.depth, b.bits] for n, b in plan.buffers.items()
+                         if n != "img"})
+
+
+def locate(chip: chip_model.Chip, images: np.ndarray, image_ids,
+           golden: chip_model.Chip | None = None) -> list[str]:
+    """For images whose logits differ, the first layer whose output differs, and where.
+
+    Reruns them alone with the chip's feature-map writes recorded (slow: Python sees every
+    cycle) and compares each stored map with the golden model's trace (of `golden`, by
+    default the same chip; tests give a different one to check the reporting).
+    """
+    net = chip.mapping.network
+    images = chip_model.check_images(images, net.input_shape)
+    ids = np.asarray(image_ids, dtype=np.int64)
+    build_dir, _ = build_chip(chip)
+    plan = plan_chip(chip)
+    d = build_dir / "locate"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir()
+    np.savez(d / "job.npz", images=images[:, 0], image_ids=ids,
+             meta=json.dumps(job_meta(plan)))
+    runner.test(TOPLEVEL, "testbench.chip_tests", build_dir,
+                env={"CIM_CHIP_JOB": d / "job.npz", "CIM_CHIP_OUT": d / "out.npz",
+                     "CIM_CHIP_TAPS": "1"}, test_dir=d, quiet=True)
+    gold = chip_model.run(golden or chip, images, image_ids=ids, trace=True)
+    names = [layer.name for layer in net.layers]
+    found = []
+    with np.load(d / "out.npz", allow_pickle=False) as out:
+        for i in range(len(images)):
+            where = None
+            for lp in plan.layers:
+                if lp.dst is None:
+                    break
+                after = names[names.index(lp.name) + 1]
+                key = after if lp.pool > 1 else lp.name
+                want = gold.trace[key][i]                       # (C, H, W)
+                got = out[f"tap_{lp.dst}"][i].T.reshape(want.shape)
+                diff = np.argwhere(got != want)
+                if len(diff):
+                    c, y, x = diff[0]
+                    where = (f"{key} (after {lp.name}) channel {c} at ({y}, {x}): rtl "
+                             f"{got[c, y, x]}, golden {want[c, y, x]}")
+                    break
+            if where is None:
+                o = int(np.argmax(out["logits"][i] != gold.logits[i]))
+                where = (f"{names[-1]} logit {o}: rtl {out['logits'][i][o]}, golden "
+                         f"{gold.logits[i][o]}")
+            found.append(where)
+    return found
 
 
 def _watch(dirs, bar, stop):

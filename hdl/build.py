@@ -51,11 +51,25 @@ def generate(component, name: str, out_dir: Path, form: str = "verilog") -> list
     with locked(out_dir):
         path = out_dir / f"{name}_gen.v"
         write_if_changed(path, verilog_text(component, name))
-    extra = {"verilog": [BEHAVIORAL_SOURCE], "blackbox": [BLACKBOX_SOURCE],
-             "amaranth": []}[form]
-    return [path, *extra]
+    return [path, *macro_sources(form)]
+
+
+def macro_sources(form: str) -> list[Path]:
+    """The crossbar macro's Verilog that goes with a generated design of this form."""
+    return {"verilog": [BEHAVIORAL_SOURCE], "blackbox": [BLACKBOX_SOURCE], "amaranth": []}[form]
 
 
 def digest(*parts) -> str:
     """A short stable name for a parameter set (build directory names)."""
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
+
+
+def source_digest() -> str:
+    """Digest of the gateware's own sources: a cached build is reused only for the same code."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted([*root.glob("*.py"), *root.glob("verilog/*.v"), WAIVERS,
+                        root.parent / "golden" / "noise.py"]):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]

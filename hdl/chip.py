@@ -40,12 +40,27 @@ def program_layout(plan: ChipPlan) -> data.StructLayout:
                               "col": p.col_bits, "code": p.code_bits})
 
 
+def tapped_buffers(plan: ChipPlan) -> list[str]:
+    return [name for name in plan.buffers if name != "img"]
+
+
 class CimChip(wiring.Component):
-    def __init__(self, chip, form: str = "verilog"):
+    """The chip. With `debug_taps`, every feature-map write is also visible at the ports
+    (`tap_<buffer>__addr/word/en`), so a testbench can find the first layer that differs."""
+
+    def __init__(self, chip, form: str = "verilog", debug_taps: bool = False):
         self.plan = plan_chip(chip)
-        self.form = form
+        self.form, self.debug_taps = form, debug_taps
         n_layers = len(self.plan.layers)
+        taps = {}
+        if debug_taps:
+            for name in tapped_buffers(self.plan):
+                buf = self.plan.buffers[name]
+                taps.update({f"tap_{name}__addr": Out(range(max(buf.depth, 2))),
+                             f"tap_{name}__word": Out(buf.word_bits),
+                             f"tap_{name}__en": Out(1)})
         super().__init__({
+            **taps,
             "pixels": In(stream.Signature(self.plan.buffers["img"].bits)),
             "image_id": In(32),
             "result": Out(stream.Signature(result_layout(self.plan))),
@@ -100,6 +115,10 @@ class CimChip(wiring.Component):
                 m.d.comb += [rp.addr.eq(pw.rd_addr), pw.rd_data.eq(rp.data),
                              wr.addr.eq(pw.wr_addr), wr.data.eq(pw.wr_data),
                              wr.en.eq(pw.wr_en)]
+                if self.debug_taps:
+                    m.d.comb += [getattr(self, f"tap_{name}__addr").eq(pw.wr_addr),
+                                 getattr(self, f"tap_{name}__word").eq(pw.wr_data),
+                                 getattr(self, f"tap_{name}__en").eq(pw.wr_en)]
             for fd in feeders:
                 if name in fd.sources:
                     rp = mem.read_port()

@@ -17,11 +17,13 @@ def image_layout(n_pixels: int, bits: int) -> data.StructLayout:
 
 class SimHarness(wiring.Component):
     def __init__(self, chip, form: str = "verilog"):
-        self.chip = CimChip(chip, form)
+        self.chip = CimChip(chip, form, debug_taps=True)
         plan = self.chip.plan
         img = plan.buffers["img"]
         self.n_pixels, self.pixel_bits = img.depth * img.channels, img.bits
+        self.taps = [n for n in self.chip.signature.members if n.startswith("tap_")]
         super().__init__({
+            **{n: Out(self.chip.signature.members[n].shape) for n in self.taps},
             "load": In(stream.Signature(image_layout(self.n_pixels, img.bits))),
             "result": Out(stream.Signature(result_layout(plan))),
             "prog": In(stream.Signature(program_layout(plan))),
@@ -51,6 +53,8 @@ class SimHarness(wiring.Component):
                 m.d.sync += holding.eq(0)
         wiring.connect(m, chip.result, wiring.flipped(self.result))
         wiring.connect(m, wiring.flipped(self.prog), chip.prog)
+        for n in self.taps:
+            m.d.comb += getattr(self, n).eq(getattr(chip, n))
         m.d.comb += [self.busy.eq(chip.busy), self.images_done.eq(chip.images_done),
                      self.cycles_image.eq(chip.cycles_image),
                      self.cycles_layer.eq(chip.cycles_layer)]

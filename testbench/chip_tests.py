@@ -44,6 +44,35 @@ async def loader(dut, images, ids):
     dut.load__valid.value = 0
 
 
+class TapMonitor:
+    """Records every feature-map write (debug runs only: it wakes Python every cycle)."""
+
+    def __init__(self, dut, buffers: dict, n_images: int):
+        self.dut, self.buffers = dut, buffers
+        self.image = 0
+        self.words = {name: np.zeros((n_images, depth), dtype=object)
+                      for name, (channels, depth, bits) in buffers.items()}
+
+    async def run(self):
+        while True:
+            await RisingEdge(self.dut.clk)
+            await ReadOnly()
+            for name in self.buffers:
+                if getattr(self.dut, f"tap_{name}__en").value:
+                    addr = int(getattr(self.dut, f"tap_{name}__addr").value)
+                    word = int(getattr(self.dut, f"tap_{name}__word").value)
+                    self.words[name][self.image, addr] = word
+
+    def arrays(self) -> dict:
+        out = {}
+        for name, (channels, depth, bits) in self.buffers.items():
+            w = self.words[name]
+            out[f"tap_{name}"] = np.array(
+                [[[(int(w[i, a]) >> (c * bits)) & ((1 << bits) - 1) for c in range(channels)]
+                  for a in range(depth)] for i in range(w.shape[0])], dtype=np.int64)
+        return out
+
+
 @cocotb.test()
 async def run_images(dut):
     with np.load(os.environ["CIM_CHIP_JOB"], allow_pickle=False) as job:
@@ -58,6 +87,10 @@ async def run_images(dut):
     await ClockCycles(dut.clk, 2)
     dut.rst.value = 0
     t0 = time.perf_counter()
+    taps = None
+    if os.environ.get("CIM_CHIP_TAPS") == "1":
+        taps = TapMonitor(dut, meta["buffers"], len(images))
+        cocotb.start_soon(taps.run())
     cocotb.start_soon(loader(dut, images, ids))
     logits, labels, done_at = [], [], []
     cycle_ns = 10
@@ -68,6 +101,8 @@ async def run_images(dut):
         logits.append(lg)
         labels.append(label)
         done_at.append(cocotb.utils.get_sim_time("ns") // cycle_ns)
+        if taps is not None:
+            taps.image += 1
         if len(logits) % 20 == 0:
             with open("progress", "w") as fh:
                 fh.write(str(len(logits)))
@@ -76,7 +111,8 @@ async def run_images(dut):
     layer_bits = int(dut.cycles_layer.value)
     cycles_layer = [(layer_bits >> (32 * i)) & 0xFFFFFFFF for i in range(n_layers)]
     seconds = time.perf_counter() - t0
-    np.savez(os.environ["CIM_CHIP_OUT"], logits=np.array(logits, dtype=np.int64),
+    np.savez(os.environ["CIM_CHIP_OUT"], **(taps.arrays() if taps else {}),
+             logits=np.array(logits, dtype=np.int64),
              labels=np.array(labels), done_at=np.array(done_at, dtype=np.int64),
              meta=json.dumps(dict(cycles_image=int(dut.cycles_image.value),
                                   cycles_layer=cycles_layer, seconds=seconds,

@@ -31,12 +31,17 @@ BUILD_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
               "--no-public-flat-rw", "--public-depth", "1"]
 
 
-def build(sources, toplevel: str, build_dir: Path, waves: bool = False) -> None:
+def build(sources, toplevel: str, build_dir: Path, waves: bool = False,
+          quiet: bool = False) -> None:
+    """Compile with Verilator (make skips it when nothing changed); `quiet` logs to
+    build.log in the build directory instead of the terminal."""
     setup_env()
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
     runner = get_runner("verilator")
     runner.build(sources=[VerilatorControlFile(WAIVERS), *map(str, sources)],
                  hdl_toplevel=toplevel, build_dir=build_dir, build_args=BUILD_ARGS,
-                 waves=waves, always=False)
+                 waves=waves, always=False, log_file=build_dir / "build.log" if quiet else None)
 
 
 def test(toplevel: str, test_module: str, build_dir: Path, env: dict | None = None,
