@@ -74,8 +74,6 @@ class CimChip(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         plan = self.plan
-        layers = plan.layers
-
         pes = [PE(pp.params, pp.init, self.form) for pp in plan.pes]
         feeders = [Feeder(plan, i) for i in range(len(pes))]
         for i, (pe, fd) in enumerate(zip(pes, feeders, strict=True)):

@@ -49,7 +49,7 @@ class PoolWriter(wiring.Component):
 
         with m.If(~pending):
             # Take the first offered word; its old value is read this cycle.
-            for i, port in reversed(list(enumerate(inputs))):
+            for port in reversed(inputs):
                 with m.If(port.valid):
                     m.d.comb += self.rd_addr.eq(port.payload.addr)
             chosen = None
