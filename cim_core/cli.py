@@ -162,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--weights", type=Path, help="trained model .npz (default: bundled)")
     sp.add_argument("--limit", type=int, help="only the first N test images")
     sp.set_defaults(func=cmd_demo)
+    from . import cli_flows
+    cli_flows.register(sub)
     return p
 
 
