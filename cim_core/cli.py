@@ -75,11 +75,19 @@ def cmd_eval(args) -> int:
     d = _data(args)
     images, labels = _split(d, args)
     t0 = time.time()
-    model = stages.load_model(args.weights)
-    if args.stage == "float":
+    if args.chip is not None:
+        from .cli_chip import eval_chip
+        extra = eval_chip(args, images, labels)
+        acc = extra.pop("accuracy")
+        args.stage = extra.pop("stage")
+    elif args.age:
+        raise ConfigError("--age needs a chip state (--chip FILE)")
+    elif args.stage == "float":
+        model = stages.load_model(args.weights)
         acc = stages.float_accuracy(model, images, labels)
         extra = {}
     elif args.stage == "quant":
+        model = stages.load_model(args.weights)
         cfg = _config(args)
         mapping, prog = stages.ideal_program(cfg, model)
         acc = stages.chip_accuracy(prog.chip(mapping), images, labels,
@@ -90,7 +98,8 @@ def cmd_eval(args) -> int:
     out = {"stage": args.stage, "accuracy": acc, "images": int(len(labels)),
            "data": str(args.data) if args.data else "bundled", "split": args.split,
            "seconds": round(time.time() - t0, 2), **extra}
-    _emit(args, out, f"{args.stage}: accuracy {100 * acc:.2f}% on {len(labels)} "
+    age = f" at age {args.age:g} s" if args.age else ""
+    _emit(args, out, f"{args.stage}{age}: accuracy {100 * acc:.2f}% on {len(labels)} "
                      f"{args.split} images ({out['data']})")
     return 0
 
@@ -107,6 +116,9 @@ def cmd_demo(args) -> int:
     mapping, prog = stages.ideal_program(cfg, model)
     rows.append(("quantized ideal chip", stages.chip_accuracy(
         prog.chip(mapping), images, labels, progress=not args.json, desc="ideal chip")))
+    if not args.no_chip:
+        from .cli_chip import demo_rows
+        rows += demo_rows(args, cfg, model, d, images, labels)
     result = {"images": int(len(labels)), "replication": cfg.replication,
               "stages": {name: acc for name, acc in rows}}
     width = max(len(n) for n, _ in rows)
@@ -155,13 +167,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--weights", type=Path, help="trained model .npz (default: bundled)")
     sp.add_argument("--split", choices=["test", "train"], default="test")
     sp.add_argument("--limit", type=int, help="only the first N images")
+    sp.add_argument("--chip", type=Path, help="evaluate a chip state (from cim program/hybrid)")
+    sp.add_argument("--age", type=float, help="with --chip: seconds of conductance relaxation")
+    sp.add_argument("--drift-seed", type=int, dest="drift_seed",
+                    help="with --age: seed of the drift (default: the chip's seed)")
     sp.set_defaults(func=cmd_eval)
 
     sp = sub.add_parser("demo", help="the main job on the bundled default: accuracy per stage")
     common(sp)
     sp.add_argument("--weights", type=Path, help="trained model .npz (default: bundled)")
     sp.add_argument("--limit", type=int, help="only the first N test images")
+    sp.add_argument("--preset", default="yao2020", help="device preset name or TOML file")
+    sp.add_argument("--seed", type=int, default=1, help="chip seed")
+    sp.add_argument("--no-chip", action="store_true", dest="no_chip",
+                    help="only the float and ideal-chip rows (no transfer, no hybrid)")
     sp.set_defaults(func=cmd_demo)
+
+    from .cli_chip import add_commands
+    add_commands(sub, common)
     from . import cli_flows
     cli_flows.register(sub)
     return p
