@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub, common)
     from . import cli_flows
     cli_flows.register(sub)
+    from . import cli_rtl
+    cli_rtl.register(sub)
     return p
 
 

@@ -40,6 +40,9 @@ def cmd_verilog(args) -> int:
     t0 = time.perf_counter()
     top = SimHarness(chip, args.form) if args.top == "harness" else CimChip(chip, args.form)
     sources = build.generate(top, args.top, out, args.form)
+    if args.top == "harness":
+        from hdl.harness import LOADER_SOURCE
+        sources.append(LOADER_SOURCE)
     files = {}
     for s in sources:
         dest = out / Path(s).name

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from golden import chip_model
 from hdl import build
 from hdl.chip_plan import plan_chip
-from hdl.harness import SimHarness
+from hdl.harness import LOADER_SOURCE, SimHarness
 from testbench import runner
 
 TOPLEVEL = "harness"
@@ -34,7 +34,7 @@ def chip_digest(chip: chip_model.Chip, form: str) -> str:
 
 def generate(chip: chip_model.Chip, out_dir: Path, form: str = "verilog") -> list[Path]:
     """Write the chip's simulation top (harness + chip) and return its Verilog sources."""
-    return build.generate(SimHarness(chip, form), TOPLEVEL, out_dir, form)
+    return [*build.generate(SimHarness(chip, form), TOPLEVEL, out_dir, form), LOADER_SOURCE]
 
 
 def build_chip(chip: chip_model.Chip, build_dir: Path | None = None, waves: bool = False,
@@ -45,7 +45,8 @@ def build_chip(chip: chip_model.Chip, build_dir: Path | None = None, waves: bool
     t0 = time.perf_counter()
     stamp = build_dir / "generated.ok"
     if stamp.exists():   # the directory name is the digest of everything that went in
-        sources = [build_dir / f"{TOPLEVEL}_gen.v", *build.macro_sources("verilog")]
+        sources = [build_dir / f"{TOPLEVEL}_gen.v", *build.macro_sources("verilog"),
+                   LOADER_SOURCE]
     else:
         sources = generate(chip, build_dir)
         stamp.write_text("")

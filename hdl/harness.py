@@ -1,14 +1,18 @@
 """Simulation harness around the chip: takes a whole image in one stream transfer and feeds
 its pixels to the chip one per cycle, so a testbench touches the simulator once per image
-instead of once per pixel. Simulation infrastructure, not part of the chip."""
+instead of once per pixel. Simulation infrastructure, not part of the chip; its Verilog needs
+`LOADER_SOURCE` beside the crossbar macro."""
 
 from __future__ import annotations
 
-from amaranth import Module, Signal
+from amaranth import ClockDomain, ClockSignal, Instance, Module, ResetSignal, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .chip import CimChip, program_layout, result_layout
+from .crossbar import VERILOG_DIR
+
+LOADER_SOURCE = VERILOG_DIR / "cim_image_loader.v"
 
 
 def image_layout(n_pixels: int, bits: int) -> data.StructLayout:
@@ -23,6 +27,7 @@ class SimHarness(wiring.Component):
         self.n_pixels, self.pixel_bits = img.depth * img.channels, img.bits
         self.taps = [n for n in self.chip.signature.members if n.startswith("tap_")]
         super().__init__({
+            "clk": In(1),
             **{n: Out(self.chip.signature.members[n].shape) for n in self.taps},
             "load": In(stream.Signature(image_layout(self.n_pixels, img.bits))),
             "result": Out(stream.Signature(result_layout(plan))),
@@ -35,27 +40,37 @@ class SimHarness(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        # Simulation speed: Verilator re-evaluates every piece of logic that depends on a
+        # top-level input whenever the testbench touches the model (at least twice a clock).
+        # So the harness has no reset input (registers start from their initial values, as
+        # after a reset), the image goes through a loader written as one clocked Verilog
+        # block, and the other inputs are registered before the chip sees them.
+        m.domains.sync = ClockDomain("sync")
+        m.d.comb += [ClockSignal("sync").eq(self.clk), ResetSignal("sync").eq(0)]
         m.submodules.chip = chip = self.chip
-        held = Signal(image_layout(self.n_pixels, self.pixel_bits))
-        holding = Signal()
-        index = Signal(range(self.n_pixels))
-        m.d.comb += [
-            self.load.ready.eq(~holding),
-            chip.pixels.valid.eq(holding),
-            chip.pixels.payload.eq(held.pixels[index]),
-            chip.image_id.eq(held.image_id),
-        ]
-        with m.If(self.load.valid & self.load.ready):
-            m.d.sync += [held.eq(self.load.payload), holding.eq(1), index.eq(0)]
-        with m.If(chip.pixels.valid & chip.pixels.ready):
-            m.d.sync += index.eq(index + 1)
-            with m.If(index == self.n_pixels - 1):
-                m.d.sync += holding.eq(0)
-        wiring.connect(m, chip.result, wiring.flipped(self.result))
-        wiring.connect(m, wiring.flipped(self.prog), chip.prog)
+        m.submodules.loader = Instance(
+            "cim_image_loader", p_N=self.n_pixels, p_BITS=self.pixel_bits,
+            i_clk=ClockSignal("sync"), i_load_valid=self.load.valid,
+            i_load_payload=self.load.payload, o_load_ready=self.load.ready,
+            o_pix_valid=chip.pixels.valid, o_pix_data=chip.pixels.payload,
+            o_pix_id=chip.image_id, i_pix_ready=chip.pixels.ready)
+        self._register(m, chip.result, self.result)
+        self._register(m, self.prog, chip.prog)
         for n in self.taps:
             m.d.comb += getattr(self, n).eq(getattr(chip, n))
         m.d.comb += [self.busy.eq(chip.busy), self.images_done.eq(chip.images_done),
                      self.cycles_image.eq(chip.cycles_image),
                      self.cycles_layer.eq(chip.cycles_layer)]
         return m
+
+    @staticmethod
+    def _register(m, src, dst):
+        """A one-deep stream register: `dst` sees only registered valid and payload, and
+        `src.ready` is a register too, so no logic behind it reads `dst.ready` directly."""
+        full = Signal()
+        payload = Signal.like(src.payload)
+        m.d.comb += [dst.valid.eq(full), dst.payload.eq(payload), src.ready.eq(~full)]
+        with m.If(src.valid & ~full):
+            m.d.sync += [full.eq(1), payload.eq(src.payload)]
+        with m.If(dst.valid & dst.ready):
+            m.d.sync += full.eq(0)
