@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .config import ConfigError, SystemConfig
 
 
@@ -114,11 +116,15 @@ def cmd_demo(args) -> int:
     model = stages.load_model(args.weights)
     rows = [("float (software)", stages.float_accuracy(model, images, labels))]
     mapping, prog = stages.ideal_program(cfg, model)
+    chip = prog.chip(mapping)
     rows.append(("quantized ideal chip", stages.chip_accuracy(
-        prog.chip(mapping), images, labels, progress=not args.json, desc="ideal chip")))
+        chip, images, labels, progress=not args.json, desc="ideal chip")))
+    state = None
     if not args.no_chip:
         from .cli_chip import demo_rows
-        rows += demo_rows(args, cfg, model, d, images, labels)
+        more, state = demo_rows(args, cfg, model, d, images, labels)
+        rows += more
+        chip = state.chip
     result = {"images": int(len(labels)), "replication": cfg.replication,
               "stages": {name: acc for name, acc in rows}}
     width = max(len(n) for n, _ in rows)
@@ -126,8 +132,34 @@ def cmd_demo(args) -> int:
             f"({'bundled subset' if args.data is None else args.data}), "
             f"replication {cfg.replication}", ""]
     text += [f"  {name:<{width}}  {100 * acc:6.2f}%" for name, acc in rows]
+    if args.rtl_images:
+        from .cli_rtl import rtl_summary
+        sim = rtl_summary(chip, images[:args.rtl_images], labels[:args.rtl_images],
+                          np.arange(args.rtl_images), progress=not args.json)
+        result["rtl"] = sim
+        text += ["", f"RTL (Verilator) on the first {sim['images']} images, "
+                     f"{'after hybrid training' if state else 'ideal chip'}:",
+                 f"  bit-exact with the golden model  {sim['bitexact']}/{sim['images']}",
+                 f"  cycles per image                 {sim['cycles_per_image']:.0f} "
+                 f"({sim['hw_images_per_s']:,.0f} images/s at {cfg.clock_mhz:g} MHz)",
+                 "  cycles per layer                 " + ", ".join(
+                     f"{n} {c}" for n, c in sim["cycles_per_layer"].items())]
+    if args.out:
+        _write_run(args.out, result, state)
     _emit(args, result, "\n".join(text))
-    return 0
+    return 0 if not args.rtl_images or result["rtl"]["bitexact"] == result["rtl"]["images"] \
+        else 1
+
+
+def _write_run(out: Path, result: dict, state) -> None:
+    """A run directory for `cim report`: the stages, the RTL summary and the chip state."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "stages.json").write_text(json.dumps(result, indent=1))
+    if "rtl" in result:
+        (out / "sim.json").write_text(json.dumps(result["rtl"], indent=1))
+    if state is not None:
+        from . import chipstate
+        chipstate.save(state, out / "chip_hybrid")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=1, help="chip seed")
     sp.add_argument("--no-chip", action="store_true", dest="no_chip",
                     help="only the float and ideal-chip rows (no transfer, no hybrid)")
+    sp.add_argument("--rtl-images", type=int, default=20, dest="rtl_images",
+                    help="images to run through the RTL on Verilator (0: none)")
+    sp.add_argument("--out", type=Path, help="write a run directory for `cim report`")
     sp.set_defaults(func=cmd_demo)
 
     from .cli_chip import add_commands

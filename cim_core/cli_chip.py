@@ -115,8 +115,8 @@ def eval_chip(args, images, labels) -> dict:
             "seed": state.seed}
 
 
-def demo_rows(args, cfg, model, d, images, labels) -> list[tuple[str, float]]:
-    """The transfer and hybrid rows of `cim demo`."""
+def demo_rows(args, cfg, model, d, images, labels):
+    """The transfer and hybrid rows of `cim demo`, and the hybrid-trained chip state."""
     from . import hybrid, stages
     seed = args.seed
     state = transfer_state(cfg, model, _preset(args), seed)
@@ -136,7 +136,7 @@ def demo_rows(args, cfg, model, d, images, labels) -> list[tuple[str, float]]:
     if not args.json:
         print(f"note: {note}; preset {state.device.name!r}, chip seed {seed}, "
               f"{rep.pulses} FC pulses", file=sys.stderr)
-    return rows
+    return rows, new
 
 
 def add_commands(sub, common) -> None:

@@ -91,6 +91,30 @@ def _images(args):
     return d.test_images[args.start:stop], d.test_labels[args.start:stop], ids
 
 
+def summarize(chip, res, labels) -> dict:
+    """The figures of an RTL run, as `cim sim --json` prints them."""
+    cfg = chip.config
+    bounds = {n: chip.mapping.slot_bound(n) * cfg.pulse_cycles for n in res.cycles_layer}
+    return {
+        "images": res.images, "bitexact": res.bitexact,
+        "accuracy": float((res.labels_rtl == labels).mean()),
+        "golden_accuracy": float((np.argmax(res.golden_logits, axis=1) == labels).mean()),
+        "cycles_per_image": res.cycles_per_image,
+        "cycles_image_latency": res.cycles_image, "cycles_per_layer": res.cycles_layer,
+        "cycles_bound_per_layer": bounds,
+        "sim_images_per_s": res.sim_images_per_s, "sim_seconds": round(res.sim_seconds, 2),
+        "build_seconds": round(res.build_seconds, 2),
+        "replication": cfg.replication, "clock_mhz": cfg.clock_mhz,
+        "hw_images_per_s": cfg.clock_mhz * 1e6 / res.cycles_per_image,
+    }
+
+
+def rtl_summary(chip, images, labels, ids, shards: int = 2, progress: bool = True) -> dict:
+    from . import rtl_sim
+    res = rtl_sim.simulate(chip, images, ids, shards=shards, progress=progress)
+    return summarize(chip, res, labels)
+
+
 def cmd_sim(args) -> int:
     from . import rtl_sim
     chip, source = load_chip(args)
@@ -98,22 +122,10 @@ def cmd_sim(args) -> int:
     res = rtl_sim.simulate(chip, images, ids, shards=args.shards, waves=args.waves,
                            progress=not args.json)
     cfg = chip.config
-    acc = float((res.labels_rtl == labels).mean())
-    gold_acc = float((np.argmax(res.golden_logits, axis=1) == labels).mean())
-    bounds = {n: chip.mapping.slot_bound(n) * cfg.pulse_cycles for n in res.cycles_layer}
-    out = {
-        "images": res.images, "bitexact": res.bitexact, "accuracy": acc,
-        "golden_accuracy": gold_acc, "cycles_per_image": res.cycles_per_image,
-        "cycles_image_latency": res.cycles_image, "cycles_per_layer": res.cycles_layer,
-        "cycles_bound_per_layer": bounds,
-        "sim_images_per_s": res.sim_images_per_s, "sim_seconds": round(res.sim_seconds, 2),
-        "build_seconds": round(res.build_seconds, 2), "shards": args.shards,
-        "replication": cfg.replication, "clock_mhz": cfg.clock_mhz,
-        "hw_images_per_s": cfg.clock_mhz * 1e6 / res.cycles_per_image,
-        "chip": source, "data": str(args.data) if args.data else "bundled",
-        "start": int(ids[0]),
-        "failures": [_failure(args, mm) for mm in res.mismatches[:20]],
-    }
+    out = {**summarize(chip, res, labels), "shards": args.shards, "chip": source,
+           "data": str(args.data) if args.data else "bundled", "start": int(ids[0]),
+           "failures": [_failure(args, mm) for mm in res.mismatches[:20]]}
+    acc, gold_acc, bounds = out["accuracy"], out["golden_accuracy"], out["cycles_bound_per_layer"]
     if res.mismatches:
         shown = res.mismatches[:3]
         where = rtl_sim.locate(chip, images[[mm.index for mm in shown]],

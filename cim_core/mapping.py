@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from golden.network import Conv, Dense, Network
+from golden.network import Conv, Network
 
 from .config import ConfigError, SystemConfig
 
