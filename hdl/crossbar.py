@@ -104,7 +104,7 @@ class Crossbar(wiring.Component):
         cell_row = data.ArrayLayout(p.code_bits, p.cols)
         m.submodules.cells = cells = memory.Memory(
             shape=cell_row, depth=p.rows, init=[list(map(int, r)) for r in self.init])
-        wr = cells.write_port(granularity=p.code_bits)
+        wr = cells.write_port(granularity=1)   # one enable bit per cell (ArrayLayout element)
         m.d.comb += [
             wr.addr.eq(self.prog.payload.row),
             wr.data.eq(self.prog.payload.code.replicate(p.cols)),
