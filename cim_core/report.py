@@ -1,8 +1,8 @@
 """`cim report`: one HTML page (and the PNGs it shows) from a run directory.
 
 A run directory holds the JSON artifacts the other commands write (docs/synthesis.md):
-``stages.json`` (`cim demo --json`), chip states (``*.json`` + ``*.npz``, `cim program`,
-`cim hybrid`), ``sim.json`` (`cim sim --json`), ``synth_<design>_<target>_<view>.json``
+``stages.json``, ``sim.json`` and a chip state (``*.json`` + ``*.npz``) from `cim demo --out`
+(or `cim sim --json`, `cim program`, `cim hybrid`), ``synth_<design>_<target>_<view>.json``
 (`cim synth`), ``timing_<design>[_<board>].json`` (`cim timing`). What is cheap (mapping,
 energy) is computed here. A section whose artifact is missing says which command makes it.
 """
@@ -100,9 +100,10 @@ class _Page:
 def s_artifacts(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
     rows = []
     for label, pattern, cmd in [
-            ("accuracy per stage", "stages.json", "cim demo --json > RUN/stages.json"),
-            ("chip state", "*.npz", "cim program --out RUN/chip"),
-            ("RTL simulation", "sim.json", "cim sim --json > RUN/sim.json"),
+            ("accuracy per stage", "stages.json", "cim demo --out RUN"),
+            ("chip state", "*.npz", "cim demo --out RUN, or cim program --out RUN/chip"),
+            ("RTL simulation", "sim.json", "cim demo --out RUN, or cim sim --json > "
+                                           "RUN/sim.json"),
             ("synthesis", "synth_*.json", "cim synth --target ecp5 --view fpga --out RUN"),
             ("place and route", "timing*.json", "cim timing --out RUN")]:
         found = sorted(p.name for p in pg.run.glob(pattern))
@@ -144,7 +145,7 @@ def s_conductance(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
     paths = chip_states(pg.run)
     if not paths:
         pg.status["conductance"] = "missing"
-        return _missing("chip state", "cim program --out RUN/chip")
+        return _missing("chip state", "cim demo --out RUN (or cim program --out RUN/chip)")
     from . import chipstate
     path = max(paths, key=lambda p: p.stat().st_mtime)
     st = chipstate.load(path)
@@ -185,7 +186,7 @@ def s_accuracy(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
     st = load_json(pg.run / "stages.json")
     if not st or "stages" not in st:
         pg.status["accuracy"] = "missing"
-        return _missing("stages.json", "cim demo --json > RUN/stages.json")
+        return _missing("stages.json", "cim demo --out RUN")
     rep = int(st.get("replication", 1))
     paper = PAPER_STAGES.get(rep, {})
     names = list(st["stages"])
@@ -209,7 +210,7 @@ def s_rtl(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
     sim = ctx["sim"]
     if not sim:
         pg.status["rtl"] = "missing"
-        return _missing("sim.json", "cim sim --json > RUN/sim.json")
+        return _missing("sim.json", "cim demo --out RUN (or cim sim --json > RUN/sim.json)")
     pg.status["rtl"] = "ok"
     note = ("<p class='missing'>This sim.json is a stand-in: " + _e(sim["stand_in"])
             + "</p>") if sim.get("stand_in") else ""
@@ -218,8 +219,9 @@ def s_rtl(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
     exact = be is True or (not isinstance(be, bool) and isinstance(be, int) and be == n)
     verdict = ("<span class='good'>bit-exact on every image</span>" if exact else
                f"<span class='bad'>NOT bit-exact: {_e(be)} of {_e(n)} images agree</span>")
-    rows = [[k, sim.get(k, "-")] for k in ("images", "bitexact", "accuracy",
-                                           "cycles_per_image", "sim_images_per_s")]
+    rows = [[k, sim[k]] for k in ("images", "bitexact", "accuracy", "golden_accuracy",
+                                  "cycles_per_image", "hw_images_per_s", "sim_images_per_s")
+            if k in sim]
     return note + f"<p>RTL against the golden model: {verdict}.</p>" + _table(
         ["quantity", "value"], rows)
 
@@ -239,12 +241,13 @@ def s_cycles(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
     ax.legend(fontsize=8)
     rows = [[n, f"{bound[n]:,}", f"{meas[n]:,}" if n in meas else "-"] for n in layers]
     pg.status["cycles"] = "ok" if meas else "missing"
-    return ((_missing("measured cycles (sim.json)", "cim sim --json > RUN/sim.json")
+    return ((_missing("measured cycles (sim.json)", "cim demo --out RUN")
              if not meas else "") + pg.figure(fig, "cycles")
             + _table(["layer", "lower bound", "measured"], rows))
 
 
 def s_resources(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
+    from .synth import _label
     files = sorted(pg.run.glob("synth_*.json"))
     if not files:
         pg.status["resources"] = "missing"
@@ -255,7 +258,7 @@ def s_resources(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
         if not r or "modules" not in r:
             continue
         cols = r["columns"]
-        rows = [["\u00a0\u00a0" * row["depth"] + row["module"],
+        rows = [[_label(row, "\u00a0\u00a0"),
                  *[f"{row['own'].get(c, 0):,.0f}" for c in cols]] for row in r["modules"]]
         rows.append(["total", *[f"{r['totals'].get(c, 0):,.0f}" for c in cols]])
         fit = "" if r["fits"] is None else (

@@ -245,16 +245,19 @@ def run_tool(tool: str, args: list[str], cwd: Path, log: Path, label: str,
 
 
 def _last_step(log: Path) -> str:
-    """The newest 'Executing ...' (yosys) or 'Info: ...' (nextpnr) line of a log."""
+    """The newest 'N.M. Executing ...' (yosys) or 'Info: ...' (nextpnr) line of a log."""
     try:
-        lines = log.read_text(errors="replace").splitlines()
+        with open(log, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, 2) - (4 << 20)))     # abc alone can log megabytes
+            lines = fh.read().decode(errors="replace").splitlines()
     except OSError:
         return "starting"
-    for line in reversed(lines[-5000:]):
+    for line in reversed(lines):
         s = line.strip()
         if s.split(" ")[0].rstrip(".").replace(".", "").isdigit() and " Executing " in s \
                 or s.startswith(("Info: Running", "Info: Creating", "Info: Routing",
-                                 "Info:     at ", "Info: Program", "Info:   at ")):
+                                 "Info:     at ", "Info: Program", "Info:   at ",
+                                 "Info:     iter=")):
             return s[:100]
     return "starting"
 
@@ -327,8 +330,9 @@ def resource_table(stat: dict, coarse: dict, tgt: Target, top: str) -> dict:
     """Per-module resources (own and with submodules), totals, device fit."""
     modules = {_strip(k): v for k, v in stat["modules"].items()}
     coarse_mods = {_strip(k): v for k, v in coarse.get("modules", {}).items()}
+    # A cell type that is neither a module of the design nor a cell of the target.
     blackboxes = {t for m in modules.values() for t in m.get("num_cells_by_type", {})
-                  if t not in modules and not t.startswith(("$", "SB_", "TRELLIS", "LUT4"))
+                  if t not in modules and not t.startswith("$")
                   and _CELL_RESOURCES[tgt.name](t) == [("other", 1)]}
     own, children = {}, {}
     for name, m in modules.items():
@@ -382,14 +386,20 @@ def _fmt(v) -> str:
     return f"{int(v):,}"
 
 
+def _label(row: dict, indent: str = "  ") -> str:
+    """A module's row label: indented by depth, its own name (the path is in the JSON)."""
+    return indent * row["depth"] + (row["module"].split(".")[-1] if row["depth"] > 1
+                                    else row["module"])
+
+
 def table_text(r: dict) -> str:
     cols = r["columns"]
-    width = max(len("  " * row["depth"] + row["module"]) for row in r["modules"]) + 2
+    width = max(len(_label(row)) for row in r["modules"]) + 2
     head = f"{'module':<{width}}" + "".join(f"{c:>12}" for c in cols)
     lines = [f"{r['design']} ({r['view']} view: crossbar {r['crossbar_form']}) on {r['device']}"
              f"  [{r['yosys']}]", "", head, "-" * len(head)]
     for row in r["modules"]:
-        name = "  " * row["depth"] + row["module"]
+        name = _label(row)
         lines.append(f"{name:<{width}}" + "".join(f"{_fmt(row['own'].get(c, 0)):>12}"
                                                    for c in cols))
     lines.append("-" * len(head))
@@ -405,7 +415,9 @@ def table_text(r: dict) -> str:
             f"{k} ({_fmt(r['totals'].get(k, 0))} > {_fmt(r['capacity'][k])})"
             for k in r["over"]))
         lines.append("")
-        lines.append(f"{r['device']}: {verdict} (yosys estimate; `cim timing` places it)")
+        how = ("`cim timing` places it" if r["target"] == "ecp5" else
+               "no place and route for this family here")
+        lines.append(f"{r['device']}: {verdict} (yosys estimate; {how})")
     lines.append("")
     lines.append("rows are each module's own cells; the total includes every submodule")
     return "\n".join(lines)

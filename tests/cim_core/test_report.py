@@ -1,10 +1,10 @@
 """`cim report`: the page renders in a real browser and shows every section.
 
-The run directory is made by the real commands on quick settings (100 test images without the
-transfer/hybrid rows, a transferred chip state, the PE's ASIC view on ECP5, place and route of
-a small PE). The one artifact that is a stand-in is sim.json: `cim sim` builds the whole chip
-with Verilator (minutes), so it is written here from the golden model and says so (`stand_in`),
-which the page shows.
+The run directory is made by the real commands on quick settings: 100 test images without the
+transfer/hybrid rows and without RTL, a transferred chip state, the PE's ASIC view on ECP5, and
+place and route of a small PE (whose result is checked here too). The one stand-in is
+sim.json: `cim demo` / `cim sim` build the whole chip with Verilator (minutes), so it is
+written here from the golden model and says so (`stand_in`), which the page shows.
 """
 
 from __future__ import annotations
@@ -55,12 +55,14 @@ def _stand_in_sim(run, n=50):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
-    (run / "stages.json").write_text(_cim("demo", "--limit", "100", "--no-chip", "--json"))
+    (run / "stages.json").write_text(_cim("demo", "--limit", "100", "--no-chip",
+                                          "--rtl-images", "0", "--json"))
     _cim("program", "--out", str(run / "chip"), "--json")
     _cim("synth", "--target", "ecp5", "--view", "asic", "--out", str(run), "--quiet")
     tiny = run / "tiny.toml"
     tiny.write_text("[system]\nn_pe = 1\narray_rows = 8\narray_cols = 8\nadcs_per_pe = 2\n")
-    _cim("timing", "--config", str(tiny), "--out", str(run), "--quiet")
+    printed = _cim("timing", "--config", str(tiny), "--out", str(run), "--quiet", "--json")
+    assert json.loads(printed) == json.loads((run / "timing_pe.json").read_text())
     _stand_in_sim(run)
     return run
 
@@ -70,6 +72,20 @@ def page(run):
     t0 = time.time()
     res = json.loads(_cim("report", "--run", str(run), "--json", "--quiet"))
     return res, time.time() - t0
+
+
+def test_place_and_route_of_a_small_pe(run):
+    """The run's timing artifact: nextpnr-ecp5 out of context on a PE of 8 x 8 cells."""
+    r = json.loads((run / "timing_pe.json").read_text())
+    assert 5 < r["fmax_mhz"] < 500
+    assert r["out_of_context"] and r["target_mhz"] == 100
+    assert r["met"] == (r["fmax_mhz"] >= 100)
+    cp = r["critical_path"]
+    assert cp["start"] and cp["end"] and cp["through"]
+    # The path's delay is the clock period that the achieved Fmax allows.
+    assert cp["delay_ns"] == pytest.approx(1e3 / r["fmax_mhz"], rel=0.02)
+    assert r["utilization"]["TRELLIS_FF"]["used"] > 0
+    assert r["utilization"]["MULT18X18D"]["used"] >= 2     # the ADC gain multipliers
 
 
 def test_every_section_is_built_from_the_artifacts(page):
@@ -111,12 +127,14 @@ def test_page_renders_in_chromium(page, run, tmp_path):
     assert f'data-images="{n}"' in dom and f'data-images-ok="{n}"' in dom
 
 
-def test_empty_run_directory_names_the_commands(tmp_path, capsys):
+def test_bare_cim_report_names_the_commands(tmp_path, capsys, monkeypatch):
+    """`cim report` on the bundled default, from nothing, in under a minute."""
+    monkeypatch.chdir(tmp_path)
     t0 = time.time()
-    assert main(["report", "--run", str(tmp_path), "--quiet"]) == 0
+    assert main(["report", "--quiet"]) == 0
     assert time.time() - t0 < 60
-    html = (tmp_path / "report" / "index.html").read_text()
-    for cmd in ("cim demo --json &gt; RUN/stages.json", "cim program --out RUN/chip",
+    html = (tmp_path / "build" / "run" / "report" / "index.html").read_text()
+    for cmd in ("cim demo --out RUN", "cim program --out RUN/chip",
                 "cim sim --json &gt; RUN/sim.json", "cim timing --out RUN",
                 "cim synth --target ecp5 --view fpga --out RUN"):
         assert cmd in html
