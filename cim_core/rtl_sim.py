@@ -17,7 +17,7 @@ from tqdm import tqdm
 from golden import chip_model
 from hdl import build
 from hdl.chip_plan import plan_chip
-from hdl.harness import LOADER_SOURCE, SimHarness
+from hdl.harness import LOADER_SOURCE, PIXELS_PER_BEAT, SimHarness
 from testbench import runner
 
 TOPLEVEL = "harness"
@@ -156,6 +156,7 @@ def simulate(chip: chip_model.Chip, images: np.ndarray, image_ids=None, *, shard
 
 def job_meta(plan) -> dict:
     return dict(n_out=plan.layers[-1].n_out, acc_bits=plan.acc_bits, n_layers=len(plan.layers),
+                pixels_per_beat=PIXELS_PER_BEAT,
                 buffers={n: [b.channels, b.depth, b.bits] for n, b in plan.buffers.items()
                          if n != "img"})
 

@@ -1,6 +1,6 @@
-"""Simulation harness around the chip: takes a whole image in one stream transfer and feeds
-its pixels to the chip one per cycle, so a testbench touches the simulator once per image
-instead of once per pixel. Simulation infrastructure, not part of the chip; its Verilog needs
+"""Simulation harness around the chip: takes an image in a few wide beats and feeds its pixels
+to the chip one per cycle, so a testbench touches the simulator a dozen times per image instead
+of once per pixel. Simulation infrastructure, not part of the chip; its Verilog needs
 `LOADER_SOURCE` beside the crossbar macro."""
 
 from __future__ import annotations
@@ -15,8 +15,13 @@ from .crossbar import VERILOG_DIR
 LOADER_SOURCE = VERILOG_DIR / "cim_image_loader.v"
 
 
-def image_layout(n_pixels: int, bits: int) -> data.StructLayout:
-    return data.StructLayout({"pixels": data.ArrayLayout(bits, n_pixels), "image_id": 32})
+PIXELS_PER_BEAT = 64
+
+
+def beat_layout(bits: int) -> data.StructLayout:
+    """One beat of an image: PIXELS_PER_BEAT pixels (the last beat padded) and the id."""
+    return data.StructLayout({"pixels": data.ArrayLayout(bits, PIXELS_PER_BEAT),
+                              "image_id": 32})
 
 
 class SimHarness(wiring.Component):
@@ -29,7 +34,7 @@ class SimHarness(wiring.Component):
         super().__init__({
             "clk": In(1),
             **{n: Out(self.chip.signature.members[n].shape) for n in self.taps},
-            "load": In(stream.Signature(image_layout(self.n_pixels, img.bits))),
+            "load": In(stream.Signature(beat_layout(img.bits))),
             "result": Out(stream.Signature(result_layout(plan))),
             "prog": In(stream.Signature(program_layout(plan))),
             "busy": Out(1),
@@ -50,6 +55,7 @@ class SimHarness(wiring.Component):
         m.submodules.chip = chip = self.chip
         m.submodules.loader = Instance(
             "cim_image_loader", p_N=self.n_pixels, p_BITS=self.pixel_bits,
+            p_PER_BEAT=PIXELS_PER_BEAT,
             i_clk=ClockSignal("sync"), i_load_valid=self.load.valid,
             i_load_payload=self.load.payload, o_load_ready=self.load.ready,
             o_pix_valid=chip.pixels.valid, o_pix_data=chip.pixels.payload,

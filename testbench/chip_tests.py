@@ -15,13 +15,15 @@ import time
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, SimTimeoutError, with_timeout
 
 
-def pack_image(image: np.ndarray, image_id: int) -> int:
-    """The harness's load payload: pixel i at bits [8i, 8i+8), then the 32-bit id."""
-    n_bits = image.size * 8
-    return int.from_bytes(image.astype(np.uint8).tobytes(), "little") | (int(image_id) << n_bits)
+def pack_beats(image: np.ndarray, image_id: int, per_beat: int) -> list[int]:
+    """The harness's load beats: pixel i of a beat at bits [8i, 8i+8), then the 32-bit id."""
+    flat = image.astype(np.uint8).ravel()
+    flat = np.concatenate([flat, np.zeros(-len(flat) % per_beat, np.uint8)])
+    return [int.from_bytes(flat[b:b + per_beat].tobytes(), "little")
+            | (int(image_id) << (8 * per_beat)) for b in range(0, len(flat), per_beat)]
 
 
 def unpack_result(value: int, n: int, acc_bits: int) -> tuple[list[int], int]:
@@ -32,15 +34,21 @@ def unpack_result(value: int, n: int, acc_bits: int) -> tuple[list[int], int]:
     return logits, value >> (n * acc_bits)
 
 
-async def loader(dut, images, ids):
-    """Offer each image; the harness raises `load__ready` for one cycle once it has fed the
-    last pixel, and the transfer completes at the end of that cycle."""
+async def loader(dut, images, ids, per_beat: int):
+    """While `load__ready` is high the harness takes a beat at every clock edge; it drops
+    ready after an image's last beat and raises it again once it has fed the pixels."""
     for image, image_id in zip(images, ids, strict=True):
-        dut.load__payload.value = pack_image(image, image_id)
-        dut.load__valid.value = 1
-        await RisingEdge(dut.load__ready)
+        # Judge ready only when settled (ReadOnly); the beats then start after the next edge.
+        await ReadOnly()
+        while not dut.load__ready.value:
+            await RisingEdge(dut.load__ready)
+            await ReadOnly()
         await RisingEdge(dut.clk)
-    dut.load__valid.value = 0
+        for beat in pack_beats(image, image_id, per_beat):
+            dut.load__payload.value = beat
+            dut.load__valid.value = 1
+            await RisingEdge(dut.clk)
+        dut.load__valid.value = 0
 
 
 class TapMonitor:
@@ -89,11 +97,15 @@ async def run_images(dut):
     if os.environ.get("CIM_CHIP_TAPS") == "1":
         taps = TapMonitor(dut, meta["buffers"], len(images))
         cocotb.start_soon(taps.run())
-    cocotb.start_soon(loader(dut, images, ids))
+    cocotb.start_soon(loader(dut, images, ids, meta["pixels_per_beat"]))
     logits, labels, done_at = [], [], []
     cycle_ns = 10
-    for _ in range(len(images)):
-        await RisingEdge(dut.result__valid)
+    for i in range(len(images)):
+        try:
+            # A chip that stops answering fails the test instead of hanging it.
+            await with_timeout(RisingEdge(dut.result__valid), 200 * cycle_ns * 10_000, "ns")
+        except SimTimeoutError:
+            raise AssertionError(f"no result for image {i} within 2,000,000 cycles") from None
         await ReadOnly()
         lg, label = unpack_result(int(dut.result__payload.value), n_out, acc_bits)
         logits.append(lg)

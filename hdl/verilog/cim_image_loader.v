@@ -1,66 +1,68 @@
 // Simulation-only image loader for the chip's harness (hdl/harness.py).
 //
-// A testbench hands over a whole image in one transfer on a wide port; the loader feeds its
-// pixels to the chip's pixel stream, one per cycle. It is hand-written Verilog on purpose:
-// all its logic sits in one clocked block, so Verilator never re-evaluates anything that
-// reads the 6,000-bit input outside a clock edge (Amaranth would make the capture a
-// combinational next-state process, which Verilator runs on every input change).
+// A testbench hands over an image in a few wide beats; the loader then feeds its pixels to the
+// chip's pixel stream, one per cycle. It is hand-written Verilog on purpose: all its logic
+// sits in one clocked block, so Verilator never re-evaluates anything that reads the wide
+// input outside a clock edge (Amaranth would make the capture a combinational next-state
+// process, which Verilator runs on every input change), and the beats are narrow enough that
+// copying the input port costs little.
 //
-// Protocol: the testbench holds load_valid and load_payload; load_ready is high for one
-// cycle once the last pixel has been taken, and the transfer completes at the end of that
-// cycle.
+// Protocol: while load_ready is high the loader takes one beat per cycle (load_valid high at a
+// clock edge); beat b carries pixels [b*PER_BEAT, (b+1)*PER_BEAT) and the image id. After the
+// last beat it feeds the pixels, and raises load_ready again when it has fed them all.
 module cim_image_loader #(
     parameter integer N = 784,
-    parameter integer BITS = 8
+    parameter integer BITS = 8,
+    parameter integer PER_BEAT = 64
 ) (
-    input  wire                  clk,
-    input  wire                  load_valid,
-    input  wire [N*BITS+31:0]    load_payload,
-    output reg                   load_ready,
-    output reg                   pix_valid,
-    output reg  [BITS-1:0]       pix_data,
-    output reg  [31:0]           pix_id,
-    input  wire                  pix_ready
+    input  wire                       clk,
+    input  wire                       load_valid,
+    input  wire [PER_BEAT*BITS+31:0]  load_payload,
+    output reg                        load_ready,
+    output reg                        pix_valid,
+    output reg  [BITS-1:0]            pix_data,
+    output reg  [31:0]                pix_id,
+    input  wire                       pix_ready
 );
-    reg [N*BITS+31:0] image;
-    reg [1:0] state;
+    localparam integer BEATS = (N + PER_BEAT - 1) / PER_BEAT;
+
+    reg [BEATS*PER_BEAT*BITS-1:0] image;
+    reg [31:0] image_id;
+    reg [31:0] beat;
     reg [31:0] index;
 
-    localparam [1:0] IDLE = 2'd0, FEED = 2'd1, TAKEN = 2'd2;
-
     initial begin
-        state = IDLE;
-        load_ready = 1'b0;
+        load_ready = 1'b1;
         pix_valid = 1'b0;
         pix_data = {BITS{1'b0}};
         pix_id = 32'd0;
+        beat = 32'd0;
         index = 32'd0;
+        image_id = 32'd0;
     end
 
     always @(posedge clk) begin
-        load_ready <= 1'b0;
-        case (state)
-            IDLE:
-                if (load_valid) begin
-                    image <= load_payload;
+        if (load_ready) begin
+            if (load_valid) begin
+                image[beat*PER_BEAT*BITS +: PER_BEAT*BITS] <= load_payload[PER_BEAT*BITS-1:0];
+                image_id <= load_payload[PER_BEAT*BITS +: 32];
+                if (beat == BEATS - 1) begin
+                    beat <= 32'd0;
                     index <= 32'd0;
-                    state <= FEED;
-                end
-            FEED:
-                if (!pix_valid || pix_ready) begin
-                    if (index < N) begin
-                        pix_data <= image[index*BITS +: BITS];
-                        pix_id <= image[N*BITS +: 32];
-                        pix_valid <= 1'b1;
-                        index <= index + 32'd1;
-                    end else begin
-                        pix_valid <= 1'b0;
-                        load_ready <= 1'b1;
-                        state <= TAKEN;
-                    end
-                end
-            default:
-                state <= IDLE;
-        endcase
+                    load_ready <= 1'b0;
+                end else
+                    beat <= beat + 32'd1;
+            end
+        end else if (!pix_valid || pix_ready) begin
+            if (index < N) begin
+                pix_data <= image[index*BITS +: BITS];
+                pix_id <= image_id;
+                pix_valid <= 1'b1;
+                index <= index + 32'd1;
+            end else begin
+                pix_valid <= 1'b0;
+                load_ready <= 1'b1;
+            end
+        end
     end
 endmodule
