@@ -39,16 +39,16 @@ def cmd_timing(args) -> int:
     return 0
 
 
-def _run_inputs(run: Path | None) -> tuple[int | None, float | None, list[str]]:
-    """Measured cycles per image and the digital periphery's size, if the run has them."""
-    from .report import digital_nand2_eq, load_json
+def _run_inputs(run: Path | None) -> tuple[dict, float | None, list[str]]:
+    """Measured cycles per image by replication, and the digital periphery's size, if the run
+    directory has them."""
+    from .report import digital_nand2_eq, measured_cycles
     if run is None:
-        return None, None, []
+        return {}, None, []
     notes = []
-    sim = load_json(run / "sim.json")
-    cycles = int(sim["cycles_per_image"]) if sim and sim.get("cycles_per_image") else None
-    if cycles:
-        notes.append(f"cycles per image {cycles:,} from {run / 'sim.json'}")
+    cycles = measured_cycles(run)
+    for r, c in cycles.items():
+        notes.append(f"cycles per image {c:,} (replication {r}) from {run / 'sim.json'}")
     gates, src = digital_nand2_eq(run)
     if gates is not None:
         notes.append(f"digital periphery {gates:,.0f} NAND2 eq. from {src}")
@@ -60,12 +60,11 @@ def cmd_energy(args) -> int:
     cfg = _cfg(args)
     cycles, gates, notes = _run_inputs(args.run)
     if args.cycles is not None:
-        cycles = args.cycles
+        cycles[cfg.replication] = args.cycles
     bench = energy.benchmark()
     reps = sorted({cfg.replication} | ({1, 3} if args.replication is None else set()))
-    systems = {r: energy.system(cfg.with_(replication=r), cycles_per_image=cycles
-                                if r == cfg.replication else None, digital_nand2_eq=gates)
-               for r in reps}
+    systems = {r: energy.system(cfg.with_(replication=r), cycles_per_image=cycles.get(r),
+                                digital_nand2_eq=gates) for r in reps}
     out = {"benchmark": bench, "systems": {str(r): s for r, s in systems.items()},
            "assumptions": energy.assumptions(), "inputs": notes}
     if args.run is not None:
@@ -154,8 +153,8 @@ def register(sub) -> None:
     sp.add_argument("--run", type=Path, help="run directory: take measured cycles (sim.json) "
                     "and the digital periphery (synth_*_generic_asic.json) from it, and write "
                     "energy.json there")
-    sp.add_argument("--cycles", type=int, help="cycles per image to use (default: measured, "
-                    "else the mapping's lower bound)")
+    sp.add_argument("--cycles", type=int, help="cycles per image at the configured "
+                    "replication (default: measured, else the mapping's lower bound)")
     sp.set_defaults(func=cmd_energy)
 
     sp = sub.add_parser("report", help="one HTML page from a run directory")

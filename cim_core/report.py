@@ -62,6 +62,15 @@ def digital_nand2_eq(run: Path) -> tuple[float | None, str | None]:
     return None, None
 
 
+def measured_cycles(run: Path) -> dict[int, int]:
+    """Cycles per image the RTL simulation measured ({replication: cycles}); a stand-in
+    sim.json measured nothing."""
+    sim = load_json(Path(run) / "sim.json") or {}
+    if sim.get("stand_in") or not sim.get("cycles_per_image"):
+        return {}
+    return {int(sim.get("replication", 1)): round(sim["cycles_per_image"])}
+
+
 def _e(x) -> str:
     return html.escape(str(x))
 
@@ -269,7 +278,7 @@ def s_resources(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
         key = cols[0]
         mods = [row for row in r["modules"] if row["depth"] == 1]
         if mods:
-            fig, ax = pg.plt.subplots(figsize=(6, 2.2))
+            fig, ax = pg.plt.subplots(figsize=(6, 1.2 + 0.22 * len(mods)))
             ax.barh([m["module"] for m in mods], [m["total"].get(key, 0) for m in mods])
             ax.set(xlabel=key, title=f"{r['target']} / {r['view']}")
             parts.append(pg.figure(fig, f.stem))
@@ -287,9 +296,16 @@ def s_timing(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
         r = load_json(f) or {}
         if "fmax_mhz" not in r:
             continue
-        rows.append([r["design"], r.get("board") or "out of context", f"{r['fmax_mhz']:.1f}",
+        where = r.get("board") or "out of context"
+        c = r.get("config", {})
+        design = f"{r['design']} ({c.get('array_rows', '?')} x {c.get('array_cols', '?')})"
+        if r.get("fits") is False:
+            rows.append([design, where, "-", "-", "does not fit: " + ", ".join(
+                f"{k} {n:,} > {cap:,}" for k, (n, cap) in r["over"].items()), "-"])
+            continue
+        rows.append([design, where, f"{r['fmax_mhz']:.1f}",
                      f"{r['target_mhz']:g}", "met" if r["met"] else "NOT met",
-                     r.get("bitstream", "-")])
+                     Path(r["bitstream"]).name if r.get("bitstream") else "-"])
         cp = r.get("critical_path")
         if cp:
             paths.append(f"<p>{_e(f.name)}: critical path {cp['delay_ns']:.2f} ns from "
@@ -303,11 +319,10 @@ def s_timing(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
 def s_energy(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
     from . import energy
     bench = energy.benchmark()
-    sim = ctx["sim"] or {}
+    cycles = measured_cycles(pg.run)
     gates, src = digital_nand2_eq(pg.run)
     systems = {r: energy.system(cfg.with_(replication=r), digital_nand2_eq=gates,
-                                cycles_per_image=sim.get("cycles_per_image")
-                                if r == cfg.replication and not sim.get("stand_in") else None)
+                                cycles_per_image=cycles.get(r))
                for r in sorted({1, 3, cfg.replication})}
     comp = list(bench["energy_pj"])
     fig, axes = pg.plt.subplots(1, 2, figsize=(11, 3.2))

@@ -66,6 +66,19 @@ def place_and_route(cfg: SystemConfig, design_name: str, out_dir: Path,
     work = out_dir / (f"timing_{design_name}" + (f"_{board}" if board else ""))
     work.mkdir(parents=True, exist_ok=True)
     top, net, label = _netlist(cfg, design_name, work, progress, board)
+    name = "timing_" + design_name + (f"_{board}" if board else "") + ".json"
+    over = overflow(json.loads((work / "stat.json").read_text()))
+    if over:
+        # nextpnr would spend its time finding out; the netlist already says it.
+        text = ", ".join(f"{n:,} {k} > {cap:,}" for k, (n, cap) in over.items())
+        (out_dir / name).write_text(json.dumps({
+            "design": design_name, "board": board, "top": top, "fits": False,
+            "over": {k: list(v) for k, v in over.items()}, "fmax_mhz": None,
+            "device": "LFE5U-85F-6BG381C", "work_dir": str(work),
+            "config": cfg.to_dict()}, indent=1))
+        raise SynthError(f"{design_name} (FPGA view{', ' + board if board else ''}) does not "
+                         f"fit the LFE5U-85F: {text} (cim synth --target ecp5 --view fpga has "
+                         f"the table per module)")
     # A missed target is a result to report, not an error. router2: the crossbar emulation's
     # wide read multiplexers congest the fabric, and router1 did not converge in an hour.
     args = [*DEVICE_ARGS, "--json", net, "--report", "report.json", "--seed", str(seed),
@@ -89,17 +102,33 @@ def place_and_route(cfg: SystemConfig, design_name: str, out_dir: Path,
     result.update(design=design_name, board=board, top=top, target_mhz=freq, seed=seed,
                   device=BOARDS[board]["device"] if board else "LFE5U-85F-6BG381C "
                   "(out of context)", seconds=round(seconds, 1), work_dir=str(work),
-                  out_of_context=board is None, met=result["fmax_mhz"] >= freq)
+                  out_of_context=board is None, met=result["fmax_mhz"] >= freq,
+                  fits=True, config=cfg.to_dict())
     if board:
         bit = work / f"{top}.bit"
         run_tool("ecppack", ["--compress", cfg_out, bit.name], work, work / "ecppack.out",
                  label, progress)
         result["bitstream"] = str(bit)
         result["bitstream_bytes"] = bit.stat().st_size
-    name = "timing_" + design_name + (f"_{board}" if board else "") + ".json"
     (out_dir / name).write_text(json.dumps(result, indent=1))
     _say(progress, f"{label}: Fmax {result['fmax_mhz']:.1f} MHz (target {freq:g} MHz)")
     return result
+
+
+# What the LFE5U-85F holds, in the cells of a flat synth_ecp5 netlist: a CCU2C fills two
+# LUT4 sites (TRELLIS_COMB), a TRELLIS_DPR16X4 two more; PFU muxes sit beside the LUTs.
+CAPACITY = {"TRELLIS_COMB": 83640, "TRELLIS_FF": 83640, "MULT18X18D": 156, "DP16KD": 208}
+
+
+def overflow(stat: dict) -> dict[str, tuple[int, int]]:
+    """Resources a flat netlist needs beyond the device: {name: (needed, available)}."""
+    cells = stat["design"]["num_cells_by_type"]
+    need = {"TRELLIS_COMB": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
+            + 2 * cells.get("TRELLIS_DPR16X4", 0),
+            "TRELLIS_FF": cells.get("TRELLIS_FF", 0),
+            "MULT18X18D": cells.get("MULT18X18D", 0),
+            "DP16KD": cells.get("DP16KD", 0) + cells.get("PDPW16KD", 0)}
+    return {k: (n, CAPACITY[k]) for k, n in need.items() if n > CAPACITY[k]}
 
 
 def _explain_failure(log: Path, err: SynthError) -> str:

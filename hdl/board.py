@@ -22,7 +22,12 @@ from .params import PEParams
 from .pe import PE
 
 SEED = 0x2545F491
-ROW_STEP = 8
+# Every read varies where it starts (row0 steps by ROW_STEP modulo the valid starts), how many
+# lines it reads and its gain: with constant inputs synthesis would specialize the PE (a
+# row0 that is a multiple of 8 alone shrinks every read multiplexer 8-fold), and the board
+# would not hold the general PE.
+ROW_STEP = 5
+GAIN_JITTER_BITS = 12
 
 
 def xorshift32(x: int) -> int:
@@ -39,8 +44,9 @@ def _xorshift32_hw(x):
 
 
 def test_gain(cfg: SystemConfig) -> int:
-    """ADC gain with full scale at 3/8 of the largest current: typical reads stay in range,
-    the brightest clamp (both ADC paths are exercised)."""
+    """Base ADC gain, full scale at 3/8 of the largest current: typical reads stay in range,
+    the brightest clamp (both ADC paths are exercised). Each read adds up to
+    2**GAIN_JITTER_BITS - 1 from the sequence."""
     return (cfg.adc_max << cfg.adc_gain_frac_bits) // (cfg.array_cols * cfg.code_max * 3 // 8)
 
 
@@ -65,7 +71,7 @@ def expected_signature(cfg: SystemConfig, reads: int) -> int:
         codes[idx // p.cols, idx % p.cols] = rng & (2 ** p.code_bits - 1)
         rng = xorshift32(rng)
     words = -(-p.cols * p.input_bits // 32)
-    blocks = (p.rows - p.max_lines) // ROW_STEP + 1
+    starts = p.rows - p.max_lines + 1
     sig = 0
     for k in range(reads):
         xint = 0
@@ -74,8 +80,11 @@ def expected_signature(cfg: SystemConfig, reads: int) -> int:
             rng = xorshift32(rng)
         x = np.array([(xint >> (p.input_bits * i)) & (2 ** p.input_bits - 1)
                       for i in range(p.cols)])
-        row0 = (k % blocks) * ROW_STEP
-        d = read_block(x[None], codes[row0:row0 + p.max_lines], test_gain(cfg), cfg)[0]
+        row0 = (k * ROW_STEP) % starts
+        n_lines = 2 * (1 + k % p.max_outputs)
+        gain = test_gain(cfg) + (rng & (2 ** GAIN_JITTER_BITS - 1))
+        d = np.zeros(p.max_outputs, dtype=np.int64)
+        d[:n_lines // 2] = read_block(x[None], codes[row0:row0 + n_lines], gain, cfg)[0]
         raw = 0
         for o, v in enumerate(d):
             raw |= (int(v) & (2 ** p.acc_bits - 1)) << (o * p.acc_bits)
@@ -107,8 +116,10 @@ class SelfTest(wiring.Component):
         words = -(-p.cols * p.input_bits // 32)
         xreg = Signal(32 * words)
         word = Signal(range(words + 1))
-        blocks = (p.rows - p.max_lines) // ROW_STEP + 1
-        blk = Signal(range(blocks))
+        starts = p.rows - p.max_lines + 1
+        step = ROW_STEP % starts
+        row0 = Signal(range(max(starts, 2)))
+        half = Signal(range(p.max_outputs))       # n_lines / 2 - 1
         sent = Signal(range(self.reads + 1))
         got = Signal(range(self.reads + 1))
         sig = Signal(32)
@@ -119,9 +130,9 @@ class SelfTest(wiring.Component):
             pe.prog.payload.col.eq(idx[:p.col_bits]),
             pe.prog.payload.code.eq(rng[:p.code_bits]),
             req.x.as_value().eq(xreg[:p.cols * p.input_bits]),
-            req.row0.eq(blk * ROW_STEP),
-            req.n_lines.eq(p.max_lines),
-            req.gain.eq(test_gain(self.cfg)),
+            req.row0.eq(row0),
+            req.n_lines.eq((half + 1) * 2),
+            req.gain.eq(test_gain(self.cfg) + rng[:GAIN_JITTER_BITS]),
             req.nonce.eq(sent),
             req.first.eq(1),
             req.last.eq(1),
@@ -152,7 +163,9 @@ class SelfTest(wiring.Component):
                 m.d.comb += [pe.i.valid.eq(1), self.running.eq(1)]
                 with m.If(pe.i.ready):
                     m.d.sync += [sent.eq(sent + 1),
-                                 blk.eq(Mux(blk == blocks - 1, 0, blk + 1))]
+                                 row0.eq(Mux(row0 + step >= starts, row0 + step - starts,
+                                             row0 + step)),
+                                 half.eq(Mux(half == p.max_outputs - 1, 0, half + 1))]
                     with m.If(sent == self.reads - 1):
                         m.next = "DRAIN"
                     with m.Else():

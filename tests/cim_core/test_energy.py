@@ -103,3 +103,18 @@ def test_cim_energy_command(capsys, tmp_path):
         == 3
     assert main(["energy"]) == 0
     assert "11,014" in capsys.readouterr().out
+
+
+def test_measured_cycles_go_to_their_replication(capsys, tmp_path):
+    (tmp_path / "sim.json").write_text(json.dumps({"replication": 3, "cycles_per_image": 8000.0,
+                                                   "images": 4, "bitexact": 4}))
+    assert main(["energy", "--json", "--run", str(tmp_path)]) == 0
+    s = json.loads(capsys.readouterr().out)["systems"]
+    assert s["3"]["cycles_source"] == "measured" and s["3"]["cycles_per_image"] == 8000
+    assert s["1"]["cycles_source"] == "mapping lower bound"
+    # A stand-in simulation measured nothing.
+    (tmp_path / "sim.json").write_text(json.dumps({"replication": 3, "cycles_per_image": 1,
+                                                   "stand_in": "test"}))
+    assert main(["energy", "--json", "--run", str(tmp_path)]) == 0
+    s = json.loads(capsys.readouterr().out)["systems"]
+    assert s["3"]["cycles_source"] == "mapping lower bound"
