@@ -146,6 +146,8 @@ def cmd_sim(args) -> int:
         print(f"  simulation: {res.sim_images_per_s:.1f} images/s on Verilator "
               f"({res.sim_seconds:.1f} s, {args.shards} shard(s); build {res.build_seconds:.0f}"
               f" s)")
+        if args.waves:
+            print(f"  waveforms: {res.build_dir}/run*/dump.vcd")
         for f in out["failures"]:
             print(f"  MISMATCH image {f['index']}: {f['first_difference']}; reproduce: "
                   f"{f['reproduce']}")
@@ -192,6 +194,7 @@ def register(sub) -> None:
     sp.add_argument("--images", type=int, default=20, help="how many test images")
     sp.add_argument("--start", type=int, default=0, help="index of the first test image")
     sp.add_argument("--shards", type=int, default=2, help="parallel simulator processes")
-    sp.add_argument("--waves", action="store_true", help="write waveforms (FST) per shard")
+    sp.add_argument("--waves", action="store_true",
+                    help="write waveforms: dump.vcd in each shard's run directory")
     sp.set_defaults(func=cmd_sim)
 

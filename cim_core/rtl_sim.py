@@ -8,7 +8,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +79,7 @@ class SimResult:
     cycles_per_image: float          # steady state, from the spacing of the results
     sim_seconds: float
     build_seconds: float
-    extra: dict = field(default_factory=dict)
+    build_dir: Path | None = None
 
     @property
     def bitexact(self) -> int:
@@ -151,7 +151,7 @@ def simulate(chip: chip_model.Chip, images: np.ndarray, image_ids=None, *, shard
     names = [lp.name for lp in plan.layers]
     return SimResult(n, logits, labels, gold, mismatches, int(last["cycles_image"]),
                      dict(zip(names, last["cycles_layer"], strict=True)), per_image, sim_s,
-                     build_s)
+                     build_s, build_dir)
 
 
 def job_meta(plan) -> dict:
