@@ -179,11 +179,15 @@ def plan_chip(chip: Chip) -> ChipPlan:
 
     max_lines = max(b.n_rows for b in mapping.blocks)
     max_chunks = max(lm.n_chunks for lm in mapping.layers)
+    # The ADC gain registers are as wide as the largest gain this chip uses (not the contract's
+    # 32 bits): each line's gain multiplier then fits one FPGA DSP for the usual gains.
+    gain_bits = max(cfg.adc_gain_frac_bits + 1, max(lp.gain for lp in layers).bit_length())
     pes = []
     for pe in range(cfg.n_pe):
         params = PEParams.from_config(
             cfg, max_lines=max_lines, max_chunks=max_chunks, read_noise=dig.read_noise,
-            pe_seed=noise.pe_seed(dig.noise_seed, pe) if dig.read_noise else 0)
+            pe_seed=noise.pe_seed(dig.noise_seed, pe) if dig.read_noise else 0,
+            gain_bits=gain_bits)
         pes.append(PEPlan(pe, params, chip.conductance[pe]))
     for b in mapping.blocks:
         lp = next(lp for lp in layers if lp.name == b.layer)

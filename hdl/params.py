@@ -52,13 +52,15 @@ class PEParams:
 
     @classmethod
     def from_config(cls, cfg: SystemConfig, *, max_lines: int | None = None,
-                    max_chunks: int = 16, read_noise: int = 0, pe_seed: int = 0) -> PEParams:
+                    max_chunks: int = 16, read_noise: int = 0, pe_seed: int = 0,
+                    gain_bits: int = 32) -> PEParams:
         return cls(rows=cfg.array_rows, cols=cfg.array_cols, code_bits=cfg.cond_code_bits,
                    input_bits=cfg.input_bits, adc_bits=cfg.adc_bits, adcs=cfg.adcs_per_pe,
                    gain_frac_bits=cfg.adc_gain_frac_bits, pulse_cycles=cfg.pulse_cycles,
                    adc_conv_cycles=cfg.adc_conv_cycles,
                    max_lines=max_lines if max_lines is not None else min(cfg.array_rows, 24),
-                   max_chunks=max_chunks, read_noise=read_noise, pe_seed=pe_seed)
+                   max_chunks=max_chunks, read_noise=read_noise, pe_seed=pe_seed,
+                   gain_bits=gain_bits)
 
     # Derived widths.
     @property
