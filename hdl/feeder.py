@@ -51,7 +51,9 @@ class Feeder(wiring.Component):
         max_depth = max(plan.buffers[lp.src].depth for lp in self.layers)
         window = Signal(data.ArrayLayout(self.word_bits, self.n_words))
         active = Signal(range(len(plan.layers)))   # the layer being walked
-        j = Signal(range(max_depth * 64 + 2))      # position index within the group
+        most = max(lp.out_hw[0] * lp.out_hw[1] for lp in self.layers) + 1
+        wide = max(max(lp.out_hw[1], plan.buffers[lp.src].width) for lp in self.layers) + 1
+        j = Signal(range(most))                    # position index within the group
         pos = Signal.like(j)                       # absolute output position p
         x = Signal(range(max(max(lp.out_hw[1] for lp in self.layers), 2)))
         base = Signal(range(max_depth + 1))        # source word of the window's corner
@@ -63,7 +65,8 @@ class Feeder(wiring.Component):
         got = Signal(range(self.n_words + 2))      # next word to capture
 
         # Per-layer constants and the current read of the program.
-        count, n_reads, out_w, in_w = (Signal(range(max_depth * 64 + 2)) for _ in range(4))
+        count, out_w, in_w = Signal(range(most)), Signal(range(wide)), Signal(range(wide))
+        n_reads = Signal.like(step)
         period = Signal.like(r)
         entry = Signal(range(max(len(pp.entries), 2)))
         first, last = Signal(), Signal()
@@ -162,7 +165,6 @@ class Feeder(wiring.Component):
     def _request(self, m, req, entry, first, last, window, pos):
         plan, pp, p = self.plan, self.pp, self.pp.params
         m.d.sync += [req.first.eq(first), req.last.eq(last)]
-        bits = None
         chunk = Signal(8)
         layer_index = Signal(4)
         with m.Switch(entry):

@@ -48,17 +48,23 @@ class Merger(wiring.Component):
         plan, gp, p = self.plan, self.gp, self.p
         acc = Signal(layouts.partial_sums(p))
         active = Signal(range(max(len(plan.layers), 2)))
-        j = Signal(range(4096))
-        x = Signal(range(256))
+        # Counter widths from the plan: positions and map widths of this group's layers.
+        most = max(lp.out_hw[0] * lp.out_hw[1] for lp in self.layers) + 1
+        wide = max(max(lp.out_hw) for lp in self.layers) + 1
+        j = Signal(range(most))
+        x = Signal(range(wide))
         # Pooled coordinates kept incrementally (no dividers): position (y, x) pools into
         # (py, px); sy, sx count rows and columns inside the pooling window.
-        py, px, sy, sx = (Signal(range(256)) for _ in range(4))
+        py, px, sy, sx = (Signal(range(wide)) for _ in range(4))
         r = Signal(range(max((gp.period[n] for n in gp.ranges), default=1) + 1))
         k = Signal(range(len(gp.pes) + 1))         # contributor being collected
         ch = Signal(range(p.max_outputs + 1))      # channel being requantized
         word = Signal(max((plan.buffers[d].word_bits for d in self.dsts), default=1))
 
-        count, n_contrib, out_w, period, pool = (Signal(range(4096)) for _ in range(5))
+        count, out_w = Signal(range(most)), Signal(range(wide))
+        n_contrib = Signal(range(len(gp.pes) + 1))
+        period = Signal.like(r)
+        pool = Signal(range(max(lp.pool for lp in self.layers) + 1))
         n_out = Signal(range(p.max_outputs + 1))
         with m.Switch(active):
             for lp in self.layers:
