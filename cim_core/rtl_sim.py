@@ -156,7 +156,7 @@ def simulate(chip: chip_model.Chip, images: np.ndarray, image_ids=None, *, shard
 
 def job_meta(plan) -> dict:
     return dict(n_out=plan.layers[-1].n_out, acc_bits=plan.acc_bits, n_layers=len(plan.layers),
-                pixels_per_beat=PIXELS_PER_BEAT,
+                pixels_per_beat=PIXELS_PER_BEAT, pixel_bits=plan.buffers["img"].bits,
                 buffers={n: [b.channels, b.depth, b.bits] for n, b in plan.buffers.items()
                          if n != "img"})
 

@@ -152,6 +152,9 @@ def plan_chip(chip: Chip) -> ChipPlan:
     net = mapping.network
     seq = _layer_sequence(net)
     c0, h0, w0 = net.input_shape
+    if c0 != 1:
+        raise ChipPlanError(f"the RTL's image input takes single-channel images, the network "
+                            f"{net.name!r} has {c0} input channels")
     buffers = {"img": Buffer("img", c0, h0, w0, cfg.input_bits)}
     src = "img"
     layers = []

@@ -18,12 +18,18 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, SimTimeoutError, with_timeout
 
 
-def pack_beats(image: np.ndarray, image_id: int, per_beat: int) -> list[int]:
-    """The harness's load beats: pixel i of a beat at bits [8i, 8i+8), then the 32-bit id."""
-    flat = image.astype(np.uint8).ravel()
-    flat = np.concatenate([flat, np.zeros(-len(flat) % per_beat, np.uint8)])
-    return [int.from_bytes(flat[b:b + per_beat].tobytes(), "little")
-            | (int(image_id) << (8 * per_beat)) for b in range(0, len(flat), per_beat)]
+def pack_beats(image: np.ndarray, image_id: int, per_beat: int, bits: int) -> list[int]:
+    """The harness's load beats: pixel i of a beat at bits [bits*i, bits*(i+1)), then the
+    32-bit id."""
+    flat = [int(v) for v in image.ravel()]
+    flat += [0] * (-len(flat) % per_beat)
+    beats = []
+    for b in range(0, len(flat), per_beat):
+        word = 0
+        for i, v in enumerate(flat[b:b + per_beat]):
+            word |= v << (bits * i)
+        beats.append(word | (int(image_id) << (bits * per_beat)))
+    return beats
 
 
 def unpack_result(value: int, n: int, acc_bits: int) -> tuple[list[int], int]:
@@ -34,7 +40,7 @@ def unpack_result(value: int, n: int, acc_bits: int) -> tuple[list[int], int]:
     return logits, value >> (n * acc_bits)
 
 
-async def loader(dut, images, ids, per_beat: int):
+async def loader(dut, images, ids, per_beat: int, bits: int):
     """While `load__ready` is high the harness takes a beat at every clock edge; it drops
     ready after an image's last beat and raises it again once it has fed the pixels."""
     for image, image_id in zip(images, ids, strict=True):
@@ -44,7 +50,7 @@ async def loader(dut, images, ids, per_beat: int):
             await RisingEdge(dut.load__ready)
             await ReadOnly()
         await RisingEdge(dut.clk)
-        for beat in pack_beats(image, image_id, per_beat):
+        for beat in pack_beats(image, image_id, per_beat, bits):
             dut.load__payload.value = beat
             dut.load__valid.value = 1
             await RisingEdge(dut.clk)
@@ -97,7 +103,7 @@ async def run_images(dut):
     if os.environ.get("CIM_CHIP_TAPS") == "1":
         taps = TapMonitor(dut, meta["buffers"], len(images))
         cocotb.start_soon(taps.run())
-    cocotb.start_soon(loader(dut, images, ids, meta["pixels_per_beat"]))
+    cocotb.start_soon(loader(dut, images, ids, meta["pixels_per_beat"], meta["pixel_bits"]))
     logits, labels, done_at = [], [], []
     cycle_ns = 10
     for i in range(len(images)):

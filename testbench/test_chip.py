@@ -13,7 +13,9 @@ import pytest
 
 from cim_core import rtl_sim, stages
 from cim_core.config import SystemConfig
+from cim_core.mapping import map_network
 from golden import chip_model, data
+from golden.network import Conv, Dense, Network, Pool
 
 IMAGES = 24
 
@@ -60,3 +62,31 @@ def test_mismatch_is_located_in_the_first_differing_layer():
     where = rtl_sim.locate(chip, images[[m.index for m in res.mismatches]],
                            [m.image_id for m in res.mismatches], golden=golden)
     assert all(w.startswith("S4 (after C3)") for w in where), where
+
+
+OTHER = Network("other", (1, 10, 10), (
+    Conv("A", 1, 3, 3), Pool("P", 2, 2), Conv("B", 3, 4, 2), Pool("Q", 2, 2),
+    Dense("D", 16, 5)))
+
+
+def test_another_network_and_configuration():
+    """The chip is built from the mapping, not from the mCNN's shape: a different network on
+    a different system (12 x 32 arrays, 6 PEs, replication 2, 6-bit inputs and ADCs, 4 ADCs
+    per PE, 2-cycle pulses), random cells and gains, read noise on."""
+    cfg = SystemConfig(n_pe=6, array_rows=32, array_cols=12, replication=2, adc_bits=6,
+                       input_bits=6, act_bits=6, adcs_per_pe=4, pulse_cycles=2)
+    mapping = map_network(cfg, OTHER)
+    rng = np.random.default_rng(5)
+    names = [lm.name for lm in mapping.layers]
+    chip = chip_model.Chip(
+        mapping, rng.integers(0, cfg.code_max + 1, size=(cfg.n_pe, cfg.array_rows,
+                                                         cfg.array_cols)),
+        chip_model.Digital(adc_gain={n: int(rng.integers(2000, 12000)) for n in names},
+                           requant_mult={n: int(rng.integers(2 ** 14, 2 ** 16))
+                                         for n in names[:-1]},
+                           requant_shift={n: 18 for n in names[:-1]},
+                           read_noise=300, noise_seed=9))
+    images = rng.integers(0, 2 ** cfg.input_bits, size=(12, 10, 10)).astype(np.uint8)
+    res = rtl_sim.simulate(chip, images, np.arange(12), progress=False)
+    assert res.bitexact == 12, [(m.index, m.first_difference) for m in res.mismatches[:3]]
+    assert len(set(map(tuple, res.logits.tolist()))) > 1   # not a constant answer
