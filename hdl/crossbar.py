@@ -2,8 +2,10 @@
 
 * ``"verilog"``: the behavioral Verilog model `hdl/verilog/cim_crossbar.v`, which computes only
   on a read slot and only the selected lines: the fast form for Verilator.
-* ``"amaranth"``: the same function in Amaranth (a memory and adder trees): simulates under
-  amaranth.sim and synthesizes as the FPGA emulation of the analog array.
+* ``"amaranth"``: the same function in Amaranth, time-multiplexed for block RAM: the cells in
+  memories with synchronous read ports, `p.lanes` source lines summed per cycle, so one slot
+  takes ceil(n_lines / lanes) + 1 cycles instead of 1 (docs/pe.md, "Timing"). It simulates
+  under amaranth.sim and synthesizes as the FPGA emulation of the analog array.
 * ``"blackbox"``: an instance of `cim_crossbar` with no contents, for ASIC flows
   (`hdl/verilog/cim_crossbar_blackbox.v` declares it).
 """
@@ -13,11 +15,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from amaranth import ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal
-from amaranth.lib import data, memory, stream, wiring
+from amaranth import ClockSignal, Const, Instance, Module, ResetSignal, Signal
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from . import layouts, noise
+from . import layouts
+from .crossbar_fpga import emulate
 from .params import PEParams
 
 VERILOG_DIR = Path(__file__).resolve().parent / "verilog"
@@ -60,25 +63,29 @@ class Crossbar(wiring.Component):
             "i": In(stream.Signature(layouts.slot(p))),
             "o": Out(stream.Signature(layouts.currents(p))),
             "prog": In(stream.Signature(layouts.program_write(p))),
+            # A slot is being read or its currents wait at the output: the PE stays busy (no
+            # programming) until they are handed on.
+            "busy": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
+        if self.form == "amaranth":
+            emulate(m, self)
+            return m
+        # The macro samples the selected lines' currents in one cycle.
         sample = Signal()
         m.d.comb += [
             self.i.ready.eq(~self.o.valid | self.o.ready),
             sample.eq(self.i.valid & self.i.ready),
             self.prog.ready.eq(1),
+            self.busy.eq(self.o.valid),
         ]
         with m.If(sample):
             m.d.sync += [self.o.valid.eq(1), self.o.payload.ctx.eq(self.i.payload.ctx)]
         with m.Elif(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
-
-        if self.form == "amaranth":
-            self._amaranth_array(m, sample)
-        else:
-            self._instance(m, sample)
+        self._instance(m, sample)
         return m
 
     def _instance(self, m, sample):
@@ -98,26 +105,3 @@ class Crossbar(wiring.Component):
             o_currents=self.o.payload.current,
             i_prog_en=self.prog.valid, i_prog_row=self.prog.payload.row,
             i_prog_col=self.prog.payload.col, i_prog_code=self.prog.payload.code)
-
-    def _amaranth_array(self, m, sample):
-        p, s = self.p, self.i.payload
-        cell_row = data.ArrayLayout(p.code_bits, p.cols)
-        m.submodules.cells = cells = memory.Memory(
-            shape=cell_row, depth=p.rows, init=[list(map(int, r)) for r in self.init])
-        wr = cells.write_port(granularity=1)   # one enable bit per cell (ArrayLayout element)
-        m.d.comb += [
-            wr.addr.eq(self.prog.payload.row),
-            wr.data.eq(self.prog.payload.code.replicate(p.cols)),
-            wr.en.eq(Mux(self.prog.valid, 1 << self.prog.payload.col, 0)),
-        ]
-        for j in range(p.max_lines):
-            rd = cells.read_port(domain="comb")
-            row = Signal(p.row_bits, name=f"row_{j}")
-            m.d.comb += [row.eq(s.row0 + j), rd.addr.eq(row)]
-            total = sum(Mux(s.bits[c], rd.data[c], 0) for c in range(p.cols))
-            if p.read_noise:
-                h = noise.line_hash(p.pe_seed, s.nonce, s.ctx.slot, row)
-                total = noise.noisy_current(total, h, p.read_noise)
-            with m.If(sample):
-                m.d.sync += self.o.payload.current[j].eq(Mux(j < s.ctx.n_lines, total, 0))
-

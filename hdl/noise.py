@@ -28,6 +28,9 @@ def line_hash(pe_seed: int, nonce, slot, row):
 def noisy_current(current, h, read_noise: int):
     """max(0, I + floor(I * s * r / 2**22)), s = sum of the bytes of h minus 510."""
     s = (h[0:8] + h[8:16] + h[16:24] + h[24:32]) - 510
-    term = (current.as_signed() * s * Const(read_noise, signed(15))) >> NOISE_FRAC_BITS
-    total = current.as_signed() + term
+    # `current` is unsigned; mixed with signed operands Amaranth widens it by a sign bit.
+    # (.as_signed() would read its top bit as the sign when it is exactly as wide as needed.)
+    cur = current.as_unsigned()
+    term = (cur * s * Const(read_noise, signed(15))) >> NOISE_FRAC_BITS
+    total = cur + term
     return Mux(total < 0, 0, total)

@@ -32,6 +32,10 @@ class PEParams:
     max_chunks: int = 16        # most chunk reads one partial sum accumulates
     read_noise: int = 0         # integer amplitude of docs/datapath.md section 6; 0 = off
     pe_seed: int = 0
+    # Source lines the "amaranth" crossbar (the FPGA emulation) sums per cycle; None derives
+    # the fewest that never lengthen the slot period (default_lanes). Fewer: less area, and
+    # slower once ceil(n_lines / lanes) + 1 exceeds the slot period (docs/pe.md).
+    lanes: int | None = None
 
     def __post_init__(self):
         for name in ("rows", "cols", "code_bits", "input_bits", "adc_bits", "adcs", "gain_bits",
@@ -49,18 +53,32 @@ class PEParams:
         if not 0 <= self.gain_frac_bits < self.gain_bits:
             raise ConfigError(f"gain_frac_bits={self.gain_frac_bits} must be below gain_bits="
                               f"{self.gain_bits}")
+        if self.lanes is None:
+            object.__setattr__(self, "lanes", self.default_lanes())
+        if isinstance(self.lanes, bool) or not isinstance(self.lanes, int) or \
+                not 1 <= self.lanes <= self.max_lines:
+            raise ConfigError(f"lanes={self.lanes!r} must be an integer in 1..max_lines="
+                              f"{self.max_lines}")
+
+    def default_lanes(self) -> int:
+        """Fewest lanes whose crossbar period, ceil(max_lines / lanes) + 1, fits the shortest
+        slot period the other stages allow: max(pulse_cycles, 2), since the ADC stage alone
+        takes at least a conversion cycle and its output register. With these, the
+        "amaranth" crossbar never lengthens the slot period (24 lines, 5-cycle pulses: 6)."""
+        budget = max(self.pulse_cycles, 2) - 1
+        return -(-self.max_lines // budget)
 
     @classmethod
     def from_config(cls, cfg: SystemConfig, *, max_lines: int | None = None,
                     max_chunks: int = 16, read_noise: int = 0, pe_seed: int = 0,
-                    gain_bits: int = 32) -> PEParams:
+                    gain_bits: int = 32, lanes: int | None = None) -> PEParams:
         return cls(rows=cfg.array_rows, cols=cfg.array_cols, code_bits=cfg.cond_code_bits,
                    input_bits=cfg.input_bits, adc_bits=cfg.adc_bits, adcs=cfg.adcs_per_pe,
                    gain_frac_bits=cfg.adc_gain_frac_bits, pulse_cycles=cfg.pulse_cycles,
                    adc_conv_cycles=cfg.adc_conv_cycles,
                    max_lines=max_lines if max_lines is not None else min(cfg.array_rows, 24),
                    max_chunks=max_chunks, read_noise=read_noise, pe_seed=pe_seed,
-                   gain_bits=gain_bits)
+                   gain_bits=gain_bits, lanes=lanes)
 
     # Derived widths.
     @property
@@ -102,21 +120,32 @@ class PEParams:
     def conversions_for(self, lines: int) -> int:
         return -(-lines // self.adcs)
 
-    def slot_cycles(self, lines: int) -> int:
-        """Cycles per read slot in steady state: the pulse, or the ADC if it is slower."""
-        return max(self.pulse_cycles, self.conversions_for(lines) * self.adc_conv_cycles + 1)
+    def crossbar_cycles(self, lines: int, form: str = "verilog") -> int:
+        """Cycles from a slot's sample to its currents at the crossbar's output: 1 for the
+        behavioral and black-box macros; for the "amaranth" emulation one block-RAM read
+        cycle plus one cycle per group of `lanes` lines (at least one group)."""
+        if form != "amaranth":
+            return 1
+        return max(1, -(-lines // self.lanes)) + 1
 
-    def vector_cycles(self, lines: int) -> int:
+    def slot_cycles(self, lines: int, form: str = "verilog") -> int:
+        """Cycles per read slot in steady state: the pulse, or the ADC or the crossbar if one
+        of them is slower (each stage takes a new slot as it hands on the last)."""
+        return max(self.pulse_cycles, self.conversions_for(lines) * self.adc_conv_cycles + 1,
+                   self.crossbar_cycles(lines, form))
+
+    def vector_cycles(self, lines: int, form: str = "verilog") -> int:
         """Cycles per input vector (all its bit slots) in steady state."""
-        return self.input_bits * self.slot_cycles(lines)
+        return self.input_bits * self.slot_cycles(lines, form)
 
-    def busy_cycles(self, n: int, lines: int) -> int:
+    def busy_cycles(self, n: int, lines: int, form: str = "verilog") -> int:
         """Busy cycles for n back-to-back vectors reading `lines` lines, outputs never stalled.
 
         The first slot's pulse, then one slot period for each further slot, then the last
-        slot's trip through the crossbar register (1), the ADC rounds, the ADC's output
+        slot's trip through the crossbar (crossbar_cycles), the ADC rounds, the ADC's output
         register (1) and the shift-add's (1). docs/pe.md draws the timing.
         """
         slots = n * self.input_bits
-        return (self.pulse_cycles + (slots - 1) * self.slot_cycles(lines)
-                + self.conversions_for(lines) * self.adc_conv_cycles + 3)
+        return (self.pulse_cycles + (slots - 1) * self.slot_cycles(lines, form)
+                + self.crossbar_cycles(lines, form)
+                + self.conversions_for(lines) * self.adc_conv_cycles + 2)

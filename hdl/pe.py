@@ -48,7 +48,7 @@ class PE(wiring.Component):
         wiring.connect(m, adc.o, sa.i)
         wiring.connect(m, sa.o, wiring.flipped(self.o))
 
-        busy = dac.busy | xbar.o.valid | adc.busy | sa.busy
+        busy = dac.busy | xbar.busy | adc.busy | sa.busy
         m.d.comb += [
             self.busy.eq(busy),
             xbar.prog.payload.eq(self.prog.payload),

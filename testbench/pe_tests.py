@@ -102,5 +102,6 @@ async def cycles_per_vector_match_formula(dut):
     await StreamSink(dut, "o").receive(n)
     await ClockCycles(dut.clk, 2)
     busy = int(dut.cycles.value) - base
-    want = p.busy_cycles(n, lines)
-    assert busy == want, f"{busy} busy cycles for {n} vectors, formula says {want}"
+    want = p.busy_cycles(n, lines, meta["form"])
+    assert busy == want, (f"{busy} busy cycles for {n} vectors, formula says {want} "
+                          f"(crossbar form {meta['form']})")

@@ -22,8 +22,15 @@ CONFIGS = {
     "small": (SystemConfig(array_rows=64, array_cols=12, adc_bits=6, adcs_per_pe=4,
                            input_bits=6, act_bits=6, pulse_cycles=2, adc_conv_cycles=2),
               dict(max_lines=12, read_noise=0)),
+    # The paper's PE with the crossbar's FPGA emulation (block RAM, 6 lines per cycle) instead
+    # of the behavioral macro: the same answers, and the cycle formula of that form.
+    "paper-fpga": (SystemConfig(), dict(max_lines=24, read_noise=119)),
 }
-VECTORS = 2000
+FORMS = {"paper-fpga": "amaranth"}          # crossbar form; "verilog" otherwise
+# Random vectors per configuration; the FPGA form's Verilator build takes longer, so its run
+# is shorter (amaranth.sim covers that form too: tests/hdl/test_pe_sim.py).
+VECTORS = {"paper-fpga": 500}
+DEFAULT_VECTORS = 2000
 
 
 def prepare(name: str, seed: int = 1):
@@ -31,11 +38,14 @@ def prepare(name: str, seed: int = 1):
     rng = np.random.default_rng(seed)
     p = PEParams.from_config(cfg, pe_seed=int(rng.integers(0, 2 ** 32)), **extra)
     g = pe_model.random_array(rng, p)
-    reqs = pe_model.random_requests(rng, p, VECTORS)
-    build_dir = runner.BUILD_ROOT / f"pe_{name}_{build.digest(p, g.tobytes())}"
-    # The array's codes are elaborated into the Verilog (the macro's INIT parameter).
-    sources = build.generate(PE(p, init=g, form="verilog"), "pe", build_dir)
-    meta = dict(config=cfg.to_dict(), params=p.__dict__, seed=seed, gap=0.15, stall=0.25)
+    reqs = pe_model.random_requests(rng, p, VECTORS.get(name, DEFAULT_VECTORS))
+    form = FORMS.get(name, "verilog")
+    build_dir = runner.BUILD_ROOT / f"pe_{name}_{build.digest(p, g.tobytes(), form)}"
+    # The array's codes are elaborated into the Verilog (the macro's INIT parameter, or the
+    # emulation's memory contents).
+    sources = build.generate(PE(p, init=g, form=form), "pe", build_dir, form)
+    meta = dict(config=cfg.to_dict(), params=p.__dict__, seed=seed, gap=0.15, stall=0.25,
+                form=form)
     np.savez(build_dir / "stimulus.npz", g=g, meta=json.dumps(meta),
              x=np.array([r.x for r in reqs]), row0=[r.row0 for r in reqs],
              n_lines=[r.n_lines for r in reqs], gain=[r.gain for r in reqs],

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cim_core.config import SystemConfig
+from cim_core.config import ConfigError, SystemConfig
 from golden import chip_model, noise
 from hdl.adc import AdcBank
 from hdl.crossbar import Crossbar
@@ -17,6 +17,10 @@ from .sim_helpers import get_n, producer, run
 P = PEParams.from_config(SystemConfig(), max_lines=24, read_noise=600, pe_seed=0xC0FFEE)
 FEW_ADCS = PEParams.from_config(SystemConfig(adcs_per_pe=5, adc_conv_cycles=3, adc_bits=6),
                                 max_lines=12)
+# The FPGA crossbar with lane counts that do not divide the 24 lines (the last group is
+# partial), and one line per cycle.
+LANES_5 = PEParams.from_config(SystemConfig(), max_lines=24, read_noise=600, pe_seed=7, lanes=5)
+LANES_1 = PEParams.from_config(SystemConfig(), max_lines=24, lanes=1)
 
 
 def test_dac_emits_bit_serial_slots():
@@ -60,7 +64,21 @@ def test_dac_holds_each_pulse_for_pulse_cycles():
     assert set(np.diff(times)) == {P.pulse_cycles}
 
 
-@pytest.mark.parametrize("p", [P, FEW_ADCS], ids=["noise", "few-adcs"])
+def test_default_lanes_keep_the_slot_period():
+    assert P.lanes == 6 and P.crossbar_cycles(24, "amaranth") == 5 == P.pulse_cycles
+    assert FEW_ADCS.lanes == 3 and LANES_5.lanes == 5 and LANES_1.lanes == 1
+    for p in (P, FEW_ADCS, PEParams(pulse_cycles=1, max_lines=6)):
+        for lines in range(2, p.max_lines + 1, 2):
+            assert p.slot_cycles(lines, "amaranth") == p.slot_cycles(lines)
+    assert LANES_1.slot_cycles(24, "amaranth") == 25
+    with pytest.raises(ConfigError, match="lanes"):
+        PEParams(max_lines=24, lanes=25)
+    with pytest.raises(ConfigError, match="lanes"):
+        PEParams(lanes=0)
+
+
+@pytest.mark.parametrize("p", [P, FEW_ADCS, LANES_5, LANES_1],
+                         ids=["noise", "few-adcs", "5-lanes-noise", "1-lane"])
 def test_crossbar_currents_match_golden(p):
     rng = np.random.default_rng(3)
     g = pe_model.random_array(rng, p)
@@ -87,6 +105,39 @@ def test_crossbar_currents_match_golden(p):
             want = noise.apply_read_noise(want, noise.byte_sum(h), p.read_noise)
         want = np.concatenate([want, np.zeros(p.max_lines - len(want), dtype=np.int64)])
         assert [int(v) for v in out.current] == want.tolist()
+
+
+@pytest.mark.parametrize("p", [P, LANES_5, LANES_1], ids=["6-lanes", "5-lanes", "1-lane"])
+def test_crossbar_latency_and_period(p):
+    """With the output always ready, each slot's currents appear crossbar_cycles after it is
+    sampled, and the next slot is taken in the cycle they are handed on."""
+    rng = np.random.default_rng(6)
+    g = pe_model.random_array(rng, p)
+    lines = [24, 2, 10, 12, 0, 24]
+    slots = [dict(bits=int(rng.integers(0, 2 ** p.cols)), row0=int(rng.integers(0, 100)),
+                  ctx=dict(n_lines=n)) for n in lines]
+    dut = Crossbar(p, init=g, form="amaranth")
+    taken, done = [], []
+
+    async def bench(ctx):
+        ctx.set(dut.o.ready, 1)
+        ctx.set(dut.i.valid, 1)
+        t = 0
+        while len(done) < len(slots):
+            if len(taken) < len(slots):
+                ctx.set(dut.i.payload, slots[len(taken)])
+            ctx.set(dut.i.valid, len(taken) < len(slots))
+            _, _, iv, ir, ov = await ctx.tick().sample(dut.i.valid, dut.i.ready, dut.o.valid)
+            if iv and ir:
+                taken.append(t)
+            if ov:
+                done.append(t)
+            t += 1
+
+    run(dut, bench)
+    assert [d - s for s, d in zip(taken, done, strict=True)] == [
+        p.crossbar_cycles(n, "amaranth") for n in lines]
+    assert taken[1:] == done[:-1]
 
 
 @pytest.mark.parametrize("p", [P, FEW_ADCS], ids=["32-adcs", "5-adcs"])

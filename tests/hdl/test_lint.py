@@ -19,12 +19,14 @@ def lint(sources, top, *flags):
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("cfg, noise", [(SystemConfig(), 119),
-                                        (SystemConfig(adc_bits=6, adcs_per_pe=4, array_rows=64,
-                                                      input_bits=6, act_bits=6), 0)])
-def test_pe_verilog_lints_clean(tmp_path, cfg, noise):
+@pytest.mark.parametrize("cfg, noise, form", [
+    (SystemConfig(), 119, "verilog"),
+    (SystemConfig(adc_bits=6, adcs_per_pe=4, array_rows=64, input_bits=6, act_bits=6), 0,
+     "verilog"),
+    (SystemConfig(), 119, "amaranth")])
+def test_pe_verilog_lints_clean(tmp_path, cfg, noise, form):
     p = PEParams.from_config(cfg, max_lines=24, read_noise=noise)
-    sources = build.generate(PE(p, form="verilog"), "pe", tmp_path)
+    sources = build.generate(PE(p, form=form), "pe", tmp_path, form)
     res = lint(sources, "pe")
     assert res.returncode == 0 and "%Warning" not in res.stderr, res.stderr[-3000:]
 

@@ -14,13 +14,16 @@ SMALL = SystemConfig(array_rows=32, array_cols=8, adc_bits=5, adcs_per_pe=4, inp
                      act_bits=4, pulse_cycles=2, adc_conv_cycles=2)
 
 
-@pytest.mark.parametrize("cfg, noise", [(SystemConfig(), 0), (SystemConfig(), 900),
-                                        (SMALL, 0), (SMALL, 2000)],
-                         ids=["paper", "paper-noise", "small", "small-noise"])
-def test_pe_matches_golden_with_backpressure(cfg, noise):
+@pytest.mark.parametrize("cfg, noise, lanes", [
+    (SystemConfig(), 0, None), (SystemConfig(), 900, None), (SMALL, 0, None),
+    (SMALL, 2000, None),
+    # FPGA crossbar lanes that do not divide the lines (24 = 4 x 7 - 4), and one lane.
+    (SystemConfig(), 900, 7), (SMALL, 2000, 1)],
+    ids=["paper", "paper-noise", "small", "small-noise", "paper-7-lanes", "small-1-lane"])
+def test_pe_matches_golden_with_backpressure(cfg, noise, lanes):
     rng = np.random.default_rng(noise + cfg.array_rows)
     p = PEParams.from_config(cfg, max_lines=min(24, cfg.array_rows), read_noise=noise,
-                             pe_seed=int(rng.integers(0, 2 ** 32)))
+                             pe_seed=int(rng.integers(0, 2 ** 32)), lanes=lanes)
     g = pe_model.random_array(rng, p)
     reqs = pe_model.random_requests(rng, p, 60)
     want = pe_model.expected_sums(pe_model.golden_config(cfg, p), p, g, reqs)
@@ -63,3 +66,36 @@ def test_programming_port_writes_single_cells():
 
     run(dut, testbench, consumer)
     assert [[int(v) for v in s] for s in got] == want
+
+
+@pytest.mark.parametrize("cfg, lanes, lines", [
+    (SystemConfig(), None, 24), (SystemConfig(), None, 8), (SystemConfig(), 1, 24),
+    (SMALL, None, 12), (SMALL, 5, 12), (SMALL.with_(adcs_per_pe=2), 12, 12),
+    # One slot per read: between reads only the crossbar itself says it is still busy.
+    (SMALL.with_(input_bits=1, act_bits=1, adcs_per_pe=12, adc_conv_cycles=1), 2, 12)],
+    ids=["paper", "paper-8-lines", "paper-1-lane", "small", "small-5-lanes", "small-adc-bound",
+         "small-1-bit"])
+def test_busy_cycles_of_the_fpga_crossbar(cfg, lanes, lines):
+    """Back-to-back vectors, output always ready: the PE's busy-cycle counter against
+    PEParams.busy_cycles(form="amaranth") (docs/pe.md), which keeps the 1-cycle macro's slot
+    period when the lanes are the default."""
+    p = PEParams.from_config(cfg, max_lines=min(24, cfg.array_rows), lanes=lanes)
+    rng = np.random.default_rng(12)
+    n = 6
+    reqs = [r.fields() | dict(row0=0, n_lines=lines, first=1, last=1)
+            for r in pe_model.random_requests(rng, p, n)[:n]]
+    dut = PE(p, init=pe_model.random_array(rng, p), form="amaranth")
+    res = {}
+
+    async def producer(ctx):
+        await put_all(ctx, dut.i, reqs)
+
+    async def consumer(ctx):
+        await get_n(ctx, dut.o, n)
+        await ctx.tick().repeat(3)
+        res["busy"] = ctx.get(dut.cycles)
+
+    run(dut, producer, consumer)
+    assert res["busy"] == p.busy_cycles(n, lines, "amaranth")
+    if lanes is None:
+        assert p.slot_cycles(lines, "amaranth") == p.slot_cycles(lines)
