@@ -10,9 +10,11 @@ import time
 
 import numpy as np
 
-from cim_core import rtl_sim, stages
-from cim_core.config import SystemConfig
-from golden import chip_model, data
+from cim_flows import stages
+from cim_spec import program
+from cim_spec.config import SystemConfig
+from golden import data
+from testbench import chip_sim as rtl_sim
 
 
 def main():
@@ -25,7 +27,7 @@ def main():
     cfg = SystemConfig(replication=args.replication)
     mapping, prog = stages.ideal_program(cfg, stages.load_model())
     d = prog.digital
-    chip = chip_model.Chip(mapping, prog.target, chip_model.Digital(
+    chip = program.Chip(mapping, prog.target, program.Digital(
         d.adc_gain, d.requant_mult, d.requant_shift, read_noise=args.noise, noise_seed=1))
     base = data.load_bundled().test_images
     images = np.resize(base, (args.images, *base.shape[1:]))

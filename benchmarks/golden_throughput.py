@@ -9,8 +9,9 @@ import time
 
 import numpy as np
 
-from cim_core import stages
-from cim_core.config import SystemConfig
+from cim_flows import stages
+from cim_spec import program
+from cim_spec.config import SystemConfig
 from golden import chip_model, data
 
 
@@ -25,7 +26,7 @@ def main():
     mapping, prog = stages.ideal_program(cfg, stages.load_model())
     chip = prog.chip(mapping)
     if args.read_noise:
-        chip = chip_model.Chip(mapping, chip.conductance, chip_model.Digital(
+        chip = program.Chip(mapping, chip.conductance, program.Digital(
             chip.digital.adc_gain, chip.digital.requant_mult, chip.digital.requant_shift,
             read_noise=args.read_noise, noise_seed=1))
     base = data.load_bundled().test_images

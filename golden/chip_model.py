@@ -11,81 +11,15 @@ from __future__ import annotations
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from cim_core.config import SystemConfig
-from cim_core.mapping import Mapping
-from golden import noise
-from golden.network import Conv, Dense, Pool
-
-
-@dataclass(frozen=True)
-class Digital:
-    """Digital parameters of the periphery, per weight layer (see docs/datapath.md)."""
-
-    adc_gain: dict[str, int]
-    requant_mult: dict[str, int] = field(default_factory=dict)
-    requant_shift: dict[str, int] = field(default_factory=dict)
-    read_noise: int = 0
-    noise_seed: int = 0
-
-    def check(self, mapping: Mapping) -> None:
-        layers = [lm.name for lm in mapping.layers]
-        for name in layers:
-            g = self.adc_gain.get(name)
-            if not isinstance(g, (int, np.integer)) or g < 1 or g >= 2 ** 32:
-                raise ValueError(f"adc_gain[{name}] must be an integer in 1..2**32-1, got {g!r}")
-        for name in layers[:-1]:
-            m, s = self.requant_mult.get(name), self.requant_shift.get(name)
-            if not isinstance(m, (int, np.integer)) or not 0 <= m < 2 ** 24:
-                raise ValueError(f"requant_mult[{name}] must be an integer in 0..2**24-1, "
-                                 f"got {m!r}")
-            if not isinstance(s, (int, np.integer)) or not 1 <= s <= 40:
-                raise ValueError(f"requant_shift[{name}] must be an integer in 1..40, got {s!r}")
-        if not 0 <= self.read_noise < 2 ** 13:
-            # 510 * 8191 < 2**22: the noise term stays below the current, which then fits in
-            # one more bit than the noiseless current (docs/datapath.md, section 7).
-            raise ValueError(f"read_noise must be in 0..8191 (a relative sigma of at most "
-                             f"~29%), got {self.read_noise}")
-        if not 0 <= self.noise_seed < 2 ** 32:
-            raise ValueError(f"noise_seed must be a 32-bit unsigned integer, got "
-                             f"{self.noise_seed}")
-
-
-@dataclass
-class Chip:
-    """A programmed chip: every cell's conductance code, plus the digital parameters."""
-
-    mapping: Mapping
-    conductance: np.ndarray          # (n_pe, array_rows, array_cols) integer codes
-    digital: Digital
-
-    def __post_init__(self):
-        cfg = self.mapping.config
-        shape = (cfg.n_pe, cfg.array_rows, cfg.array_cols)
-        g = np.asarray(self.conductance)
-        if g.shape != shape:
-            raise ValueError(f"conductance array has shape {g.shape}, the configuration "
-                             f"needs {shape}")
-        if not np.issubdtype(g.dtype, np.integer):
-            raise ValueError(f"conductance codes must be integers, got dtype {g.dtype}")
-        if g.size and (g.min() < 0 or g.max() > cfg.code_max):
-            raise ValueError(f"conductance codes must lie in 0..{cfg.code_max}, got "
-                             f"{g.min()}..{g.max()}")
-        self.conductance = g.astype(np.int64)
-        self.digital.check(self.mapping)
-
-    @property
-    def config(self) -> SystemConfig:
-        return self.mapping.config
-
-    def block_conductance(self, block) -> np.ndarray:
-        """Codes of one block: (2*n_out, n_in), row 2o positive, row 2o+1 negative."""
-        return self.conductance[block.pe, block.row0:block.row0 + block.n_rows, :block.n_in]
-
+from cim_spec import noise
+from cim_spec.config import SystemConfig
+from cim_spec.network import Conv, Dense, Pool
+from cim_spec.program import Chip
 
 # ---------------------------------------------------------------------------------------------
 # One array read: bit-serial slots, line currents, ADC, shift-and-add, differential pair.
@@ -185,7 +119,7 @@ def requantize(psum: np.ndarray, mult: int, shift: int, cfg: SystemConfig) -> np
 
 def max_pool(a: np.ndarray, k: int, stride: int) -> np.ndarray:
     """Ceil-mode max-pool of (N, C, H, W); clipped windows at the border."""
-    from golden.network import pool_out
+    from cim_spec.network import pool_out
     n, c, h, w = a.shape
     ho, wo = pool_out(h, k, stride), pool_out(w, k, stride)
     ph, pw = (ho - 1) * stride + k - h, (wo - 1) * stride + k - w

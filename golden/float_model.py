@@ -1,7 +1,7 @@
-"""Float forward/backward of a :class:`golden.network.Network`, with optional fake quantization.
+"""Float forward/backward of a :class:`cim_spec.network.Network`, with optional fake quantization.
 
 Generic over the network's Conv / Pool / Dense list. Parameters are ``{layer_name: weight}``
-with the shapes of :func:`golden.network.weight_shape`; there are no biases. Every weight layer
+with the shapes of :func:`cim_spec.network.weight_shape`; there are no biases. Every weight layer
 but the last is followed by ReLU (and, when quantizing, an 8-bit unsigned activation
 quantizer); the last layer's outputs are the logits.
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from golden.network import Conv, Network, Pool, weight_shape
+from cim_spec.network import Conv, Network, Pool, weight_shape
 
 W_LEVELS = 7  # weights in -7..7 (15 levels)
 A_LEVELS = 255  # activations in 0..255 (8 bits)

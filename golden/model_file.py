@@ -2,7 +2,7 @@
 
 Layout of the file, for a network with weight layers ``L``:
 
-* ``<L>.weight``        float32, :func:`golden.network.weight_shape` of the layer;
+* ``<L>.weight``        float32, :func:`cim_spec.network.weight_shape` of the layer;
 * ``<L>.weight_scale``  0-d float64, the fake-quantization weight scale ``s_w`` (> 0);
 * ``<L>.act_scale``     0-d float64, for each weight layer followed by ReLU (> 0);
 * ``network``           0-d unicode, the network name;
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from golden.network import Network, weight_shape
+from cim_spec.network import Network, weight_shape
 
 BUNDLED_WEIGHTS = Path(__file__).resolve().parent / "data" / "mcnn_weights.npz"
 
@@ -172,7 +172,7 @@ def load(path: str | Path, net: Network) -> TrainedModel:
 def load_bundled(net: Network | None = None) -> TrainedModel:
     """The bundled trained mCNN (``golden/data/mcnn_weights.npz``)."""
     if net is None:
-        from golden.network import MCNN
+        from cim_spec.network import MCNN
 
         net = MCNN
     return load(BUNDLED_WEIGHTS, net)

@@ -2,35 +2,20 @@
 digital parameters (ADC gains, requantization) calibrated on training images.
 
 The ideal chip is every cell exactly at its target state, no noise: the "quantized" stage of
-the accuracy table. The device model (cim_core.device) programs the same targets into
+the accuracy table. The device model (golden.device) programs the same targets into
 non-ideal cells.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
-from cim_core.mapping import Mapping
+from cim_spec.mapping import Mapping
+from cim_spec.network import Conv
+from cim_spec.program import Chip, Digital, Program, target_conductance
 from golden import chip_model
-from golden.network import Conv
-
-
-@dataclass
-class Program:
-    """What the transfer programs: per-layer weight levels, per-cell target codes, digital."""
-
-    levels: dict[str, np.ndarray]        # per weight layer: (n_out, n_in) ints in -w_max..w_max
-    target: np.ndarray                   # (n_pe, rows, cols) conductance codes
-    digital: chip_model.Digital
-    logit_scale: float                   # float logits = integer logits * logit_scale
-    weight_scales: dict[str, float]
-    input_scales: dict[str, float]       # scale of each weight layer's input activations
-
-    def chip(self, mapping: Mapping) -> chip_model.Chip:
-        return chip_model.Chip(mapping, self.target.copy(), self.digital)
 
 
 def weight_levels(model, mapping: Mapping) -> dict[str, np.ndarray]:
@@ -42,26 +27,6 @@ def weight_levels(model, mapping: Mapping) -> dict[str, np.ndarray]:
         q = np.clip(np.rint(w / model.weight_scales[layer.name]), -cfg.w_max, cfg.w_max)
         out[layer.name] = q.reshape(q.shape[0], -1).astype(np.int64)
     return out
-
-
-def level_codes(levels: np.ndarray, cfg) -> np.ndarray:
-    """(n_out, n_in) levels -> (2*n_out, n_in) target codes, row 2o = G+, row 2o+1 = G-."""
-    levels = np.asarray(levels, dtype=np.int64)
-    pos = np.vectorize(cfg.state_code)(np.maximum(levels, 0))
-    neg = np.vectorize(cfg.state_code)(np.maximum(-levels, 0))
-    out = np.empty((2 * levels.shape[0], levels.shape[1]), dtype=np.int64)
-    out[0::2], out[1::2] = pos, neg
-    return out
-
-
-def target_conductance(mapping: Mapping, levels: dict[str, np.ndarray]) -> np.ndarray:
-    """Every PE's target codes; cells no block uses stay at state 0 (g_min)."""
-    cfg = mapping.config
-    g = np.full((cfg.n_pe, cfg.array_rows, cfg.array_cols), cfg.state_code(0), dtype=np.int64)
-    for b in mapping.blocks:
-        g[b.pe, b.row0:b.row0 + b.n_rows, :b.n_in] = level_codes(
-            levels[b.layer][:, b.in0:b.in0 + b.n_in], cfg)
-    return g
 
 
 def requant_params(factor: float, mult_bits: int = 16) -> tuple[int, int]:
@@ -102,8 +67,8 @@ def compile_model(model, mapping: Mapping, calib_images: np.ndarray, *,
     frac = 2 ** cfg.adc_gain_frac_bits
     logit_scale = 1.0
     for li, name in enumerate(names):
-        digital = chip_model.Digital(dict(gains), dict(mults), dict(shifts))
-        chip = chip_model.Chip(mapping, target, digital)
+        digital = Digital(dict(gains), dict(mults), dict(shifts))
+        chip = Chip(mapping, target, digital)
         x = _layer_inputs(chip, calib_images, li)
         currents = []
         for b in mapping.blocks_of(name):
@@ -120,12 +85,12 @@ def compile_model(model, mapping: Mapping, calib_images: np.ndarray, *,
         else:
             act = model.act_scales[name]
             mults[name], shifts[name] = requant_params(unit / act)
-    digital = chip_model.Digital(gains, mults, shifts, read_noise=read_noise,
+    digital = Digital(gains, mults, shifts, read_noise=read_noise,
                                  noise_seed=noise_seed)
     return Program(levels, target, digital, logit_scale, dict(model.weight_scales), in_scale)
 
 
-def _layer_inputs(chip: chip_model.Chip, images: np.ndarray, layer_index: int) -> np.ndarray:
+def _layer_inputs(chip: Chip, images: np.ndarray, layer_index: int) -> np.ndarray:
     """Input vectors (N, P, n_in) that weight layer `layer_index` reads, on this chip."""
     net = chip.mapping.network
     images = chip_model.check_images(images, net.input_shape)

@@ -7,7 +7,7 @@ only imports the mapping (which block reads which position), never the numerics.
 
 from __future__ import annotations
 
-from golden.network import Conv, Pool, pool_out
+from cim_spec.network import Conv, Pool, pool_out
 
 _M = 0xFFFFFFFF
 

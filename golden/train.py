@@ -1,4 +1,4 @@
-"""Ex-situ, quantization-aware training of a :class:`golden.network.Network` on MNIST.
+"""Ex-situ, quantization-aware training of a :class:`cim_spec.network.Network` on MNIST.
 
 Two phases, deterministic for a seed (on a given machine and BLAS):
 
@@ -23,10 +23,10 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from tqdm import tqdm
 
+from cim_spec.network import Network
 from golden import float_model as fm
 from golden.data import Mnist
 from golden.model_file import TrainedModel
-from golden.network import Network
 
 
 class Adam:

@@ -2,21 +2,23 @@
 
 The self-test programs every cell of the PE through its programming port from an xorshift32
 sequence, runs `reads` array reads whose inputs come from the same sequence, folds the partial
-sums into a 32-bit signature and compares it with the signature the golden model predicts
-(`expected_signature`, computed at elaboration). LEDs show the verdict; the FTDI serial line
-(115200 8N1) says ``PASS xxxxxxxx`` or ``FAIL xxxxxxxx``; FIRE1 (btn[1]) runs it again.
-constraints/ulx3s_v20.lpf has the pins; `cim timing --board ulx3s` makes the bitstream. The
-chip top will replace the PE here once it exists.
+sums into a 32-bit signature and compares it with the signature its builder gives
+(cim_flows.board computes it with the golden model from `selftest_stimulus`). LEDs show the
+verdict; the FTDI serial line (115200 8N1) says ``PASS xxxxxxxx`` or ``FAIL xxxxxxxx``;
+FIRE1 (btn[1]) runs it again. constraints/ulx3s_v20.lpf has the pins; `cim timing --board
+ulx3s` makes the bitstream. The chip top will replace the PE here once it exists.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from amaranth import Cat, ClockDomain, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from cim_core.config import SystemConfig
+from cim_spec.config import SystemConfig
 
 from .params import PEParams
 from .pe import PE
@@ -61,9 +63,20 @@ def _rotl5(s: int) -> int:
     return ((s << 5) | (s >> 27)) & 0xFFFFFFFF
 
 
-def expected_signature(cfg: SystemConfig, reads: int) -> int:
-    """What the self-test must find, from the golden model's read_block."""
-    from golden.chip_model import read_block
+@dataclass(frozen=True)
+class SelfTestRead:
+    """One read of the self-test: inputs, the block's first source line, lines, gain."""
+
+    x: np.ndarray            # (cols,) unsigned inputs
+    row0: int
+    n_lines: int
+    gain: int
+
+
+def selftest_stimulus(cfg: SystemConfig, reads: int) -> tuple[np.ndarray, list[SelfTestRead]]:
+    """The codes the self-test programs and the reads it makes, as the gateware's xorshift
+    sequence produces them; whoever checks the board computes the expected signature from
+    these with the golden model (cim_flows.board)."""
     p = PEParams.from_config(cfg)
     rng = SEED
     codes = np.zeros((p.rows, p.cols), dtype=np.int64)
@@ -72,7 +85,7 @@ def expected_signature(cfg: SystemConfig, reads: int) -> int:
         rng = xorshift32(rng)
     words = -(-p.cols * p.input_bits // 32)
     starts = p.rows - p.max_lines + 1
-    sig = 0
+    out = []
     for k in range(reads):
         xint = 0
         for j in range(words):
@@ -80,11 +93,17 @@ def expected_signature(cfg: SystemConfig, reads: int) -> int:
             rng = xorshift32(rng)
         x = np.array([(xint >> (p.input_bits * i)) & (2 ** p.input_bits - 1)
                       for i in range(p.cols)])
-        row0 = (k * ROW_STEP) % starts
-        n_lines = 2 * (1 + k % p.max_outputs)
         gain = test_gain(cfg) + (rng & (2 ** GAIN_JITTER_BITS - 1))
-        d = np.zeros(p.max_outputs, dtype=np.int64)
-        d[:n_lines // 2] = read_block(x[None], codes[row0:row0 + n_lines], gain, cfg)[0]
+        out.append(SelfTestRead(x, (k * ROW_STEP) % starts, 2 * (1 + k % p.max_outputs), gain))
+    return codes, out
+
+
+def fold_signature(cfg: SystemConfig, outputs) -> int:
+    """The 32-bit signature of the reads' signed outputs (one list of n_lines/2 per read),
+    folded as the gateware folds them."""
+    p = PEParams.from_config(cfg)
+    sig = 0
+    for d in outputs:
         raw = 0
         for o, v in enumerate(d):
             raw |= (int(v) & (2 ** p.acc_bits - 1)) << (o * p.acc_bits)
@@ -95,13 +114,15 @@ def expected_signature(cfg: SystemConfig, reads: int) -> int:
 class SelfTest(wiring.Component):
     """Program, read, fold, compare: `done` then `passed`, and the `signature`."""
 
-    def __init__(self, cfg: SystemConfig, reads: int = 64, form: str = "amaranth"):
+    def __init__(self, cfg: SystemConfig, expected: int, reads: int = 64,
+                 form: str = "amaranth"):
         if reads < 1:
             raise ValueError(f"reads must be at least 1, got {reads}")
-        self.cfg, self.reads = cfg, reads
+        if not 0 <= expected < 2 ** 32:
+            raise ValueError(f"expected signature must be a 32-bit word, got {expected!r}")
+        self.cfg, self.reads, self.expected = cfg, reads, expected
         self.p = PEParams.from_config(cfg)
         self.pe = PE(self.p, form=form)
-        self.expected = expected_signature(cfg, reads)
         super().__init__({"done": Out(1), "passed": Out(1), "running": Out(1),
                           "sig": Out(32)})
 
@@ -240,9 +261,9 @@ class Ulx3sTop(wiring.Component):
     """ULX3S pins: 25 MHz clock, buttons, LEDs, FTDI serial. led[0] pass, led[1] fail,
     led[2] running, led[7:3] the signature's low bits."""
 
-    def __init__(self, cfg: SystemConfig, reads: int = 64, clock_hz: float = 25e6,
-                 baud: int = 115200):
-        self.core = SelfTest(cfg, reads)
+    def __init__(self, cfg: SystemConfig, expected: int, reads: int = 64,
+                 clock_hz: float = 25e6, baud: int = 115200):
+        self.core = SelfTest(cfg, expected, reads)
         self.divisor = round(clock_hz / baud)
         super().__init__({"clk_25mhz": In(1), "btn": In(7), "led": Out(8),
                           "ftdi_rxd": Out(1)})
@@ -271,7 +292,8 @@ class Ulx3sTop(wiring.Component):
         return m
 
 
-def ulx3s_top(cfg: SystemConfig, design: str = "pe", reads: int = 64) -> Ulx3sTop:
+def ulx3s_top(cfg: SystemConfig, expected: int, design: str = "pe",
+              reads: int = 64) -> Ulx3sTop:
     if design != "pe":
         raise ValueError(f"the ULX3S board top holds the PE for now, not {design!r}")
-    return Ulx3sTop(cfg, reads)
+    return Ulx3sTop(cfg, expected, reads)

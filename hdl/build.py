@@ -62,14 +62,3 @@ def macro_sources(form: str) -> list[Path]:
 def digest(*parts) -> str:
     """A short stable name for a parameter set (build directory names)."""
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
-
-
-def source_digest() -> str:
-    """Digest of the gateware's own sources: a cached build is reused only for the same code."""
-    root = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for path in sorted([*root.glob("*.py"), *root.glob("verilog/*.v"), WAIVERS,
-                        root.parent / "golden" / "noise.py"]):
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:12]

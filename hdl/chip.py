@@ -8,7 +8,8 @@ feature-map buffers, the image input and the layer sequencer, with a host interf
     result (stream): the logits and the predicted class of each image, in order
 
 Everything layer- and network-specific comes from hdl/chip_plan.py, which derives it from the
-mapping (cim_core.mapping) and the programmed chip (golden.chip_model.Chip).
+mapping (cim_spec.mapping) and the programmed chip (cim_spec.program.Chip); the caller
+builds the plan (`hdl.chip_plan.plan_chip`) and hands it in.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import noise
-from .chip_plan import ChipPlan, plan_chip
+from .chip_plan import ChipPlan
 from .feeder import Feeder
 from .image_in import ImageInput
 from .merger import Merger
@@ -48,8 +49,11 @@ class CimChip(wiring.Component):
     """The chip. With `debug_taps`, every feature-map write is also visible at the ports
     (`tap_<buffer>__addr/word/en`), so a testbench can find the first layer that differs."""
 
-    def __init__(self, chip, form: str = "verilog", debug_taps: bool = False):
-        self.plan = plan_chip(chip)
+    def __init__(self, plan: ChipPlan, form: str = "verilog", debug_taps: bool = False):
+        if not isinstance(plan, ChipPlan):
+            raise TypeError(f"CimChip needs a ChipPlan (hdl.chip_plan.plan_chip), got "
+                            f"{type(plan).__name__}")
+        self.plan = plan
         self.form, self.debug_taps = form, debug_taps
         n_layers = len(self.plan.layers)
         taps = {}

@@ -2,7 +2,7 @@
 per-PE read programs, per-group merge tables and feature-map buffers.
 
 This is plain Python, evaluated at elaboration; `hdl/chip.py` and its blocks only read it.
-The rules are the mapping's (cim_core.mapping): conv position p of P belongs to group
+The rules are the mapping's (cim_spec.mapping): conv position p of P belongs to group
 p * R // P; the j-th position of a group reads chunk c from copy j % n_copies(c). A PE walks
 the positions of its group in order and, for residue j % L (L the least common multiple of the
 copy counts), reads the chunks that the residue gives it; its shift-add accumulates them
@@ -14,10 +14,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from cim_core.config import ConfigError
-from golden import noise
-from golden.chip_model import Chip
-from golden.network import Conv, Dense, Pool
+from cim_spec import noise
+from cim_spec.config import ConfigError
+from cim_spec.network import Conv, Dense, Pool
+from cim_spec.program import Chip
 
 from .params import PEParams
 

@@ -25,8 +25,10 @@ def beat_layout(bits: int) -> data.StructLayout:
 
 
 class SimHarness(wiring.Component):
-    def __init__(self, chip, form: str = "verilog"):
-        self.chip = CimChip(chip, form, debug_taps=True)
+    """The chip for simulation: a byte-wide image loader and registered host ports."""
+
+    def __init__(self, plan, form: str = "verilog"):
+        self.chip = CimChip(plan, form, debug_taps=True)
         plan = self.chip.plan
         img = plan.buffers["img"]
         self.n_pixels, self.pixel_bits = img.depth * img.channels, img.bits

@@ -1,13 +1,13 @@
 """Read noise in gateware: the counter-based hash of docs/datapath.md section 6.
 
-The constants come from golden.noise, the reference the RTL is compared against.
+The constants come from cim_spec.noise, the reference the RTL is compared against.
 """
 
 from __future__ import annotations
 
 from amaranth import Cat, Const, Mux, signed
 
-from golden.noise import MIX_MUL1, MIX_MUL2, NOISE_FRAC_BITS
+from cim_spec.noise import MIX_MUL1, MIX_MUL2, NOISE_FRAC_BITS
 
 
 def mix32(x):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cim_core.config import ConfigError, SystemConfig
+from cim_spec.config import ConfigError, SystemConfig
 
 
 def bits_for(n: int) -> int:

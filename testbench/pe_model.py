@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from amaranth import Const
 
-from cim_core.config import SystemConfig
+from cim_spec.config import SystemConfig
 from golden import chip_model
 from hdl import layouts
 from hdl.params import PEParams

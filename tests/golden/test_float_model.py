@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cim_spec.network import MCNN, Conv, Dense, Network, Pool, pool_out
 from golden import float_model as fm
 from golden.data import Mnist, load_bundled
-from golden.network import MCNN, Conv, Dense, Network, Pool, pool_out
 from golden.train import random_shift, train
 
 # ------------------------------------------------------------------------------ slow references

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from cim_core.config import ConfigError, SystemConfig
-from golden import chip_model, noise
+from cim_spec import noise
+from cim_spec.config import ConfigError, SystemConfig
+from golden import chip_model
 from hdl.adc import AdcBank
 from hdl.crossbar import Crossbar
 from hdl.dac import DacDriver

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from cim_core.config import SystemConfig
+from cim_spec.config import SystemConfig
 from hdl import build
 from hdl.crossbar import BEHAVIORAL_SOURCE
 from hdl.params import PEParams

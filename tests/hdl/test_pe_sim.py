@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cim_core.config import SystemConfig
+from cim_spec.config import SystemConfig
 from hdl.params import PEParams
 from hdl.pe import PE
 from testbench import pe_model

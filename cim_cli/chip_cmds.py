@@ -1,0 +1,142 @@
+"""The `cim` commands that make and use chip states: program, hybrid, eval --chip, and the
+transfer and hybrid rows of `cim demo`. Registered by cim_cli.main."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from cim_spec.config import ConfigError
+
+from .common import add_common, config_from, emit
+
+DEFAULT_SEED = 1
+HYBRID_FRACTION = 0.1
+
+
+def _preset(args):
+    from cim_spec.device_params import load_preset
+    return load_preset(args.preset)
+
+
+def hybrid_params(args):
+    from golden.hybrid import HybridParams
+    kw = {k: getattr(args, k) for k in ("epochs", "batch", "lr", "threshold_us")
+          if getattr(args, k, None) is not None}
+    return HybridParams(**kw, seed=args.seed if args.seed is not None else 0)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def cmd_program(args) -> int:
+    from cim_flows import stages
+    from cim_spec import chipstate
+    from golden import transfer
+    cfg = config_from(args)
+    model = stages.load_model(args.weights)
+    t0 = time.time()
+    state = stages.transfer_state(cfg, model, _preset(args), args.seed)
+    npz, js = chipstate.save(state, args.out)
+    rep = transfer.transfer_report(state)
+    out = {"out": str(js), "arrays": str(npz), "seed": args.seed, "preset": state.device.name,
+           "replication": cfg.replication, **rep.to_dict(),
+           "seconds": round(time.time() - t0, 2)}
+    emit(args, out, f"transfer with preset {state.device.name!r}, seed {args.seed}, "
+                     f"replication {cfg.replication}\n{rep.text()}\nwrote {js} and {npz.name}")
+    return 0
+
+
+def cmd_hybrid(args) -> int:
+    from cim_flows import stages
+    from cim_spec import chipstate
+    from golden import data, hybrid
+    state = chipstate.load(args.chip)
+    d = data.load(args.data)
+    seed = args.seed if args.seed is not None else 0
+    images, labels = stages.hybrid_subset(d, args.fraction, args.images, seed)
+    t0 = time.time()
+    new, rep = hybrid.train(state, images, labels, hybrid_params(args), progress=not args.json)
+    npz, js = chipstate.save(new, args.out)
+    out = {"out": str(js), "chip": str(args.chip), **rep.to_dict(),
+           "data": str(args.data) if args.data else "bundled",
+           "seconds": round(time.time() - t0, 2)}
+    src = "bundled subset" if args.data is None else str(args.data)
+    emit(args, out, f"hybrid training of the FC layer on {rep.images} training images "
+                     f"({src}), {rep.epochs} epochs: {rep.pulses} pulses applied "
+                     f"({rep.updates} updates fired, {rep.saturated} refused at the window "
+                     f"edge); accuracy on the hardware during the last epoch "
+                     f"{100 * rep.train_accuracy[-1]:.2f}%\nwrote {js} and {npz.name}")
+    return 0
+
+
+def eval_chip(args, images, labels) -> dict:
+    """`cim eval --chip FILE [--age T]`: the accuracy of a chip state."""
+    from cim_flows import stages
+    from cim_spec import chipstate
+    from golden import drift
+    if args.config is not None or args.replication is not None or args.adc_bits is not None:
+        raise ConfigError("--config/--replication/--adc-bits do not apply with --chip: the "
+                          "chip state carries its configuration")
+    state = chipstate.load(args.chip)
+    stage = state.stage
+    if args.age:
+        state = drift.aged(state, args.age, args.drift_seed)
+    acc = stages.chip_accuracy(state.chip, images, labels, progress=not args.json,
+                               desc=f"chip ({stage})")
+    return {"stage": stage, "accuracy": acc, "chip": str(args.chip), "age_s": args.age or 0.0,
+            "replication": state.config.replication, "preset": state.device.name,
+            "seed": state.seed}
+
+
+def demo_rows(args, cfg, model, d, images, labels):
+    """The transfer and hybrid rows of `cim demo`, and the hybrid-trained chip state."""
+    from cim_flows import stages
+    from golden import hybrid
+    seed = args.seed
+    state = stages.transfer_state(cfg, model, _preset(args), seed)
+    rows = [("after transfer", stages.chip_accuracy(state.chip, images, labels,
+                                                    progress=not args.json, desc="transfer"))]
+    if args.data is None:
+        # 10% of the bundled 2,000 images is too few to show the method; use all of them.
+        tr_images, tr_labels = d.train_images, d.train_labels
+        note = f"hybrid training on all {len(tr_labels)} bundled training images"
+    else:
+        tr_images, tr_labels = stages.hybrid_subset(d, HYBRID_FRACTION, None, seed)
+        note = f"hybrid training on 10% of the training set ({len(tr_labels)} images)"
+    new, rep = hybrid.train(state, tr_images, tr_labels, hybrid.HybridParams(seed=seed),
+                            progress=not args.json)
+    rows.append(("after hybrid training", stages.chip_accuracy(
+        new.chip, images, labels, progress=not args.json, desc="hybrid")))
+    if not args.json:
+        print(f"note: {note}; preset {state.device.name!r}, chip seed {seed}, "
+              f"{rep.pulses} FC pulses", file=sys.stderr)
+    return rows, new
+
+
+def register(sub) -> None:
+    sp = sub.add_parser("program", help="transfer: program trained weights into a chip state "
+                        "by write-verify with device errors")
+    add_common(sp, data=False)
+    sp.add_argument("--weights", type=Path, help="trained model .npz (default: bundled)")
+    sp.add_argument("--preset", default="yao2020", help="device preset name or TOML file")
+    sp.add_argument("--seed", type=int, default=DEFAULT_SEED, help="chip seed")
+    sp.add_argument("--out", type=Path, required=True, help="chip state to write "
+                    "(STEM, STEM.npz or STEM.json)")
+    sp.set_defaults(func=cmd_program)
+
+    sp = sub.add_parser("hybrid", help="retrain the FC layer in situ with programming pulses")
+    add_common(sp, cfg=False)
+    sp.add_argument("--chip", type=Path, required=True, help="chip state to start from")
+    sp.add_argument("--out", type=Path, required=True, help="chip state to write")
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--fraction", type=float, default=HYBRID_FRACTION,
+                   help="fraction of the training set (default 0.1)")
+    g.add_argument("--images", type=int, help="number of training images instead")
+    sp.add_argument("--epochs", type=int)
+    sp.add_argument("--batch", type=int)
+    sp.add_argument("--lr", type=float)
+    sp.add_argument("--threshold", type=float, dest="threshold_us",
+                    help="pulse threshold on the wanted conductance change, uS")
+    sp.add_argument("--seed", type=int, help="image selection, shuffling, pulse noise")
+    sp.set_defaults(func=cmd_hybrid)

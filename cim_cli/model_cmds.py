@@ -1,0 +1,171 @@
+"""The `cim` commands about the network: map, train, eval and demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cim_spec.config import ConfigError
+
+from . import chip_cmds
+from .common import add_common, config_from, emit, load_data, split
+
+
+def cmd_map(args) -> int:
+    from cim_spec.mapping import map_network
+    from cim_spec.network import MCNN
+    m = map_network(config_from(args), MCNN)
+    if args.json:
+        print(m.to_json())
+    else:
+        print(m.table())
+    return 0
+
+
+def cmd_train(args) -> int:
+    from cim_spec.network import MCNN
+    from golden import model_file, train
+    d = load_data(args)
+    if args.data is None:
+        print("note: training on the bundled 2,000-image subset; give --data for full MNIST",
+              file=sys.stderr)
+    model = train.train(MCNN, d, epochs=args.epochs, qat_epochs=args.qat_epochs,
+                        seed=args.seed, progress=not args.quiet)
+    model_file.save(model, args.out)
+    emit(args, {"out": str(args.out), **{k: v for k, v in model.meta.items()
+                                          if k.endswith("accuracy") or k == "test_images"}},
+          f"wrote {args.out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from cim_flows import stages
+    d = load_data(args)
+    images, labels = split(d, args)
+    t0 = time.time()
+    if args.chip is not None:
+        extra = chip_cmds.eval_chip(args, images, labels)
+        acc = extra.pop("accuracy")
+        args.stage = extra.pop("stage")
+    elif args.age:
+        raise ConfigError("--age needs a chip state (--chip FILE)")
+    elif args.stage == "float":
+        model = stages.load_model(args.weights)
+        acc = stages.float_accuracy(model, images, labels)
+        extra = {}
+    elif args.stage == "quant":
+        model = stages.load_model(args.weights)
+        cfg = config_from(args)
+        mapping, prog = stages.ideal_program(cfg, model)
+        acc = stages.chip_accuracy(prog.chip(mapping), images, labels,
+                                   progress=not args.json, desc="ideal chip")
+        extra = {"replication": cfg.replication, "adc_bits": cfg.adc_bits}
+    else:
+        raise ConfigError(f"unknown stage {args.stage!r}")
+    out = {"stage": args.stage, "accuracy": acc, "images": int(len(labels)),
+           "data": str(args.data) if args.data else "bundled", "split": args.split,
+           "seconds": round(time.time() - t0, 2), **extra}
+    age = f" at age {args.age:g} s" if args.age else ""
+    emit(args, out, f"{args.stage}{age}: accuracy {100 * acc:.2f}% on {len(labels)} "
+                     f"{args.split} images ({out['data']})")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from cim_flows import stages
+    d = load_data(args)
+    images, labels = d.test_images, d.test_labels
+    if args.limit:
+        images, labels = images[:args.limit], labels[:args.limit]
+    cfg = config_from(args)
+    model = stages.load_model(args.weights)
+    rows = [("float (software)", stages.float_accuracy(model, images, labels))]
+    mapping, prog = stages.ideal_program(cfg, model)
+    chip = prog.chip(mapping)
+    rows.append(("quantized ideal chip", stages.chip_accuracy(
+        chip, images, labels, progress=not args.json, desc="ideal chip")))
+    state = None
+    if not args.no_chip:
+        more, state = chip_cmds.demo_rows(args, cfg, model, d, images, labels)
+        rows += more
+        chip = state.chip
+    result = {"images": int(len(labels)), "replication": cfg.replication,
+              "stages": {name: acc for name, acc in rows}}
+    width = max(len(n) for n, _ in rows)
+    text = [f"mCNN on {len(labels)} MNIST test images "
+            f"({'bundled subset' if args.data is None else args.data}), "
+            f"replication {cfg.replication}", ""]
+    text += [f"  {name:<{width}}  {100 * acc:6.2f}%" for name, acc in rows]
+    if args.rtl_images:
+        from cim_flows.rtl import rtl_summary
+        sim = rtl_summary(chip, images[:args.rtl_images], labels[:args.rtl_images],
+                          np.arange(args.rtl_images), progress=not args.json)
+        result["rtl"] = sim
+        text += ["", f"RTL (Verilator) on the first {sim['images']} images, "
+                     f"{'after hybrid training' if state else 'ideal chip'}:",
+                 f"  bit-exact with the golden model  {sim['bitexact']}/{sim['images']}",
+                 f"  cycles per image                 {sim['cycles_per_image']:.0f} "
+                 f"({sim['hw_images_per_s']:,.0f} images/s at {cfg.clock_mhz:g} MHz)",
+                 "  cycles per layer                 " + ", ".join(
+                     f"{n} {c}" for n, c in sim["cycles_per_layer"].items())]
+    if args.out:
+        _write_run(args.out, result, state)
+    emit(args, result, "\n".join(text))
+    return 0 if not args.rtl_images or result["rtl"]["bitexact"] == result["rtl"]["images"] \
+        else 1
+
+
+def _write_run(out: Path, result: dict, state) -> None:
+    """A run directory for `cim report`: the stages, the RTL summary and the chip state."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "stages.json").write_text(json.dumps(result, indent=1))
+    if "rtl" in result:
+        (out / "sim.json").write_text(json.dumps(result["rtl"], indent=1))
+    if state is not None:
+        from cim_spec import chipstate
+        chipstate.save(state, out / "chip_hybrid")
+
+
+def register(sub) -> None:
+    sp = sub.add_parser("map", help="print the mapping of the mCNN onto the PEs")
+    add_common(sp, data=False)
+    sp.set_defaults(func=cmd_map)
+
+    sp = sub.add_parser("train", help="train the mCNN ex situ (quantization-aware)")
+    add_common(sp, cfg=False)
+    sp.add_argument("--epochs", type=int, default=20)
+    sp.add_argument("--qat-epochs", type=int, default=5, dest="qat_epochs")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out", type=Path, default=Path("mcnn_weights.npz"))
+    sp.add_argument("--quiet", action="store_true")
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("eval", help="accuracy of a stage on bundled or user data")
+    add_common(sp)
+    sp.add_argument("--stage", choices=["float", "quant"], default="quant",
+                    help="float network, or quantized ideal chip (bit-accurate)")
+    sp.add_argument("--weights", type=Path, help="trained model .npz (default: bundled)")
+    sp.add_argument("--split", choices=["test", "train"], default="test")
+    sp.add_argument("--limit", type=int, help="only the first N images")
+    sp.add_argument("--chip", type=Path, help="evaluate a chip state (from cim program/hybrid)")
+    sp.add_argument("--age", type=float, help="with --chip: seconds of conductance relaxation")
+    sp.add_argument("--drift-seed", type=int, dest="drift_seed",
+                    help="with --age: seed of the drift (default: the chip's seed)")
+    sp.set_defaults(func=cmd_eval)
+
+    sp = sub.add_parser("demo", help="the main job on the bundled default: accuracy per stage")
+    add_common(sp)
+    sp.add_argument("--weights", type=Path, help="trained model .npz (default: bundled)")
+    sp.add_argument("--limit", type=int, help="only the first N test images")
+    sp.add_argument("--preset", default="yao2020", help="device preset name or TOML file")
+    sp.add_argument("--seed", type=int, default=1, help="chip seed")
+    sp.add_argument("--no-chip", action="store_true", dest="no_chip",
+                    help="only the float and ideal-chip rows (no transfer, no hybrid)")
+    sp.add_argument("--rtl-images", type=int, default=20, dest="rtl_images",
+                    help="images to run through the RTL on Verilator (0: none)")
+    sp.add_argument("--out", type=Path, help="write a run directory for `cim report`")
+    sp.set_defaults(func=cmd_demo)

@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from cim_spec.config import SystemConfig
+from cim_spec.mapping import MappingError, map_network
+from cim_spec.network import MCNN, Conv, Dense, Network, Pool
+
+
+@pytest.mark.parametrize("replication", [1, 2, 3])
+def test_mcnn_mapping_is_consistent(replication):
+    cfg = SystemConfig(replication=replication)
+    m = map_network(cfg, MCNN)
+    # Blocks never overlap and stay inside their array.
+    for pe in range(cfg.n_pe):
+        rows = np.zeros(cfg.array_rows, dtype=int)
+        for b in (b for b in m.blocks if b.pe == pe):
+            assert b.row0 + b.n_rows <= cfg.array_rows and b.n_in <= cfg.array_cols
+            rows[b.row0:b.row0 + b.n_rows] += 1
+        assert rows.max() <= 1
+    # Every (position, chunk) of every layer is computed by a block of that layer and chunk,
+    # and every group/chunk covers its whole input range exactly once.
+    for lm in m.layers:
+        a = m.assign(lm.name)
+        assert a.shape == (lm.positions, lm.n_chunks)
+        for (p, c), bid in np.ndenumerate(a):
+            b = m.blocks[bid]
+            assert (b.layer, b.chunk) == (lm.name, c)
+            if lm.replicated:
+                assert b.group == p * replication // lm.positions
+        covered = sorted((b.in0, b.in0 + b.n_in) for b in m.blocks_of(lm.name)
+                         if b.group == 0 and b.copy == 0)
+        assert covered[0][0] == 0 and covered[-1][1] == lm.n_in
+        assert all(x[1] == y[0] for x, y in zip(covered, covered[1:], strict=False))
+
+
+def test_paper_counts():
+    """ARCHITECTURE.md: 3 groups x 2 PEs + 2 FC PEs = 8; C3 in 8 chunks, FC in 12."""
+    m = map_network(SystemConfig(replication=3), MCNN)
+    assert [len(g) for g in m.group_pes] == [2, 2, 2] and len(m.shared_pes) == 2
+    assert m.layer("C3").n_chunks == 8 and m.layer("FC").n_chunks == 12
+    assert sum(b.n_rows * b.n_in for b in m.blocks if b.group == 0 and b.layer != "FC"
+               and b.copy == 0) == 2 * 936
+    # Read-slot bounds: the busiest PE's reads x 8 bits.
+    r1 = map_network(SystemConfig(replication=1), MCNN)
+    assert r1.slot_bound("C1") == 676 // 2 * 8 and r1.slot_bound("FC") == 6 * 8
+    assert (r1.slot_bound("C1") + r1.slot_bound("C3")) / (
+        m.slot_bound("C1") + m.slot_bound("C3")) > 2.5
+
+
+def test_unmappable_networks_are_refused():
+    big_kernel = Network("k5", (1, 12, 12), (Conv("C", 1, 2, 5), Dense("D", 128, 2)))
+    with pytest.raises(MappingError, match=r"5x5 patch of one channel \(25 inputs\) exceeds"):
+        map_network(SystemConfig(), big_kernel)
+    wide = Network("w", (1, 4, 4), (Conv("C", 1, 70, 3), Dense("D", 280, 2)))
+    with pytest.raises(MappingError, match="70 outputs need 140 source lines"):
+        map_network(SystemConfig(), wide)
+    with pytest.raises(MappingError, match="replication=4 needs at least 4 PEs"):
+        map_network(SystemConfig(replication=4, n_pe=5), MCNN)
+    with pytest.raises(MappingError, match="does not fit"):
+        map_network(SystemConfig(replication=4), MCNN)
+    net = Network("p", (1, 3, 3), (Conv("C", 1, 2, 3), Pool("S", 1, 1), Dense("D", 2, 2)))
+    with pytest.raises(MappingError, match="replication=2 exceeds its 1 output positions"):
+        map_network(SystemConfig(replication=2), net)
+
+
+def test_smaller_arrays_need_more_pes():
+    cfg = SystemConfig(array_rows=64, n_pe=16)
+    m = map_network(cfg, MCNN)
+    assert len(m.group_pes[0]) == 4 and len(m.shared_pes) == 4

@@ -1,0 +1,94 @@
+"""The chip regression: bundled MNIST images through the whole chip's RTL on Verilator, every
+logit compared with the golden integer model, for replication 1 and 3.
+
+The chip is the bundled network compiled for the configuration, with every cell's code
+perturbed by a seeded random error (as programming leaves it) and read noise on, so that the
+RTL's conductances, noise keys and schedule all have to agree with the golden model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cim_flows import stages
+from cim_spec import program
+from cim_spec.config import SystemConfig
+from cim_spec.mapping import map_network
+from cim_spec.network import Conv, Dense, Network, Pool
+from golden import data
+from testbench import chip_sim as rtl_sim
+
+IMAGES = 24
+
+
+def perturbed_chip(replication: int, seed: int = 2020) -> program.Chip:
+    cfg = SystemConfig(replication=replication)
+    mapping, prog = stages.ideal_program(cfg, stages.load_model())
+    rng = np.random.default_rng(seed)
+    g = np.clip(prog.target + rng.integers(-4, 5, size=prog.target.shape), 0, cfg.code_max)
+    d = prog.digital
+    return program.Chip(mapping, g, program.Digital(
+        d.adc_gain, d.requant_mult, d.requant_shift, read_noise=119, noise_seed=seed))
+
+
+@pytest.mark.parametrize("replication", [1, 3])
+def test_chip_rtl_bit_exact(replication):
+    chip = perturbed_chip(replication)
+    bundle = data.load_bundled()
+    images = bundle.test_images[:IMAGES]
+    ids = np.arange(1000, 1000 + IMAGES)
+    res = rtl_sim.simulate(chip, images, ids, shards=1, progress=False)
+    assert res.bitexact == IMAGES, [
+        (mm.index, mm.first_difference) for mm in res.mismatches[:5]]
+    # The labels the RTL computes are the argmax of its own logits.
+    assert (res.labels_rtl == np.argmax(res.logits, axis=1)).all()
+    # Cycles per layer within 15% of the read-slot bound (slots x pulse cycles).
+    cfg = chip.config
+    for name, cycles in res.cycles_layer.items():
+        bound = chip.mapping.slot_bound(name) * cfg.pulse_cycles
+        assert bound <= cycles <= 1.15 * bound, (name, cycles, bound)
+
+
+def test_mismatch_is_located_in_the_first_differing_layer():
+    """A golden model whose chip differs in one C3 cell: the RTL (built from the unchanged
+    chip) must be reported as differing, first in S4 (pooled C3), not earlier."""
+    chip = perturbed_chip(1)
+    golden = program.Chip(chip.mapping, chip.conductance.copy(), chip.digital)
+    block = next(b for b in chip.mapping.blocks if b.layer == "C3")
+    golden.conductance[block.pe, block.row0, :block.n_in] = chip.config.code_max
+    bundle = data.load_bundled()
+    images, ids = bundle.test_images[:3], np.arange(3)
+    res = rtl_sim.simulate(chip, images, ids, progress=False, golden=golden)
+    assert res.mismatches, "a changed cell must change some logit"
+    where = rtl_sim.locate(chip, images[[m.index for m in res.mismatches]],
+                           [m.image_id for m in res.mismatches], golden=golden)
+    assert all(w.startswith("S4 (after C3)") for w in where), where
+
+
+OTHER = Network("other", (1, 10, 10), (
+    Conv("A", 1, 3, 3), Pool("P", 2, 2), Conv("B", 3, 4, 2), Pool("Q", 2, 2),
+    Dense("D", 16, 5)))
+
+
+def test_another_network_and_configuration():
+    """The chip is built from the mapping, not from the mCNN's shape: a different network on
+    a different system (12 x 32 arrays, 6 PEs, replication 2, 6-bit inputs and ADCs, 4 ADCs
+    per PE, 2-cycle pulses), random cells and gains, read noise on."""
+    cfg = SystemConfig(n_pe=6, array_rows=32, array_cols=12, replication=2, adc_bits=6,
+                       input_bits=6, act_bits=6, adcs_per_pe=4, pulse_cycles=2)
+    mapping = map_network(cfg, OTHER)
+    rng = np.random.default_rng(5)
+    names = [lm.name for lm in mapping.layers]
+    chip = program.Chip(
+        mapping, rng.integers(0, cfg.code_max + 1, size=(cfg.n_pe, cfg.array_rows,
+                                                         cfg.array_cols)),
+        program.Digital(adc_gain={n: int(rng.integers(2000, 12000)) for n in names},
+                           requant_mult={n: int(rng.integers(2 ** 14, 2 ** 16))
+                                         for n in names[:-1]},
+                           requant_shift={n: 18 for n in names[:-1]},
+                           read_noise=300, noise_seed=9))
+    images = rng.integers(0, 2 ** cfg.input_bits, size=(12, 10, 10)).astype(np.uint8)
+    res = rtl_sim.simulate(chip, images, np.arange(12), progress=False)
+    assert res.bitexact == 12, [(m.index, m.first_difference) for m in res.mismatches[:3]]
+    assert len(set(map(tuple, res.logits.tolist()))) > 1   # not a constant answer
