@@ -80,7 +80,7 @@ def cmd_sim(args) -> int:
               f"({res.sim_seconds:.1f} s, {args.shards} shard(s); build {res.build_seconds:.0f}"
               f" s)")
         if args.waves:
-            print(f"  waveforms: {res.build_dir}/run*/dump.vcd")
+            print(f"  waveforms: {res.run_dir}/shard*/dump.vcd")
         for f in out["failures"]:
             print(f"  MISMATCH image {f['index']}: {f['first_difference']}; reproduce: "
                   f"{f['reproduce']}")

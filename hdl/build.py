@@ -26,9 +26,11 @@ def verilog_text(component, name: str) -> str:
 
 
 @contextmanager
-def locked(directory: Path):
+def locked(directory: Path, name: str = ".lock"):
+    """An exclusive lock on `directory` (a file `name` in it) across processes: parallel test
+    workers share build directories."""
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as fh:
+    with open(directory / name, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

