@@ -177,16 +177,16 @@ def prev_path(npz_path: Path) -> Path:
     return npz_path.with_name(f".{npz_path.name}.prev")
 
 
-def check_output(path: str | Path, force: bool = False, inputs=()) -> tuple[Path, Path]:
-    """Refuse an output chip state that exists (without `force`), that is one of `inputs`
-    (chip states or other files) or whose files are of another kind; see cim_spec.files."""
+def check_output(path: str | Path, force: bool = False, inputs=(), chips=()
+                 ) -> tuple[Path, Path]:
+    """Refuse an output chip state that exists (without `force`), that is one of the input
+    files `inputs` or a file of the input chip states `chips`, or whose files are of another
+    kind; see cim_spec.files."""
     npz_path, json_path = paths(path)
-    ins = []
-    for i in inputs:
-        if i is None:
-            continue
-        ins += [*paths(i)] if Path(i).suffix in ("", ".npz", ".json") else [Path(i)]
-        ins.append(Path(i))
+    ins = [Path(i) for i in inputs if i is not None]
+    for c in chips:
+        if c is not None:
+            ins += [*paths(c), Path(c)]
     files.check_output(npz_path, {files.CHIP_ARRAYS}, force, ins)
     files.check_output(json_path, {files.CHIP_MANIFEST}, force, ins)
     return npz_path, json_path
@@ -234,7 +234,10 @@ def save(state: ChipState, path: str | Path) -> tuple[Path, Path]:
         except OSError:
             pass        # load() still finds the kept copy by its checksum
         raise
-    files.remove(prev)
+    try:
+        files.remove(prev)
+    except files.OutputError:
+        pass    # committed; the copy no longer matches the manifest and the next save drops it
     return npz_path, json_path
 
 

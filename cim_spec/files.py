@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import zipfile
@@ -81,7 +82,19 @@ def _check_parent(path: Path) -> None:
                 raise OutputError(f"cannot write {path}: {anc} is not a directory")
             if not os.access(anc, os.W_OK | os.X_OK):
                 raise OutputError(f"cannot write {path}: directory {anc} is not writable")
+            # Permissions do not tell everything (root, read-only mounts, /proc): try it.
+            try:
+                fd, probe = tempfile.mkstemp(dir=anc, prefix=".cim-probe.")
+                os.close(fd)
+                os.unlink(probe)
+            except OSError as e:
+                raise OutputError(f"cannot write {path}: directory {anc}: "
+                                  f"{e.strerror or e}") from None
             break
+
+
+def _a(kind: str) -> str:
+    return ("an " if kind[0] in "aeioAEIOM" else "a ") + kind
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -109,9 +122,9 @@ def check_output(path: str | Path, kinds: Iterable[str], force: bool = False,
         raise OutputError(f"cannot write into {path}: it is a file, not a directory")
     if kind not in (MISSING, DIRECTORY):
         if kind not in kinds:
-            raise OutputError(f"{path} exists and holds a {kind}, not a "
-                              f"{' or '.join(sorted(kinds))}; refusing to replace it "
-                              f"(even with --force)")
+            raise OutputError(f"{path} exists and holds {_a(kind)}, not "
+                              f"{' or '.join(_a(k) for k in sorted(kinds))}; refusing to "
+                              f"replace it (even with --force)")
         if not force:
             raise OutputError(f"{path} exists; give --force to replace it")
     _check_parent(path if kind != DIRECTORY else path / "x")
@@ -207,7 +220,8 @@ def keep_copy(src: Path, dst: Path) -> None:
     `src`, atomically; nothing happens when `src` does not exist."""
     if not src.is_file():
         return
-    tmp = dst.with_name(f"{dst.name}.{os.getpid()}.tmp")
+    # A fresh name each time: a crash may have left an earlier temporary behind.
+    tmp = dst.with_name(f"{dst.name}.{secrets.token_hex(6)}.tmp")
     try:
         try:
             os.link(src, tmp)
