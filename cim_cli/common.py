@@ -58,8 +58,9 @@ def check_numbers(args) -> None:
         if not integer and not math.isfinite(v):
             raise ConfigError(f"{opt} must be a finite number, got {v}")
         if (v < lo if lo_ok else v <= lo) or (hi is not None and v > hi):
-            rng = f"{'[' if lo_ok else '('}{lo}, {hi if hi is not None else 'inf'}]"
-            raise ConfigError(f"{opt} must be in {rng}, got {v}")
+            top = "inf" if hi is None else f"{hi:g}" if not integer else str(hi)
+            rng = f"{'[' if lo_ok else '('}{lo:g}, {top}]"
+            raise ConfigError(f"{opt} must be in {rng}, got {v:g}")
 
 
 def refuse_with(args, what: str, options: dict) -> None:
