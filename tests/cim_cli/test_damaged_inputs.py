@@ -60,10 +60,10 @@ def damaged_bytes(good: bytes) -> dict[str, bytes]:
     return out
 
 
-def write_cases(tmp: Path, good: bytes, extra: dict[str, bytes] = {}) -> list[Path]:
+def write_cases(tmp: Path, good: bytes, extra: dict[str, bytes] | None = None) -> list[Path]:
     tmp.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, raw in {**damaged_bytes(good), **extra}.items():
+    for name, raw in {**damaged_bytes(good), **(extra or {})}.items():
         p = tmp / f"{name}.npz"
         p.write_bytes(raw)
         paths.append(p)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from cim_spec import chipstate
 from cim_spec.chipstate import ChipStateError
 from cim_spec.config import ConfigError, SystemConfig
-from cim_spec.device_params import DeviceParams, DeviceError
+from cim_spec.device_params import DeviceError, DeviceParams
 from cim_spec.npzread import read_npz
 from golden import data, model_file
 from golden.data import MnistError
@@ -124,9 +124,9 @@ def test_npz_reader_errors_are_its_own(tmp_path, raw):
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    from tests.cim_spec.test_files import TINY, random_program
     from cim_spec import device_params
     from golden import transfer
+    from tests.cim_spec.test_files import TINY, random_program
     cfg = SystemConfig(n_pe=4, array_rows=32, array_cols=16)
     mapping, prog = random_program(cfg, seed=5, net=TINY)
     state = transfer.program_chip(mapping, prog, device_params.load_preset("yao2020"), 3)
