@@ -36,7 +36,7 @@ class DeviceError(ConfigError):
 
 
 # The highest supported value of every numeric parameter, and why (all must be finite and not
-# negative; docs/device.md section 2 lists the ranges).
+# negative; docs/config.md lists the ranges).
 _US = (1e6, "conductances of at most 1 S")
 DEVICE_MAX = {
     "g_floor_us": _US, "g_ceil_us": _US, "init_mean_us": _US, "init_sigma_us": _US,
