@@ -35,6 +35,11 @@ CHIP_MANIFEST, CHIP_ARRAYS = "chip-state manifest", "chip-state arrays"
 MODEL, MNIST, NPZ, JSON = "model file", "MNIST data set", "npz archive", "JSON file"
 
 
+# mkstemp makes private (0600) files; an output gets the mode a plain open() would give it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 class OutputError(ConfigError):
     """An output path that must not or cannot be written."""
 
@@ -162,6 +167,7 @@ def write_temp(path: Path, data: bytes) -> Path:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
