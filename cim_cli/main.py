@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
-import argparse
+import json
 import sys
 
 from . import chip_cmds, flow_cmds, model_cmds, rtl_cmds
+from .common import Parser, UsageError, check_numbers
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cim", description="Memristor CIM kit: golden model, "
-                                "mapping, RTL flows for the Yao 2020 mCNN.")
+def build_parser() -> Parser:
+    p = Parser(prog="cim", description="Memristor CIM kit: golden model, "
+               "mapping, RTL flows for the Yao 2020 mCNN.")
     sub = p.add_subparsers(dest="command", required=True)
 
     for commands in (model_cmds, chip_cmds, flow_cmds, rtl_cmds):
@@ -20,14 +21,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    as_json = "--json" in argv
     try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        return _fail(str(e), as_json)
+    try:
+        check_numbers(args)
         return args.func(args)
-    except ValueError as e:  # ConfigError, MnistError, ModelFileError, ... name the problem
-        print(f"cim {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    # ConfigError, MnistError, ModelFileError, ChipStateError, OutputError, ... each names the
+    # file or option and the problem; an OSError here is an input the loaders did not expect.
+    except ValueError as e:
+        return _fail(f"cim {args.command}: error: {e}", as_json)
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(f"cim {args.command}: error: {where}{e.strerror or e}", as_json)
     except KeyboardInterrupt:
         return 130
+
+
+def _fail(message: str, as_json: bool) -> int:
+    """One line on stderr; with --json also one JSON document on stdout."""
+    print(message, file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": message}))
+    return 2
 
 
 if __name__ == "__main__":

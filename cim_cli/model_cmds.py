@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import numpy as np
 from cim_spec.config import ConfigError
 
 from . import chip_cmds
-from .common import add_common, config_from, emit, load_data, split
+from .common import add_common, add_force, config_from, emit, load_data, note, refuse_with, split
 
 
 def cmd_map(args) -> int:
@@ -27,14 +25,20 @@ def cmd_map(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from cim_spec import files
     from cim_spec.network import MCNN
     from golden import model_file, train
+    if args.epochs + args.qat_epochs == 0:
+        raise ConfigError("--epochs and --qat-epochs are both 0: nothing to train")
+    files.check_output(args.out, {files.MODEL}, args.force, [args.data])
     d = load_data(args)
     if args.data is None:
-        print("note: training on the bundled 2,000-image subset; give --data for full MNIST",
-              file=sys.stderr)
+        note("note: training on the bundled 2,000-image subset; give --data for full MNIST")
     model = train.train(MCNN, d, epochs=args.epochs, qat_epochs=args.qat_epochs,
-                        seed=args.seed, progress=not args.quiet)
+                        seed=args.seed, progress=not args.quiet,
+                        log=None if args.quiet else note)
+    # Again: training takes minutes, long enough for the path to have appeared meanwhile.
+    files.check_output(args.out, {files.MODEL}, args.force, [args.data])
     model_file.save(model, args.out)
     emit(args, {"out": str(args.out), **{k: v for k, v in model.meta.items()
                                           if k.endswith("accuracy") or k == "test_images"}},
@@ -44,6 +48,12 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from cim_flows import stages
+    if args.chip is not None:
+        refuse_with(args, "with --chip: the chip state is the network and its weights",
+                    {"--weights": args.weights is not None, "--stage": args.stage is not None})
+    if args.drift_seed is not None and not args.age:
+        raise ConfigError("--drift-seed does not apply without --age")
+    args.stage = args.stage or "quant"
     d = load_data(args)
     images, labels = split(d, args)
     t0 = time.time()
@@ -77,6 +87,13 @@ def cmd_eval(args) -> int:
 
 def cmd_demo(args) -> int:
     from cim_flows import stages
+    if args.no_chip:
+        refuse_with(args, "with --no-chip (there is no chip to program)",
+                    {"--preset": args.preset is not None, "--seed": args.seed is not None})
+    args.preset = args.preset or "yao2020"
+    args.seed = 1 if args.seed is None else args.seed
+    if args.out:
+        _check_run(args)
     d = load_data(args)
     images, labels = d.test_images, d.test_labels
     if args.limit:
@@ -119,15 +136,28 @@ def cmd_demo(args) -> int:
         else 1
 
 
+def _check_run(args) -> None:
+    """Before any work: the run directory and every file `cim demo --out` will write there."""
+    from cim_spec import chipstate, files
+    out = args.out
+    files.check_output(out, {files.DIRECTORY}, args.force)
+    inputs = [args.data, args.weights]
+    files.check_output(out / "stages.json", {files.JSON}, args.force, inputs)
+    if args.rtl_images:
+        files.check_output(out / "sim.json", {files.JSON}, args.force, inputs)
+    if not args.no_chip:
+        chipstate.check_output(out / "chip_hybrid", args.force, inputs)
+
+
 def _write_run(out: Path, result: dict, state) -> None:
-    """A run directory for `cim report`: the stages, the RTL summary and the chip state."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "stages.json").write_text(json.dumps(result, indent=1))
-    if "rtl" in result:
-        (out / "sim.json").write_text(json.dumps(result["rtl"], indent=1))
+    """A run directory for `cim report`: the stages, the RTL summary and the chip state (the
+    chip state first, stages.json last: a run directory with stages.json is complete)."""
+    from cim_spec import chipstate, files
     if state is not None:
-        from cim_spec import chipstate
         chipstate.save(state, out / "chip_hybrid")
+    if "rtl" in result:
+        files.write_json(out / "sim.json", result["rtl"])
+    files.write_json(out / "stages.json", result)
 
 
 def register(sub) -> None:
@@ -137,6 +167,7 @@ def register(sub) -> None:
 
     sp = sub.add_parser("train", help="train the mCNN ex situ (quantization-aware)")
     add_common(sp, cfg=False)
+    add_force(sp)
     sp.add_argument("--epochs", type=int, default=20)
     sp.add_argument("--qat-epochs", type=int, default=5, dest="qat_epochs")
     sp.add_argument("--seed", type=int, default=0)
@@ -146,8 +177,8 @@ def register(sub) -> None:
 
     sp = sub.add_parser("eval", help="accuracy of a stage on bundled or user data")
     add_common(sp)
-    sp.add_argument("--stage", choices=["float", "quant"], default="quant",
-                    help="float network, or quantized ideal chip (bit-accurate)")
+    sp.add_argument("--stage", choices=["float", "quant"],
+                    help="float network, or quantized ideal chip (bit-accurate; the default)")
     sp.add_argument("--weights", type=Path, help="trained model .npz (default: bundled)")
     sp.add_argument("--split", choices=["test", "train"], default="test")
     sp.add_argument("--limit", type=int, help="only the first N images")
@@ -161,11 +192,12 @@ def register(sub) -> None:
     add_common(sp)
     sp.add_argument("--weights", type=Path, help="trained model .npz (default: bundled)")
     sp.add_argument("--limit", type=int, help="only the first N test images")
-    sp.add_argument("--preset", default="yao2020", help="device preset name or TOML file")
-    sp.add_argument("--seed", type=int, default=1, help="chip seed")
+    sp.add_argument("--preset", help="device preset name or TOML file (default yao2020)")
+    sp.add_argument("--seed", type=int, help="chip seed (default 1)")
     sp.add_argument("--no-chip", action="store_true", dest="no_chip",
                     help="only the float and ideal-chip rows (no transfer, no hybrid)")
     sp.add_argument("--rtl-images", type=int, default=20, dest="rtl_images",
                     help="images to run through the RTL on Verilator (0: none)")
     sp.add_argument("--out", type=Path, help="write a run directory for `cim report`")
+    add_force(sp)
     sp.set_defaults(func=cmd_demo)

@@ -11,12 +11,14 @@ import numpy as np
 
 from cim_spec.config import ConfigError
 
-from .common import config_from
+from .common import add_force, config_from, refuse_with
 
 
 def cmd_verilog(args) -> int:
     from cim_flows import rtl
     chip, source = _chip(args)
+    rtl.check_export(chip, Path(args.out), args.top, args.form, args.force,
+                     [args.chip, args.config])
     summary = rtl.export_verilog(chip, Path(args.out), args.top, args.form, source)
     if args.json:
         print(json.dumps(summary))
@@ -28,9 +30,10 @@ def cmd_verilog(args) -> int:
 
 def _chip(args):
     from cim_flows import rtl
-    if args.chip is not None and (args.config is not None or args.replication is not None):
-        raise ConfigError("--config/--replication do not apply with --chip: the chip state "
-                          "carries its configuration")
+    if args.chip is not None:
+        refuse_with(args, "with --chip: the chip state carries its configuration",
+                    {"--config": args.config is not None,
+                     "--replication": args.replication is not None})
     return rtl.chip_for(args.chip, None if args.chip else config_from(args))
 
 
@@ -38,10 +41,8 @@ def _images(args):
     from golden import data
     d = data.load(args.data)
     n_all = len(d.test_labels)
-    if args.start < 0 or args.start >= n_all:
+    if args.start >= n_all:
         raise ConfigError(f"--start {args.start} is outside the {n_all} test images")
-    if args.images < 1:
-        raise ConfigError(f"--images must be at least 1, got {args.images}")
     stop = min(n_all, args.start + args.images)
     ids = np.arange(args.start, stop)
     return d.test_images[args.start:stop], d.test_labels[args.start:stop], ids
@@ -118,6 +119,7 @@ def register(sub) -> None:
                     help="crossbar macro: behavioral Verilog, Amaranth emulation, black box")
     sp.add_argument("--top", choices=["chip", "harness"], default="chip",
                     help="the chip, or the chip in its simulation harness")
+    add_force(sp)
     sp.set_defaults(func=cmd_verilog)
 
     sp = sub.add_parser("sim", help="run images through the RTL on Verilator, compare with "

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from cim_spec.config import PAPER, SystemConfig
+from cim_spec.config import PAPER, ConfigError, SystemConfig
 
 PAPER_GOPS_PER_W = 11014.0
 PAPER_GOPS_PER_MM2 = 1164.0
@@ -281,6 +281,12 @@ def system(cfg: SystemConfig, p: EnergyParams = EnergyParams(), a: AreaParams = 
     e = energy(ev, p, cfg)
     bound = mapping_cycles(mapping)
     cycles = cycles_per_image if cycles_per_image is not None else sum(bound.values())
+    if isinstance(cycles, bool) or not isinstance(cycles, int) or cycles < 1:
+        raise ConfigError(f"cycles per image must be a positive integer, got {cycles!r}")
+    if cycles < sum(bound.values()):
+        # Fewer cycles than the read slots take cannot have been measured.
+        raise ConfigError(f"{cycles:,} cycles per image (replication {cfg.replication}) is "
+                          f"below the mapping's lower bound of {sum(bound.values()):,}")
     seconds = cycles / (cfg.clock_mhz * 1e6)
     pe = macro_area_um2(a, cfg.array_rows * cfg.array_cols, cfg.array_cols, cfg.array_rows,
                         cfg.adcs_per_pe)

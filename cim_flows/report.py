@@ -10,6 +10,7 @@ energy) is computed here. A section whose artifact is missing says which command
 from __future__ import annotations
 
 import html
+import io
 import json
 import string
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cim_spec import files
 from cim_spec.config import ConfigError, SystemConfig
 
 TEMPLATE = Path(__file__).resolve().parent / "report_template.html"
@@ -53,11 +55,17 @@ def digital_nand2_eq(run: Path) -> tuple[float | None, str | None]:
         r = load_json(Path(run) / name)
         if not r:
             continue
-        adc = sum(row["total"].get("nand2_eq", 0) for row in r["modules"]
-                  if row["module"].split(".")[-1] == "adc")
-        gates = r["totals"].get("nand2_eq", 0) - adc
-        if per_pe:
-            gates *= SystemConfig.from_dict(r["config"]).n_pe
+        try:
+            adc = sum(row["total"].get("nand2_eq", 0) for row in r["modules"]
+                      if row["module"].split(".")[-1] == "adc")
+            gates = float(r["totals"].get("nand2_eq", 0) - adc)
+            if per_pe:
+                gates *= SystemConfig.from_dict(r["config"]).n_pe
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
+            raise ConfigError(f"{Path(run) / name}: not a synthesis result "
+                              f"({type(e).__name__}: {e})") from None
+        if not (np.isfinite(gates) and gates >= 0):
+            raise ConfigError(f"{Path(run) / name}: digital periphery of {gates} NAND2 eq.")
         return gates, name
     return None, None
 
@@ -65,10 +73,19 @@ def digital_nand2_eq(run: Path) -> tuple[float | None, str | None]:
 def measured_cycles(run: Path) -> dict[int, int]:
     """Cycles per image the RTL simulation measured ({replication: cycles}); a stand-in
     sim.json measured nothing."""
-    sim = load_json(Path(run) / "sim.json") or {}
+    path = Path(run) / "sim.json"
+    sim = load_json(path) or {}
+    if not isinstance(sim, dict):
+        raise ConfigError(f"{path}: must hold a JSON object")
     if sim.get("stand_in") or not sim.get("cycles_per_image"):
         return {}
-    return {int(sim.get("replication", 1)): round(sim["cycles_per_image"])}
+    cycles, rep = sim["cycles_per_image"], sim.get("replication", 1)
+    if isinstance(cycles, bool) or not isinstance(cycles, (int, float)) \
+            or not np.isfinite(cycles) or cycles < 1:
+        raise ConfigError(f"{path}: cycles_per_image must be a number >= 1, got {cycles!r}")
+    if isinstance(rep, bool) or not isinstance(rep, int) or rep < 1:
+        raise ConfigError(f"{path}: replication must be an integer >= 1, got {rep!r}")
+    return {rep: round(cycles)}
 
 
 def _e(x) -> str:
@@ -98,7 +115,9 @@ class _Page:
 
     def figure(self, fig, name: str) -> str:
         fig.tight_layout()
-        fig.savefig(self.out / f"{name}.png", dpi=90)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90)
+        files.write_bytes(self.out / f"{name}.png", buf.getvalue())
         self.plt.close(fig)
         return f"<img src='{name}.png' alt='{_e(name)}'>"
 
@@ -371,6 +390,17 @@ def _config(run: Path, cfg: SystemConfig | None) -> tuple[SystemConfig, str]:
     return SystemConfig(), "default"
 
 
+def page_dir(run: Path, out: Path | None = None) -> Path:
+    return Path(out) if out is not None else Path(run) / "report"
+
+
+def check_output(run: Path, out: Path | None = None, force: bool = False) -> None:
+    """Before any work: the page (index.html, the last file written) is new, or `force`."""
+    d = page_dir(run, out)
+    files.check_output(d, {files.DIRECTORY}, force)
+    files.check_output(d / "index.html", {files.OTHER}, force)
+
+
 def build(run: Path, out: Path | None = None, cfg: SystemConfig | None = None,
           progress: bool = True) -> dict:
     """Write RUN/report/index.html (or OUT/index.html) and its PNGs."""
@@ -380,8 +410,7 @@ def build(run: Path, out: Path | None = None, cfg: SystemConfig | None = None,
     if not run.is_dir():
         raise ConfigError(f"run directory {run} does not exist (the flow commands create it: "
                           f"their --out / --run default is build/run)")
-    out = Path(out) if out is not None else run / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    out = page_dir(run, out)
     cfg, source = _config(run, cfg)
     ctx = {"mapping": map_network(cfg, MCNN), "sim": load_json(run / "sim.json"),
            "cfg_source": source}
@@ -398,7 +427,7 @@ def build(run: Path, out: Path | None = None, cfg: SystemConfig | None = None,
     page = string.Template(TEMPLATE.read_text()).substitute(
         title="Memristor CIM run report", nav=nav, sections="\n".join(parts),
         meta=_e(f"generated {time.strftime('%Y-%m-%d %H:%M:%S')} from {run}"))
-    (out / "index.html").write_text(page)
+    files.write_text(out / "index.html", page)
     return {"page": str(out / "index.html"), "sections": dict(pg.status)}
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cim_spec import files
 from cim_spec.config import SystemConfig
 from cim_spec.noise import pe_seed
 from cim_spec.program import Chip
@@ -33,36 +34,53 @@ def chip_for(chip_path: Path | None, cfg: SystemConfig | None) -> tuple[Chip, st
     return prog.chip(mapping), "ideal chip (bundled weights, no device errors)"
 
 
+def _sources(top: str, form: str) -> list[Path]:
+    return build.macro_sources(form) + ([LOADER_SOURCE] if top == "harness" else [])
+
+
+def verilog_files(chip: Chip, top: str, form: str) -> list[str]:
+    """The names `export_verilog` writes, the manifest last."""
+    return [f"{top}_gen.v", *(p.name for p in _sources(top, form)),
+            *(f"pe{pe}_conductance.hex" for pe in range(chip.config.n_pe)), "manifest.json"]
+
+
+def check_export(chip: Chip, out: Path, top: str, form: str, force: bool = False,
+                 inputs=()) -> None:
+    """Before any work: `out` is a directory (or new) and none of the files to write exists
+    (unless `force`), is an input or is of another kind."""
+    files.check_output(out, {files.DIRECTORY}, force)
+    for name in verilog_files(chip, top, form):
+        files.check_output(out / name, {files.JSON if name.endswith(".json") else files.OTHER},
+                           force, inputs)
+
+
 def export_verilog(chip: Chip, out: Path, top: str = "chip", form: str = "verilog",
                    source: str = "") -> dict:
     """Write the chip's Verilog (deterministic), each PE's conductance codes as hex and a
-    manifest with the configuration, mapping and digital parameters; returns a summary."""
+    manifest with the configuration, mapping and digital parameters; returns a summary. Each
+    file is written atomically, the manifest (with every file's digest) last."""
     if top not in TOPS or form not in FORMS:
         raise ValueError(f"top must be one of {TOPS} and form one of {FORMS}, got {top!r}, "
                          f"{form!r}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     plan = plan_chip(chip)
     design = SimHarness(plan, form) if top == "harness" else CimChip(plan, form)
-    sources = build.generate(design, top, out, form)
-    if top == "harness":
-        sources.append(LOADER_SOURCE)
-    files = {}
-    for s in sources:
-        dest = out / Path(s).name
-        if Path(s).resolve() != dest.resolve():
-            dest.write_text(Path(s).read_text())
-        files[dest.name] = hashlib.sha256(dest.read_bytes()).hexdigest()
+    texts = {f"{top}_gen.v": build.verilog_text(design, top)}
+    for s in _sources(top, form):
+        texts[s.name] = s.read_text()
     cfg = chip.config
     for pe in range(cfg.n_pe):
-        name = f"pe{pe}_conductance.hex"
-        (out / name).write_text("".join(f"{int(v):02x}\n" for v in chip.conductance[pe].ravel()))
-        files[name] = hashlib.sha256((out / name).read_bytes()).hexdigest()
+        texts[f"pe{pe}_conductance.hex"] = "".join(f"{int(v):02x}\n"
+                                                   for v in chip.conductance[pe].ravel())
+    hashes = {}
+    for name, text in texts.items():
+        files.write_text(out / name, text)
+        hashes[name] = hashlib.sha256(text.encode()).hexdigest()
     d = chip.digital
     manifest = {
         "top": top, "form": form, "chip_state": source,
-        "files": files,
+        "files": hashes,
         "conductance_init": "pe<N>_conductance.hex: one code per line, row-major "
                             "(row = source line, column = bit line); the same codes are "
                             "elaborated into each crossbar instance's INIT parameter",
@@ -72,8 +90,8 @@ def export_verilog(chip: Chip, out: Path, top: str = "chip", form: str = "verilo
                     "noise_seed": d.noise_seed,
                     "pe_seeds": [pe_seed(d.noise_seed, p) for p in range(cfg.n_pe)]},
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    return {"out": str(out), "top": top, "files": sorted(files) + ["manifest.json"],
+    files.write_text(out / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
+    return {"out": str(out), "top": top, "files": sorted(hashes) + ["manifest.json"],
             "seconds": round(time.perf_counter() - t0, 2)}
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cim_spec import files
 from cim_spec.config import ConfigError, SystemConfig
 
 
@@ -290,6 +291,11 @@ def read_script(sources: list[str]) -> str:
     return "; ".join(f"read_verilog {p}" for p in sources)
 
 
+def artifact(design_name: str, target: str, view: str) -> str:
+    """The name of the JSON artifact `synthesize` writes in its run directory."""
+    return f"synth_{design_name}_{target}_{view}.json"
+
+
 def synthesize(cfg: SystemConfig, design_name: str, target: str, view: str, out_dir: Path,
                progress: bool = True) -> dict:
     """Synthesize one design/view for one target; return (and write) its resource table."""
@@ -316,8 +322,7 @@ def synthesize(cfg: SystemConfig, design_name: str, target: str, view: str, out_
                   crossbar_form=VIEWS[view], seconds=round(seconds, 1),
                   yosys=stat.get("creator", "yosys").split(" (")[0], work_dir=str(work),
                   config=cfg.to_dict())
-    (out_dir / f"synth_{design_name}_{target}_{view}.json").write_text(
-        json.dumps(result, indent=1))
+    files.write_json(out_dir / artifact(design_name, target, view), result)
     _say(progress, f"{label}: done in {seconds:.0f} s")
     return result
 

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from cim_flows.synth import SynthError, _say, generate_verilog, local_sources, read_script, run_tool
+from cim_spec import files
 from cim_spec.config import SystemConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +53,11 @@ def _netlist(cfg, design_name, out_dir, progress, board):
     return top, net, label
 
 
+def artifact(design_name: str, board: str | None = None) -> str:
+    """The name of the JSON artifact `place_and_route` writes in its run directory."""
+    return "timing_" + design_name + (f"_{board}" if board else "") + ".json"
+
+
 def place_and_route(cfg: SystemConfig, design_name: str, out_dir: Path,
                     freq_mhz: float | None = None, board: str | None = None, seed: int = 1,
                     progress: bool = True) -> dict:
@@ -66,16 +72,16 @@ def place_and_route(cfg: SystemConfig, design_name: str, out_dir: Path,
     work = out_dir / (f"timing_{design_name}" + (f"_{board}" if board else ""))
     work.mkdir(parents=True, exist_ok=True)
     top, net, label = _netlist(cfg, design_name, work, progress, board)
-    name = "timing_" + design_name + (f"_{board}" if board else "") + ".json"
+    name = artifact(design_name, board)
     over = overflow(json.loads((work / "stat.json").read_text()))
     if over:
         # nextpnr would spend its time finding out; the netlist already says it.
         text = ", ".join(f"{n:,} {k} > {cap:,}" for k, (n, cap) in over.items())
-        (out_dir / name).write_text(json.dumps({
+        files.write_json(out_dir / name, {
             "design": design_name, "board": board, "top": top, "fits": False,
             "over": {k: list(v) for k, v in over.items()}, "fmax_mhz": None,
             "device": "LFE5U-85F-6BG381C", "work_dir": str(work),
-            "config": cfg.to_dict()}, indent=1))
+            "config": cfg.to_dict()})
         raise SynthError(f"{design_name} (FPGA view{', ' + board if board else ''}) does not "
                          f"fit the LFE5U-85F: {text} (cim synth --target ecp5 --view fpga has "
                          f"the table per module)")
@@ -110,7 +116,7 @@ def place_and_route(cfg: SystemConfig, design_name: str, out_dir: Path,
                  label, progress)
         result["bitstream"] = str(bit)
         result["bitstream_bytes"] = bit.stat().st_size
-    (out_dir / name).write_text(json.dumps(result, indent=1))
+    files.write_json(out_dir / name, result)
     _say(progress, f"{label}: Fmax {result['fmax_mhz']:.1f} MHz (target {freq:g} MHz)")
     return result
 

@@ -15,18 +15,20 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
+import os
 import zipfile
-import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from . import program
+from . import files, program
 from .config import ConfigError, SystemConfig
 from .device_params import DeviceParams, to_codes
 from .mapping import Mapping, map_network
 from .network import MCNN, Network, weight_shape
+from .npzread import read_npz
 from .program import target_conductance
 
 SCHEMA = "cim-chip-state"
@@ -170,8 +172,35 @@ def paths(path: str | Path) -> tuple[Path, Path]:
     return p.with_name(p.name + ".npz"), p.with_name(p.name + ".json")
 
 
+def prev_path(npz_path: Path) -> Path:
+    """Where :func:`save` keeps the old arrays while it replaces a chip state."""
+    return npz_path.with_name(f".{npz_path.name}.prev")
+
+
+def check_output(path: str | Path, force: bool = False, inputs=(), chips=()
+                 ) -> tuple[Path, Path]:
+    """Refuse an output chip state that exists (without `force`), that is one of the input
+    files `inputs` or a file of the input chip states `chips`, or whose files are of another
+    kind; see cim_spec.files."""
+    npz_path, json_path = paths(path)
+    ins = [Path(i) for i in inputs if i is not None]
+    for c in chips:
+        if c is not None:
+            ins += [*paths(c), Path(c)]
+    files.check_output(npz_path, {files.CHIP_ARRAYS}, force, ins)
+    files.check_output(json_path, {files.CHIP_MANIFEST}, force, ins)
+    return npz_path, json_path
+
+
 def save(state: ChipState, path: str | Path) -> tuple[Path, Path]:
-    """Write ``stem.npz`` and ``stem.json``; returns their paths."""
+    """Write ``stem.npz`` and ``stem.json``; returns their paths.
+
+    The pair is committed so that a reader sees the whole old state or the whole new one:
+    both files are written to temporaries first; the old npz gets a second name
+    (``.stem.npz.prev``); then the new npz is renamed into place and the new manifest last.
+    Between those two renames the old manifest describes the kept old arrays, and
+    :func:`load` finds them by the manifest's checksum; after the last rename the kept copy
+    is removed. A failure before the end restores the old state."""
     npz_path, json_path = paths(path)
     arrays = _cells_arrays(state)
     manifest = _manifest(state, arrays)
@@ -182,74 +211,262 @@ def save(state: ChipState, path: str | Path) -> tuple[Path, Path]:
             info.compress_type = zipfile.ZIP_DEFLATED
             with zf.open(info, "w") as f:
                 np.lib.format.write_array(f, arrays[name], allow_pickle=False)
-    npz_path.parent.mkdir(parents=True, exist_ok=True)
-    npz_path.write_bytes(buf.getvalue())
-    json_path.write_text(json.dumps(manifest, sort_keys=True, indent=1) + "\n")
+    text = json.dumps(manifest, sort_keys=True, indent=1) + "\n"
+    prev = prev_path(npz_path)
+    _recover(npz_path, json_path)
+    had_old = npz_path.is_file()
+    kept = []
+
+    def keep():
+        files.keep_copy(npz_path, prev)
+        kept.append(prev)
+
+    try:
+        files.commit([(npz_path, buf.getvalue()), (json_path, text.encode())],
+                     steps=[keep] if had_old else [])
+    except BaseException:
+        # Put the old arrays back beside the old manifest (or take away an orphan npz).
+        try:
+            if kept:
+                os.replace(prev, npz_path)
+            elif not had_old and not json_path.exists():
+                files.remove(npz_path)
+        except OSError:
+            pass        # load() still finds the kept copy by its checksum
+        raise
+    try:
+        files.remove(prev)
+    except files.OutputError:
+        pass    # committed; the copy no longer matches the manifest and the next save drops it
     return npz_path, json_path
+
+
+def _npz_checksum(npz_path: Path) -> str | None:
+    try:
+        return arrays_checksum(read_npz(npz_path, ChipStateError, "chip-state array file"))
+    except ChipStateError:
+        return None
+
+
+def _recover(npz_path: Path, json_path: Path) -> None:
+    """After an interrupted save (a kept copy of old arrays is still there): put the old
+    arrays back if they are the ones the manifest describes, else drop the copy."""
+    prev = prev_path(npz_path)
+    if not prev.is_file():
+        return
+    try:
+        want = json.loads(json_path.read_text())["checksum"]["arrays"]
+    except (OSError, ValueError, KeyError, TypeError):
+        want = None
+    if want is not None and _npz_checksum(npz_path) != want and _npz_checksum(prev) == want:
+        try:
+            os.replace(prev, npz_path)
+            return
+        except OSError as e:
+            raise files.OutputError(f"cannot restore {npz_path} from {prev}: "
+                                    f"{e.strerror or e}") from None
+    files.remove(prev)
 
 
 # ---------------------------------------------------------------------------------------------
 # Loading: every check names the file and the problem.
 
-def _need(m: dict, key: str, kind, where: str):
+class _NonFinite:
+    """Stands in for NaN/Infinity while the manifest is parsed, so that the field holding one
+    can be named."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+def _non_finite_path(obj, path: str = "") -> tuple[str, str] | None:
+    if isinstance(obj, _NonFinite):
+        return path or "(top level)", obj.text
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) \
+        if isinstance(obj, list) else ()
+    for k, v in items:
+        found = _non_finite_path(v, f"{path}[{k}]" if isinstance(k, int) else
+                                 f"{path}.{k}" if path else str(k))
+        if found:
+            return found
+    return None
+
+
+def _need(m: dict, key: str, kind, where: str, prefix: str = ""):
     if key not in m:
-        raise ChipStateError(f"{where}: manifest has no {key!r}")
+        raise ChipStateError(f"{where}: manifest has no {prefix + key!r}")
     v = m[key]
     if not isinstance(v, kind) or isinstance(v, bool) and kind is not bool:
-        raise ChipStateError(f"{where}: manifest {key!r} has the wrong type "
+        raise ChipStateError(f"{where}: manifest {prefix + key!r} has the wrong type "
                              f"({type(v).__name__})")
     return v
 
 
-def _read_manifest(json_path: Path) -> dict:
+def _exact_keys(d: dict, keys, where: str, what: str) -> None:
+    unknown, missing = sorted(set(d) - set(keys)), sorted(set(keys) - set(d))
+    if unknown:
+        raise ChipStateError(f"{where}: manifest {what} has unknown fields {unknown}")
+    if missing:
+        raise ChipStateError(f"{where}: manifest {what} lacks the fields {missing}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# Manifest fields with fixed types and ranges: (check, what the value must be).
+SEED_MAX = 2 ** 63
+_INT0 = (lambda v: _is_int(v) and 0 <= v < SEED_MAX, "an integer in 0..2**63-1")
+_INT1 = (lambda v: _is_int(v) and 1 <= v < SEED_MAX, "an integer in 1..2**63-1")
+_POS = (lambda v: _is_number(v) and v > 0, "a positive finite number")
+_NONNEG = (lambda v: _is_number(v) and v >= 0, "a finite number >= 0")
+_NAME = (lambda v: isinstance(v, str) and 0 < len(v) <= 200, "a non-empty string")
+HISTORY_FIELDS = {
+    "transfer": {"seed": _INT0, "preset": _NAME, "pulses": _INT0, "failed": _INT0},
+    "hybrid": {"images": _INT1, "epochs": _INT1, "batch": _INT1, "lr": _POS,
+               "threshold_us": _POS, "seed": _INT0, "pulses": _INT0},
+    "aged": {"age_s": _NONNEG, "drift_seed": _INT0},
+}
+TOP_FIELDS = ("schema", "schema_version", "network", "stage", "seed", "config", "mapping",
+              "device", "digital", "scales", "history", "arrays", "checksum")
+
+
+def _check_history(history: list, where: str) -> None:
+    for i, entry in enumerate(history):
+        at = f"history[{i}]"
+        if not isinstance(entry, dict):
+            raise ChipStateError(f"{where}: manifest {at} must be an object, got "
+                                 f"{type(entry).__name__}")
+        stage = entry.get("stage")
+        if stage not in HISTORY_FIELDS:
+            raise ChipStateError(f"{where}: manifest {at}.stage is {stage!r}, not one of "
+                                 f"{sorted(HISTORY_FIELDS)}")
+        fields = HISTORY_FIELDS[stage]
+        _exact_keys(entry, ["stage", *fields], where, at)
+        for k, (ok, what) in fields.items():
+            if not ok(entry[k]):
+                raise ChipStateError(f"{where}: manifest {at}.{k} must be {what}, got "
+                                     f"{entry[k]!r}")
+
+
+def _check_scales(scales: dict, network: Network, where: str) -> None:
+    layers = [layer.name for layer in network.weight_layers()]
+    _exact_keys(scales, ["logit_scale", "weight_scales", "input_scales"], where, "scales")
+    if not _POS[0](scales["logit_scale"]):
+        raise ChipStateError(f"{where}: manifest scales.logit_scale must be a positive finite "
+                             f"number, got {scales['logit_scale']!r}")
+    for part in ("weight_scales", "input_scales"):
+        d = scales[part]
+        if not isinstance(d, dict):
+            raise ChipStateError(f"{where}: manifest scales.{part} must be an object")
+        _exact_keys(d, layers, where, f"scales.{part}")
+        for k, v in d.items():
+            if not _POS[0](v):
+                raise ChipStateError(f"{where}: manifest scales.{part}.{k} must be a positive "
+                                     f"finite number, got {v!r}")
+
+
+def _read_digital(dg: dict, mapping: Mapping, where: str) -> program.Digital:
+    layers = [lm.name for lm in mapping.layers]
+    _exact_keys(dg, ["adc_gain", "requant_mult", "requant_shift", "read_noise", "noise_seed"],
+                where, "digital")
+    for part, names in (("adc_gain", layers), ("requant_mult", layers[:-1]),
+                        ("requant_shift", layers[:-1])):
+        d = dg[part]
+        if not isinstance(d, dict):
+            raise ChipStateError(f"{where}: manifest digital.{part} must be an object")
+        _exact_keys(d, names, where, f"digital.{part}")
+        for k, v in d.items():
+            if not _is_int(v):
+                raise ChipStateError(f"{where}: manifest digital.{part}.{k} must be an "
+                                     f"integer, got {v!r}")
+    for k in ("read_noise", "noise_seed"):
+        if not _is_int(dg[k]):
+            raise ChipStateError(f"{where}: manifest digital.{k} must be an integer, got "
+                                 f"{dg[k]!r}")
+    digital = program.Digital(adc_gain=dict(dg["adc_gain"]),
+                              requant_mult=dict(dg["requant_mult"]),
+                              requant_shift=dict(dg["requant_shift"]),
+                              read_noise=dg["read_noise"], noise_seed=dg["noise_seed"])
     try:
+        digital.check(mapping)
+    except ValueError as e:
+        raise ChipStateError(f"{where}: bad digital parameters: {e}") from None
+    return digital
+
+
+def _read_manifest(json_path: Path) -> dict:
+    if json_path.is_dir():
+        raise ChipStateError(f"{json_path}: is a directory, not a chip-state manifest")
+    try:
+        if json_path.exists() and json_path.stat().st_size > 64 << 20:
+            raise ChipStateError(f"{json_path}: larger than any chip-state manifest")
         text = json_path.read_text()
     except FileNotFoundError:
         raise ChipStateError(f"{json_path}: chip-state manifest does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ChipStateError(f"{json_path}: cannot read the manifest: {e}") from None
     try:
-        m = json.loads(text)
-    except json.JSONDecodeError as e:
+        m = json.loads(text, parse_constant=_NonFinite)
+    except (json.JSONDecodeError, RecursionError) as e:
         raise ChipStateError(f"{json_path}: manifest is not valid JSON: {e}") from None
     if not isinstance(m, dict):
         raise ChipStateError(f"{json_path}: manifest must be a JSON object")
+    bad = _non_finite_path(m)
+    if bad:
+        raise ChipStateError(f"{json_path}: manifest field {bad[0]} is {bad[1]}; the format "
+                             f"holds finite numbers only")
     if m.get("schema") != SCHEMA:
         raise ChipStateError(f"{json_path}: not a chip-state manifest (schema "
                              f"{m.get('schema')!r}, expected {SCHEMA!r})")
-    if m.get("schema_version") not in READ_VERSIONS:
+    if m.get("schema_version") not in READ_VERSIONS or isinstance(m.get("schema_version"),
+                                                                  bool):
         raise ChipStateError(f"{json_path}: schema version {m.get('schema_version')!r}; this "
                              f"version of cim reads versions {list(READ_VERSIONS)}")
+    unknown = sorted(set(m) - set(TOP_FIELDS))
+    if unknown:
+        raise ChipStateError(f"{json_path}: manifest has unknown fields {unknown}")
     return m
 
 
-def _read_arrays(npz_path: Path, declared: dict) -> dict[str, np.ndarray]:
-    if not npz_path.is_file():
-        raise ChipStateError(f"{npz_path}: chip-state array file does not exist")
-    if not zipfile.is_zipfile(npz_path):
-        raise ChipStateError(f"{npz_path}: truncated or corrupt array file (not a complete "
-                             f"npz archive)")
-    arrays = {}
+def _read_arrays(npz_path: Path, expected: dict, checksum: str, json_name: str
+                 ) -> dict[str, np.ndarray]:
+    """The arrays of `npz_path`, checked against the expected dtypes and shapes and the
+    manifest's checksum; after an interrupted save, the kept old arrays if they are the
+    ones the manifest describes."""
     try:
-        with np.load(npz_path, allow_pickle=False) as npz:
-            names = set(npz.files)
-            if names != set(declared):
-                raise ChipStateError(
-                    f"{npz_path}: arrays {sorted(names)} do not match the manifest's "
-                    f"{sorted(declared)}")
-            for name in sorted(names):
-                arrays[name] = npz[name]
+        return _arrays_of(npz_path, expected, checksum, json_name)
     except ChipStateError:
+        prev = prev_path(npz_path)
+        if prev.is_file():
+            try:
+                return _arrays_of(prev, expected, checksum, json_name)
+            except ChipStateError:
+                pass
         raise
-    except ValueError as e:
-        if "allow_pickle" in str(e):
-            raise ChipStateError(f"{npz_path}: holds a pickled object array; chip states "
-                                 f"are never unpickled") from None
-        raise ChipStateError(f"{npz_path}: truncated or corrupt array file: {e}") from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:
-        raise ChipStateError(f"{npz_path}: truncated or corrupt array file: {e}") from None
-    except AttributeError:
-        raise ChipStateError(f"{npz_path}: not an npz archive") from None
+
+
+def _arrays_of(npz_path: Path, expected: dict, checksum: str, json_name: str
+               ) -> dict[str, np.ndarray]:
+    if not os.path.lexists(npz_path):
+        raise ChipStateError(f"{npz_path}: chip-state array file does not exist")
+    arrays = read_npz(npz_path, ChipStateError, "chip-state array file")
+    if set(arrays) != set(expected):
+        raise ChipStateError(
+            f"{npz_path}: arrays {sorted(arrays)} do not match the manifest's "
+            f"{sorted(expected)}")
+    for name, (dtype, shape) in expected.items():
+        a = arrays[name]
+        if a.dtype.str != dtype or a.shape != shape:
+            raise ChipStateError(f"{npz_path}: array {name!r} has dtype {a.dtype.str} shape "
+                                 f"{list(a.shape)}, expected {dtype} {list(shape)}")
+    if arrays_checksum(arrays) != checksum:
+        raise ChipStateError(f"{npz_path}: checksum mismatch: the arrays are not the ones the "
+                             f"manifest {json_name} describes")
     return arrays
 
 
@@ -259,6 +476,10 @@ def load(path: str | Path) -> ChipState:
     where = str(json_path)
     m = _read_manifest(json_path)
     checksum = _need(m, "checksum", dict, where)
+    _exact_keys(checksum, ["algorithm", "arrays", "manifest"], where, "checksum")
+    if checksum["algorithm"] != "sha256" or not all(
+            isinstance(checksum[k], str) for k in ("arrays", "manifest")):
+        raise ChipStateError(f"{where}: manifest checksum must be sha256 digests")
     if manifest_checksum(m) != checksum.get("manifest"):
         raise ChipStateError(f"{where}: manifest checksum mismatch (the manifest was edited "
                              f"or damaged)")
@@ -275,26 +496,31 @@ def load(path: str | Path) -> ChipState:
         raise ChipStateError(f"{where}: the stored mapping is not the one the configuration "
                              f"gives (a file from another mapping version or edited)")
     dev = _need(m, "device", dict, where)
+    _exact_keys(dev, ["preset", "params"], where, "device")
     try:
         device = DeviceParams.from_dict(dev.get("params"), f"{where}: device")
         device.check_config(config)
     except ConfigError as e:
         raise ChipStateError(str(e)) from None
-    dg = _need(m, "digital", dict, where)
-    try:
-        digital = program.Digital(
-            adc_gain=dict(dg["adc_gain"]), requant_mult=dict(dg["requant_mult"]),
-            requant_shift=dict(dg["requant_shift"]), read_noise=int(dg["read_noise"]),
-            noise_seed=int(dg["noise_seed"]))
-        digital.check(mapping)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ChipStateError(f"{where}: bad digital parameters: {e}") from None
+    if dev["preset"] != device.name:
+        raise ChipStateError(f"{where}: manifest device.preset {dev['preset']!r} is not the "
+                             f"name of its parameters ({device.name!r})")
+    digital = _read_digital(_need(m, "digital", dict, where), mapping, where)
     seed = _need(m, "seed", int, where)
+    if not 0 <= seed < SEED_MAX:
+        raise ChipStateError(f"{where}: manifest seed must be an integer in 0..2**63-1, got "
+                             f"{seed}")
+    if digital.noise_seed != seed % 2 ** 32:
+        raise ChipStateError(f"{where}: manifest digital.noise_seed {digital.noise_seed} is "
+                             f"not the seed mod 2**32 ({seed % 2 ** 32})")
     scales = _need(m, "scales", dict, where)
-    ls = scales.get("logit_scale")
-    if not isinstance(ls, (int, float)) or isinstance(ls, bool) or not ls > 0:
-        raise ChipStateError(f"{where}: scales.logit_scale must be a positive number")
+    _check_scales(scales, network, where)
     history = _need(m, "history", list, where)
+    _check_history(history, where)
+    stage = history[-1]["stage"] if history else "unprogrammed"
+    if m.get("stage") != stage:
+        raise ChipStateError(f"{where}: manifest stage {m.get('stage')!r} is not the last "
+                             f"stage of its history ({stage!r})")
 
     declared = _need(m, "arrays", dict, where)
     expected = _expected_arrays(config, network)
@@ -305,15 +531,11 @@ def load(path: str | Path) -> ChipState:
                 else "missing"
             raise ChipStateError(f"{where}: array {name!r} is declared as {have}, the "
                                  f"configuration needs dtype {dtype} shape {list(shape)}")
-    arrays = _read_arrays(npz_path, expected)
-    for name, (dtype, shape) in expected.items():
-        a = arrays[name]
-        if a.dtype.str != dtype or a.shape != shape:
-            raise ChipStateError(f"{npz_path}: array {name!r} has dtype {a.dtype.str} shape "
-                                 f"{list(a.shape)}, expected {dtype} {list(shape)}")
-    if arrays_checksum(arrays) != checksum.get("arrays"):
-        raise ChipStateError(f"{npz_path}: checksum mismatch: the arrays are not the ones the "
-                             f"manifest {json_path.name} describes")
+    extra = sorted(set(declared) - set(expected))
+    if extra:
+        raise ChipStateError(f"{where}: manifest declares arrays {extra} that the "
+                             f"configuration does not have")
+    arrays = _read_arrays(npz_path, expected, checksum["arrays"], json_path.name)
     state = _check_cells(arrays, config, mapping, device, npz_path)
     return ChipState(config, mapping, device, seed, state["g_us"], state["target"],
                      state["stuck"], state["gain"], state["pulses"], state["verified"],

@@ -9,6 +9,7 @@ reference system of Yao et al., Nature 2020 (see ARCHITECTURE.md): eight PEs of 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,35 @@ else:  # pragma: no cover
 
 class ConfigError(ValueError):
     """A configuration value that the hardware cannot have."""
+
+
+# The supported range of every integer field: (lowest, highest, why the highest). The
+# defaults are the paper's system; docs/config.md lists the ranges.
+INT_RANGES = {
+    "n_pe": (1, 256, "the chip addresses at most 256 PEs"),
+    "array_rows": (2, 4096, "arrays of at most 4096 source lines"),
+    "array_cols": (1, 4096, "arrays of at most 4096 bit lines"),
+    "weight_levels": (3, 511, "pairs of at most 256-state cells"),
+    "cell_states": (2, 256, "at most 256 conductance states per cell"),
+    "cond_code_bits": (2, 16, "the crossbar's conductance codes are at most 16 bits"),
+    "input_bits": (1, 16, "bit-serial inputs of at most 16 bits"),
+    "adc_bits": (1, 16, "ADCs of at most 16 bits"),
+    "adcs_per_pe": (1, 4096, "at most one ADC per source line of the largest array"),
+    "adc_gain_frac_bits": (1, 32, "the ADC gain is a 32-bit fixed-point number"),
+    "replication": (1, 256, "at most one replica group per PE"),
+    "pulse_cycles": (1, 1024, "a read pulse of at most 1024 cycles"),
+    "adc_conv_cycles": (1, 1024, "a conversion of at most 1024 cycles"),
+    "act_bits": (1, 16, "activations of at most 16 bits"),
+}
+# Positive, finite and at most: (highest, why).
+FLOAT_RANGES = {
+    "g_min_us": (1e6, "conductances of at most 1 S"),
+    "g_max_us": (1e6, "conductances of at most 1 S"),
+    "g_lsb_us": (1e6, "conductances of at most 1 S"),
+    "read_voltage_v": (10.0, "read voltages of at most 10 V"),
+    "clock_mhz": (10000.0, "clocks of at most 10 GHz"),
+}
+MAX_CELLS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -59,18 +89,30 @@ class SystemConfig:
     def __post_init__(self):
         if self.extra:
             raise ConfigError(f"unknown configuration keys: {sorted(self.extra)}")
-        for name in ("n_pe", "array_rows", "array_cols", "weight_levels", "cell_states",
-                     "cond_code_bits", "input_bits", "adc_bits", "adcs_per_pe", "replication",
-                     "pulse_cycles", "adc_conv_cycles", "act_bits", "adc_gain_frac_bits"):
+        for name, (lo, hi, why) in INT_RANGES.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ConfigError(f"{name} must be an integer, got {v!r}")
-            if v <= 0:
-                raise ConfigError(f"{name} must be at least 1, got {v}")
-        for name in ("g_min_us", "g_max_us", "g_lsb_us", "read_voltage_v", "clock_mhz"):
+            if v < lo:
+                raise ConfigError(f"{name} must be at least {lo}, got {v}")
+            if v > hi:
+                raise ConfigError(f"{name}={v} is beyond the supported {lo}..{hi}: {why}")
+        for name, (hi, why) in FLOAT_RANGES.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 raise ConfigError(f"{name} must be a positive number, got {v!r}")
+            if not math.isfinite(v) or v > hi:
+                raise ConfigError(f"{name}={v} is beyond the supported range (0, {hi:g}]: "
+                                  f"{why}")
+        cells = self.n_pe * self.array_rows * self.array_cols
+        if cells > MAX_CELLS:
+            raise ConfigError(f"n_pe x array_rows x array_cols = {cells:,} cells, more than the "
+                              f"{MAX_CELLS:,} supported (a chip state holds about 40 bytes "
+                              f"per cell)")
+        if self.array_cols * (2 ** self.cond_code_bits - 1) >= 2 ** 29:
+            raise ConfigError(f"array_cols={self.array_cols} lines of cond_code_bits="
+                              f"{self.cond_code_bits}-bit codes give line currents beyond the "
+                              f"datapath's 30 bits")
         if self.array_rows % 2:
             raise ConfigError(f"array_rows must be even (differential pairs), got "
                               f"{self.array_rows}")
@@ -170,28 +212,46 @@ class SystemConfig:
         return tomli_w.dumps({"system": self.to_dict()})
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_toml())
+        from . import files
+        files.write_text(path, self.to_toml())
 
     @classmethod
     def load(cls, path: str | Path) -> SystemConfig:
         path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise ConfigError(f"configuration file {path} does not exist") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"configuration file {path} is not text") from None
-        try:
-            doc = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"configuration file {path} is not valid TOML: {e}") from None
-        table = doc.get("system", doc)
+        doc = read_toml(path, "configuration file")
+        if "system" in doc:
+            others = sorted(set(doc) - {"system"})
+            if others:
+                raise ConfigError(f"{path}: unknown tables or keys beside [system]: {others}")
+            table = doc["system"]
+        else:
+            table = doc     # a bare list of fields is read as the [system] table
         try:
             return cls.from_dict(table)
-        except ConfigError as e:
+        except (ConfigError, TypeError) as e:
             raise ConfigError(f"{path}: {e}") from None
-        except TypeError as e:
-            raise ConfigError(f"{path}: {e}") from None
+
+
+def read_toml(path: Path, what: str, error: type[ConfigError] = ConfigError) -> dict:
+    """A TOML document; a missing, unreadable or malformed file is `error` naming it."""
+    if not path.exists():
+        raise error(f"{what} {path} does not exist")
+    if path.is_dir():
+        raise error(f"{what} {path} is a directory, not a TOML file")
+    if not path.is_file():
+        raise error(f"{what} {path} is not a regular file")
+    try:
+        if path.stat().st_size > 1 << 20:
+            raise error(f"{what} {path} is larger than any configuration (1 MiB)")
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise error(f"{what} {path} is not text") from None
+    except OSError as e:
+        raise error(f"{what} {path} cannot be read: {e.strerror or e}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise error(f"{what} {path} is not valid TOML: {e}") from None
 
 
 PAPER = SystemConfig()

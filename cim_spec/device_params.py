@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ConfigError, SystemConfig
+from .config import ConfigError, SystemConfig, read_toml
 from .noise import read_noise_from_sigma
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover
-    import tomli as tomllib
+    pass
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 DEFAULT_PRESET = "yao2020"
@@ -33,6 +33,27 @@ NOT_STUCK, STUCK_ON, STUCK_OFF = 0, 1, -1
 
 class DeviceError(ConfigError):
     """Device parameters that are missing, malformed or physically impossible."""
+
+
+# The highest supported value of every numeric parameter, and why (all must be finite and not
+# negative; docs/config.md lists the ranges).
+_US = (1e6, "conductances of at most 1 S")
+DEVICE_MAX = {
+    "g_floor_us": _US, "g_ceil_us": _US, "init_mean_us": _US, "init_sigma_us": _US,
+    "set_step_us": _US, "reset_step_us": _US, "tolerance_us": _US, "relax_sigma_us": _US,
+    "stuck_on_us": _US, "stuck_off_us": _US, "drift_sigma_us": _US, "drift_target_us": _US,
+    "set_nonlinearity": (100.0, "a step that shrinks by more than e^-100 across the range"),
+    "reset_nonlinearity": (100.0, "a step that shrinks by more than e^-100 across the range"),
+    "c2c_sigma": (3.0, "log-normal spreads beyond 3 give zero or infinite steps"),
+    "d2d_sigma": (3.0, "log-normal spreads beyond 3 give zero or infinite gains"),
+    "max_pulses": (100000, "write-verify loops of at most 100,000 pulses"),
+    "verify_read_sigma": (1.0, "a relative read noise of at most 100%"),
+    "stuck_on_rate": (1.0, "a fraction"),
+    "stuck_off_rate": (1.0, "a fraction"),
+    "read_noise_sigma": (1.0, "a relative read noise of at most 100%"),
+    "drift_t0_s": (3.2e9, "a time constant of at most a century"),
+    "drift_rate": (1.0, "more would overshoot the relaxation target in one decade"),
+}
 
 
 @dataclass(frozen=True)
@@ -82,14 +103,19 @@ class DeviceParams:
             if f.name in ("name", "description"):
                 continue
             v = getattr(self, f.name)
+            hi, why = DEVICE_MAX[f.name]
             if f.name == "max_pulses":
                 if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                     raise DeviceError(f"max_pulses must be an integer >= 1, got {v!r}")
+                if v > hi:
+                    raise DeviceError(f"max_pulses={v} is beyond the supported 1..{hi}: {why}")
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise DeviceError(f"{f.name} must be a finite number, got {v!r}")
             if v < 0:
                 raise DeviceError(f"{f.name} must not be negative, got {v}")
+            if v > hi:
+                raise DeviceError(f"{f.name}={v} is beyond the supported 0..{hi:g}: {why}")
         for name in ("g_ceil_us", "set_step_us", "reset_step_us", "tolerance_us", "drift_t0_s"):
             if not getattr(self, name) > 0:
                 raise DeviceError(f"{name} must be positive, got {getattr(self, name)}")
@@ -106,9 +132,6 @@ class DeviceParams:
             if not self.g_floor_us <= v <= self.g_ceil_us:
                 raise DeviceError(f"{name}={v} lies outside the device range "
                                   f"g_floor_us..g_ceil_us = {self.g_floor_us}..{self.g_ceil_us}")
-        if self.drift_rate > 1:
-            raise DeviceError(f"drift_rate={self.drift_rate} would overshoot the relaxation "
-                              f"target in one decade (at most 1)")
         if self.read_noise_amplitude >= 2 ** 13:
             raise DeviceError(f"read_noise_sigma={self.read_noise_sigma} is beyond what the "
                               f"datapath supports (read_noise < 8192, sigma below ~29%)")
@@ -170,17 +193,14 @@ def load_preset(name_or_path: str | Path = DEFAULT_PRESET) -> DeviceParams:
             raise DeviceError(f"unknown device preset {s!r}; bundled presets: "
                               f"{', '.join(available_presets())} (or give a TOML file path)")
         path = PRESET_DIR / f"{s}.toml"
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise DeviceError(f"device file {path} does not exist") from None
-    except (UnicodeDecodeError, OSError) as e:
-        raise DeviceError(f"device file {path} cannot be read: {e}") from None
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise DeviceError(f"device file {path} is not valid TOML: {e}") from None
+    doc = read_toml(path, "device file", DeviceError)
+    if "device" in doc:
+        others = sorted(set(doc) - {"device"})
+        if others:
+            raise DeviceError(f"{path}: unknown tables or keys beside [device]: {others}")
     table = doc.get("device", doc)
+    if not isinstance(table, dict):
+        raise DeviceError(f"{path}: [device] must be a table")
     if "name" not in table:
         table = {**table, "name": path.stem}
     return DeviceParams.from_dict(table, str(path))

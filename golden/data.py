@@ -10,11 +10,16 @@ and the problem. Parsing is pure numpy (``np.frombuffer``); npz files are read w
 from __future__ import annotations
 
 import gzip
+import io
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from cim_spec import files
+from cim_spec.npzread import read_npz
 
 ROWS = COLS = 28
 N_CLASSES = 10
@@ -31,6 +36,7 @@ IDX_FILES = {
 NPZ_KEYS = {"train_images": "x_train", "train_labels": "y_train",
             "test_images": "x_test", "test_labels": "y_test"}
 
+MAX_IDX_BYTES = 256 << 20  # the full training images are 47 MB
 BUNDLED_PATH = Path(__file__).resolve().parent / "data" / "mnist_subset.npz"
 BUNDLED_TRAIN = 2000
 BUNDLED_TEST = 1000
@@ -90,16 +96,27 @@ def _describe(a) -> str:
 
 def _read_bytes(path: Path) -> bytes:
     try:
+        if path.stat().st_size > MAX_IDX_BYTES:
+            raise MnistError(f"{path}: {path.stat().st_size:,} bytes, more than any MNIST "
+                             f"file")
         raw = path.read_bytes()
     except OSError as e:
         raise MnistError(f"{path}: cannot read: {e.strerror or e}") from e
     if path.suffix == ".gz":
         if raw[:2] != b"\x1f\x8b":
             raise MnistError(f"{path}: corrupt gzip data: no gzip header")
+        # Decompressed with a cap, so that a small hostile file cannot fill the memory.
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
+            out = d.decompress(raw, MAX_IDX_BYTES + 1)
+        except zlib.error as e:
             raise MnistError(f"{path}: corrupt gzip data: {e}") from e
+        if len(out) > MAX_IDX_BYTES:
+            raise MnistError(f"{path}: decompresses to more than {MAX_IDX_BYTES:,} bytes, "
+                             f"more than any MNIST file")
+        if not d.eof:
+            raise MnistError(f"{path}: corrupt gzip data: truncated")
+        return out
     return raw
 
 
@@ -135,7 +152,7 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
     head = bytes([0, 0, IDX_UBYTE, array.ndim]) + np.array(array.shape, ">u4").tobytes()
     data = head + array.tobytes()
     path = Path(path)
-    path.write_bytes(gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
+    files.write_bytes(path, gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
 
 
 def _find_idx(directory: Path, stem: str) -> Path:
@@ -158,7 +175,14 @@ def _load_idx_dir(directory: Path) -> Mnist:
             raise MnistError(f"{paths[lab]}: label count {len(arrays[lab])} != image count "
                              f"{len(arrays[img])} in {paths[img].name}")
         _check_labels(arrays[lab], paths[lab])
+        _check_not_empty(arrays[img], paths[img])
     return Mnist(**arrays)
+
+
+def _check_not_empty(images: np.ndarray, where) -> None:
+    # An empty split would give an accuracy of 0/0, or train on nothing.
+    if len(images) == 0:
+        raise MnistError(f"{where}: holds no images")
 
 
 def _check_labels(labels: np.ndarray, where) -> None:
@@ -172,34 +196,26 @@ def _check_labels(labels: np.ndarray, where) -> None:
 
 
 def _load_npz(path: Path) -> Mnist:
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise MnistError(f"{path}: not a readable npz file: {e}") from e
-    if not hasattr(npz, "files"):
-        raise MnistError(f"{path}: not an npz archive (a single .npy array)")
+    npz = read_npz(path, MnistError, "MNIST npz file")
     arrays = {}
-    with npz:
-        for field, key in NPZ_KEYS.items():
-            if key not in npz.files:
-                raise MnistError(f"{path}: missing key {key!r} (has {sorted(npz.files)})")
-            try:
-                a = npz[key]
-            except (OSError, ValueError, EOFError, zlib.error) as e:
-                raise MnistError(f"{path}: key {key!r} is unreadable: {e}") from e
-            if a.dtype != np.uint8:
-                raise MnistError(f"{path}: key {key!r} has dtype {a.dtype}, expected uint8")
-            want = (None, ROWS, COLS) if field.endswith("images") else (None,)
-            if a.ndim != len(want) or a.shape[1:] != want[1:]:
-                shape = "(N, 28, 28)" if len(want) == 3 else "(N,)"
-                raise MnistError(f"{path}: key {key!r} has shape {a.shape}, expected {shape}")
-            arrays[field] = a
+    for field, key in NPZ_KEYS.items():
+        if key not in npz:
+            raise MnistError(f"{path}: missing key {key!r} (has {sorted(npz)})")
+        a = npz[key]
+        if a.dtype != np.uint8:
+            raise MnistError(f"{path}: key {key!r} has dtype {a.dtype}, expected uint8")
+        want = (None, ROWS, COLS) if field.endswith("images") else (None,)
+        if a.ndim != len(want) or a.shape[1:] != want[1:]:
+            shape = "(N, 28, 28)" if len(want) == 3 else "(N,)"
+            raise MnistError(f"{path}: key {key!r} has shape {a.shape}, expected {shape}")
+        arrays[field] = a
     for split in ("train", "test"):
         xk, yk = NPZ_KEYS[f"{split}_images"], NPZ_KEYS[f"{split}_labels"]
         if len(arrays[f"{split}_images"]) != len(arrays[f"{split}_labels"]):
             raise MnistError(f"{path}: label count {len(arrays[split + '_labels'])} ({yk}) != "
                              f"image count {len(arrays[split + '_images'])} ({xk})")
         _check_labels(arrays[f"{split}_labels"], f"{path} key {yk!r}")
+        _check_not_empty(arrays[f"{split}_images"], f"{path} key {xk!r}")
     return Mnist(**arrays)
 
 
@@ -213,7 +229,7 @@ def load_mnist(path: str | Path) -> Mnist:
     A directory without the IDX files but holding ``mnist.npz`` is also accepted.
     """
     p = Path(path)
-    if not p.exists():
+    if not os.path.lexists(p):
         raise MnistError(f"{p}: no such file or directory")
     if p.is_dir():
         if not any((p / s).is_file() or (p / (s + ".gz")).is_file() for s in IDX_FILES.values()) \
@@ -268,4 +284,6 @@ def make_subset(full: Mnist, n_train: int = BUNDLED_TRAIN, n_test: int = BUNDLED
 def save_npz(data: Mnist, path: str | Path, **extra: np.ndarray) -> None:
     """Write ``data`` as a compressed Keras-style npz (x_train, y_train, x_test, y_test)."""
     arrays = {key: getattr(data, field) for field, key in NPZ_KEYS.items()}
-    np.savez_compressed(path, **arrays, **extra)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays, **extra)
+    files.write_bytes(path, buf.getvalue())

@@ -14,15 +14,17 @@ activations ``clip(round(a / act_scale), 0, 255)`` (see :mod:`golden.float_model
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from cim_spec import files as cim_files
 from cim_spec.network import Network, weight_shape
+from cim_spec.npzread import read_npz
 
 BUNDLED_WEIGHTS = Path(__file__).resolve().parent / "data" / "mcnn_weights.npz"
 
@@ -103,67 +105,57 @@ def save(model: TrainedModel, path: str | Path, net: Network | None = None) -> N
         arrays[f"{name}.act_scale"] = np.array(float(s))
     arrays["network"] = np.array(model.network, dtype=np.str_)
     arrays["meta"] = np.array(json.dumps(model.meta, sort_keys=True), dtype=np.str_)
-    np.savez_compressed(path, **arrays)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    cim_files.write_bytes(path, buf.getvalue())
 
 
 def load(path: str | Path, net: Network) -> TrainedModel:
     """Read a model file written by :func:`save` and check it against ``net``."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such model file")
+    npz = read_npz(path, ModelFileError, "model file")
+    files = set(npz)
+    def get(key: str) -> np.ndarray:
+        if key not in files:
+            raise ModelFileError(f"{path}: missing array {key!r}")
+        return npz[key]
+
+    def scalar(key: str) -> float:
+        a = get(key)
+        if a.shape != () or a.dtype.kind not in "fiu":
+            raise ModelFileError(f"{path}: array {key!r} must be a 0-d number, got "
+                                 f"{a.dtype} {a.shape}")
+        return float(a)
+
+    def text(key: str) -> str:
+        a = get(key)
+        if a.shape != () or a.dtype.kind != "U":
+            raise ModelFileError(f"{path}: array {key!r} must be a 0-d string")
+        return str(a)
+
+    weights, wscales, ascales = {}, {}, {}
+    for layer in net.weight_layers():
+        w = get(f"{layer.name}.weight")
+        if w.dtype.kind != "f":
+            raise ModelFileError(f"{path}: array '{layer.name}.weight' has dtype "
+                                 f"{w.dtype}, expected float")
+        weights[layer.name] = w.astype(np.float32)
+        wscales[layer.name] = scalar(f"{layer.name}.weight_scale")
+    for name in _relu_layers(net):
+        ascales[name] = scalar(f"{name}.act_scale")
+    network = text("network")
     try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise ModelFileError(f"{path}: not an npz file: {e}") from e
-    if not hasattr(npz, "files"):
-        raise ModelFileError(f"{path}: not an npz archive (a single .npy array)")
-    with npz:
-        files = set(npz.files)
-
-        def get(key: str) -> np.ndarray:
-            if key not in files:
-                raise ModelFileError(f"{path}: missing array {key!r}")
-            try:
-                return npz[key]
-            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-                raise ModelFileError(f"{path}: array {key!r} is unreadable: {e}") from e
-
-        def scalar(key: str) -> float:
-            a = get(key)
-            if a.shape != () or a.dtype.kind not in "fiu":
-                raise ModelFileError(f"{path}: array {key!r} must be a 0-d number, got "
-                                     f"{a.dtype} {a.shape}")
-            return float(a)
-
-        def text(key: str) -> str:
-            a = get(key)
-            if a.shape != () or a.dtype.kind != "U":
-                raise ModelFileError(f"{path}: array {key!r} must be a 0-d string")
-            return str(a)
-
-        weights, wscales, ascales = {}, {}, {}
-        for layer in net.weight_layers():
-            w = get(f"{layer.name}.weight")
-            if w.dtype.kind != "f":
-                raise ModelFileError(f"{path}: array '{layer.name}.weight' has dtype "
-                                     f"{w.dtype}, expected float")
-            weights[layer.name] = w.astype(np.float32)
-            wscales[layer.name] = scalar(f"{layer.name}.weight_scale")
-        for name in _relu_layers(net):
-            ascales[name] = scalar(f"{name}.act_scale")
-        network = text("network")
-        try:
-            meta = json.loads(text("meta"))
-        except json.JSONDecodeError as e:
-            raise ModelFileError(f"{path}: array 'meta' is not valid JSON: {e}") from e
-        if not isinstance(meta, dict):
-            raise ModelFileError(f"{path}: array 'meta' must hold a JSON object")
-        known = {f"{n}.{kind}" for n in weights for kind in ("weight", "weight_scale")}
-        known |= {f"{n}.act_scale" for n in ascales} | {"network", "meta"}
-        unknown = files - known
-        if unknown:
-            raise ModelFileError(f"{path}: unexpected arrays {sorted(unknown)} (a model of "
-                                 f"another network?)")
+        meta = json.loads(text("meta"))
+    except json.JSONDecodeError as e:
+        raise ModelFileError(f"{path}: array 'meta' is not valid JSON: {e}") from e
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{path}: array 'meta' must hold a JSON object")
+    known = {f"{n}.{kind}" for n in weights for kind in ("weight", "weight_scale")}
+    known |= {f"{n}.act_scale" for n in ascales} | {"network", "meta"}
+    unknown = files - known
+    if unknown:
+        raise ModelFileError(f"{path}: unexpected arrays {sorted(unknown)} (a model of "
+                             f"another network?)")
     model = TrainedModel(network, weights, wscales, ascales, meta)
     validate(model, net, str(path))
     return model

@@ -115,6 +115,6 @@ def test_measured_cycles_go_to_their_replication(capsys, tmp_path):
     # A stand-in simulation measured nothing.
     (tmp_path / "sim.json").write_text(json.dumps({"replication": 3, "cycles_per_image": 1,
                                                    "stand_in": "test"}))
-    assert main(["energy", "--json", "--run", str(tmp_path)]) == 0
+    assert main(["energy", "--json", "--run", str(tmp_path), "--force"]) == 0
     s = json.loads(capsys.readouterr().out)["systems"]
     assert s["3"]["cycles_source"] == "mapping lower bound"

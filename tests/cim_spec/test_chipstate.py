@@ -177,12 +177,12 @@ def test_truncated_npz(saved):
     npz, _ = chipstate.paths(saved)
     data = npz.read_bytes()
     npz.write_bytes(data[:len(data) // 2])
-    refused(saved, "truncated or corrupt array file")
+    refused(saved, "truncated or corrupt chip-state array file")
 
 
 def test_garbage_npz(saved):
     chipstate.paths(saved)[0].write_bytes(b"not a zip file at all")
-    refused(saved, "truncated or corrupt array file")
+    refused(saved, "not a readable chip-state array file: no zip header")
 
 
 def test_pickled_arrays_are_refused(saved):

@@ -152,7 +152,7 @@ def test_damaged_npz_refused(tmp_path, changes, match):
 
 def test_not_an_npz_refused(tmp_path):
     (tmp_path / "x.npz").write_bytes(b"garbage" * 10)
-    with pytest.raises(MnistError, match="not a readable npz file"):
+    with pytest.raises(MnistError, match="not a readable MNIST npz file: no zip header"):
         load_mnist(tmp_path / "x.npz")
     np.save(tmp_path / "a.npy", np.zeros(3))
     with pytest.raises(MnistError, match="not an npz archive"):
@@ -273,7 +273,7 @@ def test_model_file_not_found_or_not_npz(tmp_path):
     with pytest.raises(ModelFileError, match="no such model file"):
         model_file.load(tmp_path / "none.npz", MCNN)
     (tmp_path / "x.npz").write_text("hello")
-    with pytest.raises(ModelFileError, match="not an npz file"):
+    with pytest.raises(ModelFileError, match="not a readable model file: no zip header"):
         model_file.load(tmp_path / "x.npz", MCNN)
     assert issubclass(ModelFileError, ValueError)
 

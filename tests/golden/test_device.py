@@ -46,7 +46,7 @@ def test_user_toml_by_path(tmp_path):
     (dict(stuck_on_rate=0.6, stuck_off_rate=0.5), "stuck_on_rate \\+ stuck_off_rate"),
     (dict(g_floor_us=40.0), "g_ceil_us \\(30.0\\) must exceed g_floor_us"),
     (dict(stuck_on_us=50.0), "stuck_on_us=50.0 lies outside the device range"),
-    (dict(drift_rate=2.0), "drift_rate=2.0 would overshoot"),
+    (dict(drift_rate=2.0), "drift_rate=2.0 is beyond the supported 0..1"),
     (dict(read_noise_sigma=0.5), "read_noise_sigma=0.5 is beyond what the datapath supports"),
     (dict(name=""), "device name must be a non-empty string"),
 ])
