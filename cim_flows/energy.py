@@ -2,7 +2,7 @@
 
 Energies are per event: one read slot of the array, one driven input line, one sampled
 output line, one ADC conversion, one digital operation. The analog defaults are the paper's
-per-slot figures for its 128 x 128 benchmark core at 8-bit inputs (ARCHITECTURE.md); the
+per-slot figures for its 128 x 128 benchmark core at 8-bit inputs (docs/energy.md); the
 digital ones are Horowitz's 45 nm figures (ISSCC 2014) scaled to the paper's 130 nm node.
 docs/energy.md derives the op-counting convention and the digital term that reproduce the
 paper's 11,014 GOPS/W, and lists every assumption; `assumptions()` returns the same list.

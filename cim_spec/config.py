@@ -1,7 +1,7 @@
 """The system configuration: one validated, immutable description of the hardware.
 
 Every other module takes a `SystemConfig`; nothing reads globals. The defaults are the
-reference system of Yao et al., Nature 2020 (see ARCHITECTURE.md): eight PEs of 128 x 16
+reference system of Yao et al., Nature 2020 (README.md): eight PEs of 128 x 16
 1T1R cells, 15-level weights on differential pairs of 8-state cells, 8-bit bit-serial inputs,
 8-bit ADCs.
 """

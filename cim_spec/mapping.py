@@ -1,10 +1,10 @@
 """Placing a network's weight layers onto PEs and array lines.
 
-The orientation is the one that fits the mCNN into eight PEs (ARCHITECTURE.md): a layer's input
-vector drives the array's bit lines (`array_cols` of them), and each output is a differential
-pair of source lines. A layer whose input vector is longer than the bit lines is cut into
-*chunks*; each chunk is a *block* of ``2 * n_out`` source lines x ``n_in`` bit lines, and the
-chunk results are partial sums added digitally.
+The orientation is the one that fits the mCNN into eight PEs (docs/datapath.md section 2): a
+layer's input vector drives the array's bit lines (`array_cols` of them), and each output is a
+differential pair of source lines. A layer whose input vector is longer than the bit lines is
+cut into *chunks*; each chunk is a *block* of ``2 * n_out`` source lines x ``n_in`` bit lines,
+and the chunk results are partial sums added digitally.
 
 Conv layers are replicated into `replication` groups of PEs (spatial parallelism); dense layers
 are shared by all groups. Within a group, a heavily used block may get several *copies* so that

@@ -34,7 +34,7 @@ def test_mcnn_mapping_is_consistent(replication):
 
 
 def test_paper_counts():
-    """ARCHITECTURE.md: 3 groups x 2 PEs + 2 FC PEs = 8; C3 in 8 chunks, FC in 12."""
+    """docs/datapath.md section 2: 3 groups x 2 PEs + 2 FC PEs = 8; C3 in 8 chunks, FC in 12."""
     m = map_network(SystemConfig(replication=3), MCNN)
     assert [len(g) for g in m.group_pes] == [2, 2, 2] and len(m.shared_pes) == 2
     assert m.layer("C3").n_chunks == 8 and m.layer("FC").n_chunks == 12
