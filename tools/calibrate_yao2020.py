@@ -1,6 +1,6 @@
 """Calibrate the `yao2020` device preset to the paper's transfer accuracy (95.07%).
 
-Every parameter of cim_core/presets/yao2020.toml is fixed at a physically plausible value
+Every parameter of cim_spec/presets/yao2020.toml is fixed at a physically plausible value
 (see docs/device.md) except one, ``relax_sigma_us``: the spread of the short-term relaxation
 after write-verify, which dominates the programming error. This script finds the value at
 which single-group (replication 1) transfer accuracy on the full MNIST test set, averaged over

