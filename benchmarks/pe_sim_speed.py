@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from hdl import build
-from hdl.params import PEParams
+from hdl.params import CrossbarForm, PEParams
 from hdl.pe import PE
 from testbench import runner
 
@@ -26,7 +26,7 @@ def main():
     build_dir = runner.BUILD_ROOT / "bench_pe"
     shutil.rmtree(build_dir, ignore_errors=True)
     t0 = time.perf_counter()
-    sources = build.generate(PE(p, init=g, form="verilog"), "pe", build_dir)
+    sources = build.generate(PE(p, init=g, form=CrossbarForm.VERILOG), "pe", build_dir)
     t_gen = time.perf_counter() - t0
     t0 = time.perf_counter()
     runner.build(sources, "pe", build_dir)

@@ -18,9 +18,10 @@ from hdl import build
 from hdl.chip import CimChip
 from hdl.chip_plan import plan_chip
 from hdl.harness import LOADER_SOURCE, SimHarness
+from hdl.params import CrossbarForm
 
 TOPS = ("chip", "harness")
-FORMS = ("verilog", "amaranth", "blackbox")
+FORMS = tuple(f.value for f in CrossbarForm)     # the crossbar forms' names
 
 
 def chip_for(chip_path: Path | None, cfg: SystemConfig | None) -> tuple[Chip, str]:
@@ -35,7 +36,9 @@ def chip_for(chip_path: Path | None, cfg: SystemConfig | None) -> tuple[Chip, st
 
 
 def _sources(top: str, form: str) -> list[Path]:
-    return build.macro_sources(form) + ([LOADER_SOURCE] if top == "harness" else [])
+    """The hand-written Verilog that goes with a top of this crossbar form (by name)."""
+    return build.macro_sources(CrossbarForm(form)) + ([LOADER_SOURCE] if top == "harness"
+                                                      else [])
 
 
 def verilog_files(chip: Chip, top: str, form: str) -> list[str]:
@@ -65,7 +68,8 @@ def export_verilog(chip: Chip, out: Path, top: str = "chip", form: str = "verilo
     out = Path(out)
     t0 = time.perf_counter()
     plan = plan_chip(chip)
-    design = SimHarness(plan, form) if top == "harness" else CimChip(plan, form)
+    xform = CrossbarForm(form)
+    design = SimHarness(plan, xform) if top == "harness" else CimChip(plan, xform)
     texts = {f"{top}_gen.v": build.verilog_text(design, top)}
     for s in _sources(top, form):
         texts[s.name] = s.read_text()

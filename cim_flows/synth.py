@@ -37,7 +37,7 @@ class SynthError(ConfigError):
 class Design:
     name: str
     help: str
-    build: Callable        # (SystemConfig, crossbar form) -> Amaranth component
+    build: Callable        # (SystemConfig, hdl.params.CrossbarForm) -> Amaranth component
 
 
 DESIGNS: dict[str, Design] = {}
@@ -75,7 +75,7 @@ def get_design(name: str) -> Design:
     return DESIGNS[name]
 
 
-VIEWS = {"asic": "blackbox", "fpga": "amaranth"}   # view -> crossbar form
+VIEWS = {"asic": "blackbox", "fpga": "amaranth"}   # view -> crossbar form (CrossbarForm value)
 
 
 def crossbar_form(view: str) -> str:
@@ -281,7 +281,8 @@ def generate_verilog(cfg: SystemConfig, design_name: str, view: str, out_dir: Pa
                      top: str | None = None) -> tuple[str, list[str]]:
     """Verilog of a design's view in `out_dir`: the top's name and the source file names."""
     from hdl.build import generate
-    form = crossbar_form(view)
+    from hdl.params import CrossbarForm
+    form = CrossbarForm(crossbar_form(view))
     top = top or f"cim_{design_name}_{view}"
     component = get_design(design_name).build(cfg, form)
     return top, local_sources(generate(component, top, out_dir, form), out_dir)

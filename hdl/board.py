@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 
 from cim_spec.config import SystemConfig
 
-from .params import PEParams
+from .params import CrossbarForm, PEParams
 from .pe import PE
 
 SEED = 0x2545F491
@@ -115,7 +115,7 @@ class SelfTest(wiring.Component):
     """Program, read, fold, compare: `done` then `passed`, and the `signature`."""
 
     def __init__(self, cfg: SystemConfig, expected: int, reads: int = 64,
-                 form: str = "amaranth"):
+                 form: CrossbarForm = CrossbarForm.AMARANTH):
         if reads < 1:
             raise ValueError(f"reads must be at least 1, got {reads}")
         if not 0 <= expected < 2 ** 32:

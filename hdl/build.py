@@ -16,6 +16,7 @@ from pathlib import Path
 from amaranth.back import verilog
 
 from .crossbar import BEHAVIORAL_SOURCE, BLACKBOX_SOURCE
+from .params import CrossbarForm, check_form
 
 WAIVERS = Path(__file__).resolve().parent / "verilator_waivers.vlt"
 
@@ -47,7 +48,8 @@ def write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
-def generate(component, name: str, out_dir: Path, form: str = "verilog") -> list[Path]:
+def generate(component, name: str, out_dir: Path,
+             form: CrossbarForm = CrossbarForm.VERILOG) -> list[Path]:
     """Write `<name>_gen.v` and return the Verilog sources a simulator or synthesizer needs."""
     out_dir = Path(out_dir)
     with locked(out_dir):
@@ -56,9 +58,10 @@ def generate(component, name: str, out_dir: Path, form: str = "verilog") -> list
     return [path, *macro_sources(form)]
 
 
-def macro_sources(form: str) -> list[Path]:
+def macro_sources(form: CrossbarForm) -> list[Path]:
     """The crossbar macro's Verilog that goes with a generated design of this form."""
-    return {"verilog": [BEHAVIORAL_SOURCE], "blackbox": [BLACKBOX_SOURCE], "amaranth": []}[form]
+    return {CrossbarForm.VERILOG: [BEHAVIORAL_SOURCE], CrossbarForm.BLACKBOX: [BLACKBOX_SOURCE],
+            CrossbarForm.AMARANTH: []}[check_form(form)]
 
 
 def digest(*parts) -> str:

@@ -17,12 +17,14 @@ from __future__ import annotations
 from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from . import noise
 from .chip_plan import ChipPlan
 from .feeder import Feeder
 from .image_in import ImageInput
 from .merger import Merger
+from .params import CrossbarForm, check_form
 from .pe import PE
 from .pool import PoolWriter
 
@@ -42,27 +44,36 @@ def program_layout(plan: ChipPlan) -> data.StructLayout:
 
 
 def tapped_buffers(plan: ChipPlan) -> list[str]:
+    """The feature maps the debug taps show, in tap order (`CimChip.tap[i]`)."""
     return [name for name in plan.buffers if name != "img"]
 
 
-class CimChip(wiring.Component):
-    """The chip. With `debug_taps`, every feature-map write is also visible at the ports
-    (`tap_<buffer>__addr/word/en`), so a testbench can find the first layer that differs."""
+def tap_signature(plan: ChipPlan) -> memory.WritePort.Signature:
+    """One debug tap: a feature-map memory's write port (address, word, enable), as wide as
+    the largest tapped map; narrower maps' words and addresses are zero-extended."""
+    bufs = [plan.buffers[name] for name in tapped_buffers(plan)]
+    return memory.WritePort.Signature(
+        addr_width=ceil_log2(max((b.depth for b in bufs), default=1)),
+        shape=max((b.word_bits for b in bufs), default=1))
 
-    def __init__(self, plan: ChipPlan, form: str = "verilog", debug_taps: bool = False):
+
+class CimChip(wiring.Component):
+    """The chip. With `debug_taps`, every feature-map write is also visible at the ports:
+    `tap[i]` repeats the write port of the memory of `tapped_buffers(plan)[i]`, so a
+    testbench can find the first layer that differs."""
+
+    def __init__(self, plan: ChipPlan, form: CrossbarForm = CrossbarForm.VERILOG,
+                 debug_taps: bool = False):
         if not isinstance(plan, ChipPlan):
             raise TypeError(f"CimChip needs a ChipPlan (hdl.chip_plan.plan_chip), got "
                             f"{type(plan).__name__}")
         self.plan = plan
-        self.form, self.debug_taps = form, debug_taps
+        self.form, self.debug_taps = check_form(form), debug_taps
         n_layers = len(self.plan.layers)
         taps = {}
         if debug_taps:
-            for name in tapped_buffers(self.plan):
-                buf = self.plan.buffers[name]
-                taps.update({f"tap_{name}__addr": Out(range(max(buf.depth, 2))),
-                             f"tap_{name}__word": Out(buf.word_bits),
-                             f"tap_{name}__en": Out(1)})
+            # The write port's signature flipped: the chip drives every member.
+            taps["tap"] = In(tap_signature(plan)).array(len(tapped_buffers(plan)))
         super().__init__({
             **taps,
             "pixels": In(stream.Signature(self.plan.buffers["img"].bits)),
@@ -87,21 +98,21 @@ class CimChip(wiring.Component):
         mergers = [Merger(plan, g) for g in range(len(plan.groups))]
         for g, mg in enumerate(mergers):
             m.submodules[f"merger{g}"] = mg
-            for pe in plan.groups[g].pes:
-                wiring.connect(m, pes[pe].o, getattr(mg, f"ps_{pe}"))
+            for k, pe in enumerate(plan.groups[g].pes):
+                wiring.connect(m, pes[pe].o, mg.ps[k])
 
         # Feature-map memories and their ports.
         img_buf = plan.buffers["img"]
         m.submodules.img_in = img_in = ImageInput(img_buf)
         m.submodules.img_mem = img_mem = memory.Memory(shape=img_buf.bits,
                                                        depth=2 * img_buf.depth, init=[])
-        wp = img_mem.write_port()
-        m.d.comb += [wp.addr.eq(img_in.wr_addr), wp.data.eq(img_in.wr_data),
-                     wp.en.eq(img_in.wr_en), img_in.pixels.payload.eq(self.pixels.payload),
+        wiring.connect(m, img_in.wr, img_mem.write_port())
+        m.d.comb += [img_in.pixels.payload.eq(self.pixels.payload),
                      img_in.pixels.valid.eq(self.pixels.valid),
                      self.pixels.ready.eq(img_in.pixels.ready),
                      img_in.image_id.eq(self.image_id)]
         pools = {}
+        taps = tapped_buffers(plan)
         for name, buf in plan.buffers.items():
             if name == "img":
                 mem = img_mem
@@ -112,22 +123,21 @@ class CimChip(wiring.Component):
                 pw = PoolWriter(buf, len(writers))
                 m.submodules[f"{name}_pool"] = pools[name] = pw
                 for i, mg in enumerate(writers):
-                    wiring.connect(m, getattr(mg, f"wr_{name}"), getattr(pw, f"in_{i}"))
-                rp, wr = mem.read_port(), mem.write_port()
-                m.d.comb += [rp.addr.eq(pw.rd_addr), pw.rd_data.eq(rp.data),
-                             wr.addr.eq(pw.wr_addr), wr.data.eq(pw.wr_data),
-                             wr.en.eq(pw.wr_en)]
+                    self._offer(m, mg.wr[mg.dsts.index(name)], pw.i[i])
+                wr = mem.write_port()
+                wiring.connect(m, pw.rd, mem.read_port())
+                wiring.connect(m, pw.wr, wr)
                 if self.debug_taps:
-                    m.d.comb += [getattr(self, f"tap_{name}__addr").eq(pw.wr_addr),
-                                 getattr(self, f"tap_{name}__word").eq(pw.wr_data),
-                                 getattr(self, f"tap_{name}__en").eq(pw.wr_en)]
+                    tap = self.tap[taps.index(name)]
+                    m.d.comb += [tap.addr.eq(wr.addr), tap.data.eq(wr.data), tap.en.eq(wr.en)]
             for fd in feeders:
                 if name in fd.sources:
+                    port = fd.src[fd.sources.index(name)]
                     rp = mem.read_port()
-                    addr = getattr(fd, f"{name}_addr")
+                    addr = port.addr
                     if name == "img":
                         addr = img_in.cur_bank * buf.depth + addr
-                    m.d.comb += [rp.addr.eq(addr), getattr(fd, f"{name}_data").eq(rp.data)]
+                    m.d.comb += [rp.addr.eq(addr), rp.en.eq(port.en), port.data.eq(rp.data)]
 
         # The logits leave with their argmax (the first of equal maxima, as the golden model).
         logits_mg = next(mg for mg in mergers if mg.logits_layer is not None)
@@ -192,6 +202,14 @@ class CimChip(wiring.Component):
                         m.d.sync += layer.eq(layer + 1)
                         m.next = "START"
             m.d.comb += self.busy.eq(~fsm.ongoing("WAIT"))
+
+    @staticmethod
+    def _offer(m, src, dst):
+        """A merger's word stream to a pooling writer's input: the bits the buffer has (the
+        merger's streams are as wide as its widest buffer)."""
+        m.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready),
+                     dst.payload.addr.eq(src.payload.addr),
+                     dst.payload.data.eq(src.payload.data)]
 
     def _programming(self, m, pes):
         """Cell writes go to the addressed PE, only while no image is being processed."""

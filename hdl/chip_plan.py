@@ -11,6 +11,7 @@ copy counts), reads the chunks that the residue gives it; its shift-add accumula
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass, field
 
@@ -24,6 +25,13 @@ from .params import PEParams
 
 class ChipPlanError(ConfigError):
     """The network or mapping is one the chip gateware cannot run."""
+
+
+class LayerKind(enum.Enum):
+    """What a weight layer's reads look like (the mapping's `kind` names)."""
+
+    CONV = "conv"      # a window of k x k source words per output position
+    DENSE = "dense"    # the whole source map, one output position
 
 
 @dataclass(frozen=True)
@@ -47,9 +55,13 @@ class Buffer:
 
 @dataclass(frozen=True)
 class LayerPlan:
+    """One weight layer as the sequencer runs it: where its inputs come from and how a
+    window is fetched, its output positions, its digital parameters, and where its (pooled)
+    outputs go."""
+
     index: int                   # weight-layer index (the read-noise key)
     name: str
-    kind: str                    # "conv" or "dense"
+    kind: LayerKind
     src: str                     # buffer the layer reads
     words: tuple[int, ...]       # source-word offsets of one window, relative to its origin
     out_hw: tuple[int, int]
@@ -75,6 +87,9 @@ class Entry:
 
 @dataclass(frozen=True)
 class Read:
+    """One read request of a PE's program: which entry (block) it reads, and whether it
+    starts (`first`) or ends (`last`) the partial sum its shift-add accumulates."""
+
     entry: int                   # index into PEPlan.entries
     first: bool
     last: bool
@@ -82,6 +97,9 @@ class Read:
 
 @dataclass
 class PEPlan:
+    """One PE: its parameters and conductance codes, the blocks it holds (entries), and per
+    layer the read program its feeder walks."""
+
     pe: int
     params: PEParams
     init: object                 # (rows, cols) conductance codes
@@ -92,6 +110,11 @@ class PEPlan:
 
 @dataclass
 class GroupPlan:
+    """A group of PEs that share output positions, and the merger that adds their partial
+    sums: per layer the group's position range, the period of its read pattern, and which
+    PEs contribute at each residue of that period. The last group may be the shared PEs of
+    layers that are not replicated."""
+
     index: int
     pes: list[int]
     ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -102,6 +125,8 @@ class GroupPlan:
 
 @dataclass
 class ChipPlan:
+    """Everything the chip gateware is elaborated from (built by `plan_chip`)."""
+
     chip: Chip
     layers: list[LayerPlan]
     buffers: dict[str, Buffer]
@@ -173,7 +198,7 @@ def plan_chip(chip: Chip) -> ChipPlan:
             last = True
             dst = None
         layers.append(LayerPlan(
-            index, layer.name, lm.kind, src, words, lm.out_hw, lm.n_out,
+            index, layer.name, LayerKind(lm.kind), src, words, lm.out_hw, lm.n_out,
             int(dig.adc_gain[layer.name]),
             None if last else int(dig.requant_mult[layer.name]),
             None if last else int(dig.requant_shift[layer.name]),
@@ -198,7 +223,7 @@ def plan_chip(chip: Chip) -> ChipPlan:
         gather = []
         for i in range(b.n_in):
             idx = b.in0 + i
-            if lp.kind == "conv":
+            if lp.kind is LayerKind.CONV:
                 k2 = len(lp.words)
                 gather.append((idx % k2, idx // k2))           # (dy*k + dx, channel)
             else:

@@ -1,12 +1,13 @@
-"""The crossbar macro of one PE, in three interchangeable forms with the same ports.
+"""The crossbar macro of one PE, in three interchangeable forms (`CrossbarForm`) with the
+same ports.
 
-* ``"verilog"``: the behavioral Verilog model `hdl/verilog/cim_crossbar.v`, which computes only
+* ``VERILOG``: the behavioral Verilog model `hdl/verilog/cim_crossbar.v`, which computes only
   on a read slot and only the selected lines: the fast form for Verilator.
-* ``"amaranth"``: the same function in Amaranth, time-multiplexed for block RAM: the cells in
+* ``AMARANTH``: the same function in Amaranth, time-multiplexed for block RAM: the cells in
   memories with synchronous read ports, `p.lanes` source lines summed per cycle, so one slot
   takes ceil(n_lines / lanes) + 1 cycles instead of 1 (docs/pe.md, "Timing"). It simulates
   under amaranth.sim and synthesizes as the FPGA emulation of the analog array.
-* ``"blackbox"``: an instance of `cim_crossbar` with no contents, for ASIC flows
+* ``BLACKBOX``: an instance of `cim_crossbar` with no contents, for ASIC flows
   (`hdl/verilog/cim_crossbar_blackbox.v` declares it).
 """
 
@@ -21,12 +22,11 @@ from amaranth.lib.wiring import In, Out
 
 from . import layouts
 from .crossbar_fpga import emulate
-from .params import PEParams
+from .params import CrossbarForm, PEParams, check_form
 
 VERILOG_DIR = Path(__file__).resolve().parent / "verilog"
 BEHAVIORAL_SOURCE = VERILOG_DIR / "cim_crossbar.v"
 BLACKBOX_SOURCE = VERILOG_DIR / "cim_crossbar_blackbox.v"
-FORMS = ("verilog", "amaranth", "blackbox")
 
 
 def check_init(p: PEParams, init) -> np.ndarray:
@@ -54,10 +54,8 @@ def pack_init(p: PEParams, g: np.ndarray) -> int:
 class Crossbar(wiring.Component):
     """Read slots in, per-line integer currents out; a programming port writes cells."""
 
-    def __init__(self, p: PEParams, init=None, form: str = "verilog"):
-        if form not in FORMS:
-            raise ValueError(f"crossbar form must be one of {FORMS}, got {form!r}")
-        self.p, self.form = p, form
+    def __init__(self, p: PEParams, init=None, form: CrossbarForm = CrossbarForm.VERILOG):
+        self.p, self.form = p, check_form(form)
         self.init = check_init(p, init)
         super().__init__({
             "i": In(stream.Signature(layouts.slot(p))),
@@ -70,7 +68,7 @@ class Crossbar(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        if self.form == "amaranth":
+        if self.form is CrossbarForm.AMARANTH:
             emulate(m, self)
             return m
         # The macro samples the selected lines' currents in one cycle.
@@ -95,7 +93,7 @@ class Crossbar(wiring.Component):
                       p_LINE_BITS=p.line_bits, p_SLOT_BITS=p.slot_bits,
                       p_CUR_BITS=p.current_bits, p_READ_NOISE=p.read_noise,
                       p_PE_SEED=Const(p.pe_seed, 32))
-        if self.form == "verilog":
+        if self.form is CrossbarForm.VERILOG:
             params["p_INIT"] = Const(pack_init(p, self.init), p.rows * p.cols * p.code_bits)
         m.submodules.macro = Instance(
             "cim_crossbar", **params,

@@ -1,4 +1,4 @@
-"""The crossbar's "amaranth" form: the analog array emulated with block RAM and adder trees.
+"""The crossbar's AMARANTH form: the analog array emulated with block RAM and adder trees.
 
 A read slot selects up to `max_lines` consecutive source lines. Reading them all in one cycle
 needs a read port per line, and asynchronous ones, which block RAM does not have (the first

@@ -9,14 +9,24 @@ fixed at elaboration.
 from __future__ import annotations
 
 from amaranth import Const, Module, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from . import layouts, noise
 from .chip_plan import ChipPlan
 
 
 class Feeder(wiring.Component):
+    """The feeder of PE `pe` of the plan.
+
+    `start` runs layer `layer` (if this PE reads for it; `done` is high while idle). `src[s]`
+    reads the feature map `sources[s]` through a read port of its memory: all of them have
+    the address and word width of the largest of these maps (the chip connects the bits each
+    map has), and the word arrives the cycle after its address. `req` carries the read
+    requests, each with its read-noise nonce keyed by `image_key` (mix32 of the image id).
+    """
+
     def __init__(self, plan: ChipPlan, pe: int):
         self.plan, self.pe = plan, pe
         self.pp = plan.pes[pe]
@@ -24,18 +34,17 @@ class Feeder(wiring.Component):
         self.sources = sorted({lp.src for lp in self.layers})
         self.n_words = max((len(lp.words) for lp in self.layers), default=1)
         self.word_bits = max((plan.buffers[lp.src].word_bits for lp in self.layers), default=1)
-        ports = {
+        depth = max((plan.buffers[name].depth for name in self.sources), default=1)
+        super().__init__({
             "start": In(1),
             "layer": In(range(max(len(plan.layers), 2))),
             "image_key": In(32),
             "done": Out(1),
             "req": Out(stream.Signature(layouts.read_request(self.pp.params))),
-        }
-        for name in self.sources:
-            buf = plan.buffers[name]
-            ports[f"{name}_addr"] = Out(range(max(buf.depth, 2)))
-            ports[f"{name}_data"] = In(buf.word_bits)
-        super().__init__(ports)
+            # The memories' read port signature, flipped: the feeder drives the address.
+            "src": In(memory.ReadPort.Signature(addr_width=ceil_log2(depth),
+                                                shape=self.word_bits)).array(len(self.sources)),
+        })
 
     def _group(self, layer):
         return next(g for g in self.plan.groups if self.pe in g.pes and layer in g.ranges)
@@ -97,13 +106,13 @@ class Feeder(wiring.Component):
                                                          last.eq(rd.last)]
 
         # The source memories: address the window's words, capture them a cycle later.
-        for name in self.sources:
-            m.d.comb += getattr(self, f"{name}_addr").eq(base + word_off)
+        for port in self.src:
+            m.d.comb += port.addr.eq(base + word_off)
         data_in = Signal(self.word_bits)
         with m.Switch(active):
             for lp in self.layers:
                 with m.Case(lp.index):
-                    m.d.comb += data_in.eq(getattr(self, f"{lp.src}_data"))
+                    m.d.comb += data_in.eq(self.src[self.sources.index(lp.src)].data)
 
         m.d.comb += self.req.payload.eq(self.req_reg)
 
@@ -165,8 +174,10 @@ class Feeder(wiring.Component):
     def _request(self, m, req, entry, first, last, window, pos):
         plan, pp, p = self.plan, self.pp, self.pp.params
         m.d.sync += [req.first.eq(first), req.last.eq(last)]
-        chunk = Signal(8)
-        layer_index = Signal(4)
+        # The nonce key's fields, as wide as this plan needs: the key is then the same 32-bit
+        # value the golden model computes, whatever the chunk and layer counts.
+        chunk = Signal(range(max(en.chunk for en in pp.entries) + 1))
+        layer_index = Signal(range(len(plan.layers)))
         with m.Switch(entry):
             for e, en in enumerate(pp.entries):
                 lp = plan.layer(en.layer)

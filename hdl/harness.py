@@ -11,6 +11,7 @@ from amaranth.lib.wiring import In, Out
 
 from .chip import CimChip, program_layout, result_layout
 from .crossbar import VERILOG_DIR
+from .params import CrossbarForm
 
 LOADER_SOURCE = VERILOG_DIR / "cim_image_loader.v"
 
@@ -25,17 +26,18 @@ def beat_layout(bits: int) -> data.StructLayout:
 
 
 class SimHarness(wiring.Component):
-    """The chip for simulation: a byte-wide image loader and registered host ports."""
+    """The chip for simulation: a byte-wide image loader and registered host ports. The
+    chip's debug taps are ports of the harness too (`tap__<i>__addr/data/en` in Verilog,
+    i indexing `hdl.chip.tapped_buffers(plan)`)."""
 
-    def __init__(self, plan, form: str = "verilog"):
+    def __init__(self, plan, form: CrossbarForm = CrossbarForm.VERILOG):
         self.chip = CimChip(plan, form, debug_taps=True)
         plan = self.chip.plan
         img = plan.buffers["img"]
         self.n_pixels, self.pixel_bits = img.depth * img.channels, img.bits
-        self.taps = [n for n in self.chip.signature.members if n.startswith("tap_")]
         super().__init__({
             "clk": In(1),
-            **{n: Out(self.chip.signature.members[n].shape) for n in self.taps},
+            "tap": self.chip.signature.members["tap"],
             "load": In(stream.Signature(beat_layout(img.bits))),
             "result": Out(stream.Signature(result_layout(plan))),
             "prog": In(stream.Signature(program_layout(plan))),
@@ -64,8 +66,8 @@ class SimHarness(wiring.Component):
             o_pix_id=chip.image_id, i_pix_ready=chip.pixels.ready)
         self._register(m, chip.result, self.result)
         self._register(m, self.prog, chip.prog)
-        for n in self.taps:
-            m.d.comb += getattr(self, n).eq(getattr(chip, n))
+        for outer, inner in zip(self.tap, chip.tap, strict=True):
+            wiring.connect(m, wiring.flipped(outer), inner)
         m.d.comb += [self.busy.eq(chip.busy), self.images_done.eq(chip.images_done),
                      self.cycles_image.eq(chip.cycles_image),
                      self.cycles_layer.eq(chip.cycles_layer)]

@@ -4,8 +4,9 @@ image loads while the chip still reads the current one."""
 from __future__ import annotations
 
 from amaranth import Module, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from .chip_plan import Buffer
 
@@ -14,7 +15,8 @@ class ImageInput(wiring.Component):
     """Pixels in raster order fill bank `wb`; the id is sampled with an image's first pixel.
 
     The consumer sees `avail`, the image id `cur_id` and the bank `cur_bank` of the oldest
-    complete image, and frees that bank with a `release` pulse.
+    complete image, and frees that bank with a `release` pulse. `wr` drives the write port of
+    the image memory (two banks of `buf.depth` pixels, bank b at b * depth).
     """
 
     def __init__(self, buf: Buffer):
@@ -26,9 +28,8 @@ class ImageInput(wiring.Component):
             "cur_bank": Out(1),
             "cur_id": Out(32),
             "release": In(1),
-            "wr_addr": Out(range(2 * buf.depth)),
-            "wr_data": Out(buf.bits),
-            "wr_en": Out(1),
+            "wr": In(memory.WritePort.Signature(addr_width=ceil_log2(2 * buf.depth),
+                                                shape=buf.bits)),
         })
 
     def elaborate(self, platform):
@@ -41,9 +42,9 @@ class ImageInput(wiring.Component):
 
         m.d.comb += [
             self.pixels.ready.eq(~full.bit_select(wb, 1)),
-            self.wr_addr.eq(wb * depth + wp),
-            self.wr_data.eq(self.pixels.payload),
-            self.wr_en.eq(self.pixels.valid & self.pixels.ready),
+            self.wr.addr.eq(wb * depth + wp),
+            self.wr.data.eq(self.pixels.payload),
+            self.wr.en.eq(self.pixels.valid & self.pixels.ready),
             self.avail.eq(full.bit_select(rb, 1)),
             self.cur_bank.eq(rb),
             self.cur_id.eq(ids[1]),
@@ -51,7 +52,7 @@ class ImageInput(wiring.Component):
         with m.If(rb == 0):
             m.d.comb += self.cur_id.eq(ids[0])
 
-        with m.If(self.wr_en):
+        with m.If(self.wr.en):
             m.d.sync += wp.eq(wp + 1)
             with m.If(wp == 0):
                 for b in range(2):

@@ -14,13 +14,20 @@ from amaranth.lib.wiring import In, Out
 
 from . import layouts
 from .chip_plan import ChipPlan
-
-
-def word_write(depth: int, word_bits: int) -> data.StructLayout:
-    return data.StructLayout({"addr": range(max(depth, 2)), "word": word_bits})
+from .pool import pool_write
 
 
 class Merger(wiring.Component):
+    """The merger of group `group` of the plan.
+
+    `ps[k]` takes the partial sums of the group's k-th PE (`plan.groups[group].pes[k]`).
+    `wr[d]` offers the requantized words of the layers that write buffer `dsts[d]` to its
+    pooling writer; all of them have the layout of the widest of these buffers (the chip
+    connects the bits each buffer has). `logits` hands on the last layer's sums, if this
+    group computes it. `start` runs layer `layer` (if this group has a share of it); `done`
+    is high while idle.
+    """
+
     def __init__(self, plan: ChipPlan, group: int):
         self.plan, self.gp = plan, plan.groups[group]
         self.layers = [lp for lp in plan.layers if lp.name in self.gp.ranges]
@@ -28,16 +35,16 @@ class Merger(wiring.Component):
         p = plan.pes[self.gp.pes[0]].params
         self.p = p
         self.logits_layer = next((lp for lp in self.layers if lp.dst is None), None)
+        dst_bufs = [plan.buffers[d] for d in self.dsts]
+        self.wr_layout = pool_write(max((b.depth for b in dst_bufs), default=1),
+                                    max((b.word_bits for b in dst_bufs), default=1))
         ports = {
             "start": In(1),
             "layer": In(range(max(len(plan.layers), 2))),
             "done": Out(1),
+            "ps": In(stream.Signature(layouts.partial_sums(p))).array(len(self.gp.pes)),
+            "wr": Out(stream.Signature(self.wr_layout)).array(len(self.dsts)),
         }
-        for pe in self.gp.pes:
-            ports[f"ps_{pe}"] = In(stream.Signature(layouts.partial_sums(p)))
-        for name in self.dsts:
-            buf = plan.buffers[name]
-            ports[f"wr_{name}"] = Out(stream.Signature(word_write(buf.depth, buf.word_bits)))
         if self.logits_layer is not None:
             ports["logits"] = Out(stream.Signature(
                 data.ArrayLayout(layouts.partial_sums(p).elem_shape, self.logits_layer.n_out)))
@@ -46,6 +53,9 @@ class Merger(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         plan, gp, p = self.plan, self.gp, self.p
+        if not self.layers:
+            m.d.comb += self.done.eq(1)
+            return m
         acc = Signal(layouts.partial_sums(p))
         active = Signal(range(max(len(plan.layers), 2)))
         # Counter widths from the plan: positions and map widths of this group's layers.
@@ -89,7 +99,7 @@ class Merger(wiring.Component):
                             with m.Case(res):
                                 with m.Switch(k):
                                     for n, pe in enumerate(pes):
-                                        port = getattr(self, f"ps_{pe}")
+                                        port = self.ps[gp.pes.index(pe)]
                                         with m.Case(n):
                                             m.d.comb += [valid.eq(port.valid),
                                                          payload.eq(port.payload),
@@ -177,10 +187,10 @@ class Merger(wiring.Component):
                     continue
                 with m.Case(lp.index):
                     buf = self.plan.buffers[lp.dst]
-                    port = getattr(self, f"wr_{lp.dst}")
+                    port = self.wr[self.dsts.index(lp.dst)]
                     m.d.comb += [port.valid.eq(1),
                                  port.payload.addr.eq(py * buf.width + px),
-                                 port.payload.word.eq(word[:buf.word_bits])]
+                                 port.payload.data.eq(word[:buf.word_bits])]
                     with m.If(port.ready):
                         advance()
                         m.next = "COLLECT"

@@ -20,7 +20,10 @@ def mix32(x):
 
 
 def line_hash(pe_seed: int, nonce, slot, row):
-    """mix32(nonce ^ mix32(pe_seed ^ ((slot << 8) | row)))."""
+    """mix32(nonce ^ mix32(pe_seed ^ ((slot << 8) | row))), for rows of at most 8 bits
+    (PEParams refuses larger arrays with read noise: the row would overlap the slot)."""
+    if len(row) > 8:
+        raise ValueError(f"a {len(row)}-bit row does not fit the 8-bit row field of the key")
     key = Cat(row, Const(0, 8 - len(row)), slot, Const(0, 24 - len(slot)))
     return mix32(nonce ^ mix32(Const(pe_seed, 32) ^ key))
 

@@ -6,9 +6,31 @@ docs/datapath.md section 7, so that every block agrees on them.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from cim_spec.config import ConfigError, SystemConfig
+
+
+class CrossbarForm(enum.Enum):
+    """How a PE's crossbar is built (hdl/crossbar.py); the values are the names the command
+    line and the flows use (`CrossbarForm("amaranth")`)."""
+
+    VERILOG = "verilog"      # behavioral Verilog macro: the fast form for Verilator
+    AMARANTH = "amaranth"    # Amaranth in block RAM: amaranth.sim and the FPGA emulation
+    BLACKBOX = "blackbox"    # an empty macro instance, for ASIC flows
+
+
+def check_form(form) -> CrossbarForm:
+    if not isinstance(form, CrossbarForm):
+        raise TypeError(f"crossbar form must be a CrossbarForm (CrossbarForm({form!r}) converts "
+                        f"a name), got {form!r}")
+    return form
+
+
+# Read noise keys each line read by (slot << 8) | row (docs/datapath.md section 6), so rows
+# above 255 would collide with the slot bits: with read noise an array has at most this many.
+NOISE_MAX_ROWS = 256
 
 
 def bits_for(n: int) -> int:
@@ -18,6 +40,11 @@ def bits_for(n: int) -> int:
 
 @dataclass(frozen=True)
 class PEParams:
+    """Everything a PE's gateware is elaborated from: the array and converter sizes of the
+    system configuration, the most lines and chunks one read and one partial sum use (from
+    the mapping), the read-noise amplitude and this PE's noise seed, and the FPGA crossbar's
+    lanes. Checked on construction (ConfigError); the widths below derive from it."""
+
     rows: int = 128
     cols: int = 16
     code_bits: int = 8
@@ -32,7 +59,7 @@ class PEParams:
     max_chunks: int = 16        # most chunk reads one partial sum accumulates
     read_noise: int = 0         # integer amplitude of docs/datapath.md section 6; 0 = off
     pe_seed: int = 0
-    # Source lines the "amaranth" crossbar (the FPGA emulation) sums per cycle; None derives
+    # Source lines the AMARANTH crossbar (the FPGA emulation) sums per cycle; None derives
     # the fewest that never lengthen the slot period (default_lanes). Fewer: less area, and
     # slower once ceil(n_lines / lanes) + 1 exceeds the slot period (docs/pe.md).
     lanes: int | None = None
@@ -48,6 +75,10 @@ class PEParams:
                               f"{self.rows} (lines come in differential pairs)")
         if not 0 <= self.read_noise < 2 ** 13:
             raise ConfigError(f"read_noise={self.read_noise} must be in 0..8191")
+        if self.read_noise and self.rows > NOISE_MAX_ROWS:
+            raise ConfigError(f"rows={self.rows}: read noise keys a line by (slot << 8) | row "
+                              f"(docs/datapath.md section 6), so arrays with read noise have "
+                              f"at most {NOISE_MAX_ROWS} rows")
         if not 0 <= self.pe_seed < 2 ** 32:
             raise ConfigError(f"pe_seed={self.pe_seed} must be a 32-bit unsigned value")
         if not 0 <= self.gain_frac_bits < self.gain_bits:
@@ -64,7 +95,7 @@ class PEParams:
         """Fewest lanes whose crossbar period, ceil(max_lines / lanes) + 1, fits the shortest
         slot period the other stages allow: max(pulse_cycles, 2), since the ADC stage alone
         takes at least a conversion cycle and its output register. With these, the
-        "amaranth" crossbar never lengthens the slot period (24 lines, 5-cycle pulses: 6)."""
+        AMARANTH crossbar never lengthens the slot period (24 lines, 5-cycle pulses: 6)."""
         budget = max(self.pulse_cycles, 2) - 1
         return -(-self.max_lines // budget)
 
@@ -120,25 +151,22 @@ class PEParams:
     def conversions_for(self, lines: int) -> int:
         return -(-lines // self.adcs)
 
-    def crossbar_cycles(self, lines: int, form: str = "verilog") -> int:
+    def crossbar_cycles(self, lines: int, form: CrossbarForm = CrossbarForm.VERILOG) -> int:
         """Cycles from a slot's sample to its currents at the crossbar's output: 1 for the
-        behavioral and black-box macros; for the "amaranth" emulation one block-RAM read
+        behavioral and black-box macros; for the AMARANTH emulation one block-RAM read
         cycle plus one cycle per group of `lanes` lines (at least one group)."""
-        if form != "amaranth":
+        if check_form(form) is not CrossbarForm.AMARANTH:
             return 1
         return max(1, -(-lines // self.lanes)) + 1
 
-    def slot_cycles(self, lines: int, form: str = "verilog") -> int:
+    def slot_cycles(self, lines: int, form: CrossbarForm = CrossbarForm.VERILOG) -> int:
         """Cycles per read slot in steady state: the pulse, or the ADC or the crossbar if one
         of them is slower (each stage takes a new slot as it hands on the last)."""
         return max(self.pulse_cycles, self.conversions_for(lines) * self.adc_conv_cycles + 1,
                    self.crossbar_cycles(lines, form))
 
-    def vector_cycles(self, lines: int, form: str = "verilog") -> int:
-        """Cycles per input vector (all its bit slots) in steady state."""
-        return self.input_bits * self.slot_cycles(lines, form)
-
-    def busy_cycles(self, n: int, lines: int, form: str = "verilog") -> int:
+    def busy_cycles(self, n: int, lines: int,
+                    form: CrossbarForm = CrossbarForm.VERILOG) -> int:
         """Busy cycles for n back-to-back vectors reading `lines` lines, outputs never stalled.
 
         The first slot's pulse, then one slot period for each further slot, then the last

@@ -10,7 +10,7 @@ from . import layouts
 from .adc import AdcBank
 from .crossbar import Crossbar
 from .dac import DacDriver
-from .params import PEParams
+from .params import CrossbarForm, PEParams
 from .shift_add import ShiftAdd
 
 
@@ -23,7 +23,7 @@ class PE(wiring.Component):
     never sees a half-written array.
     """
 
-    def __init__(self, p: PEParams, init=None, form: str = "verilog"):
+    def __init__(self, p: PEParams, init=None, form: CrossbarForm = CrossbarForm.VERILOG):
         self.p = p
         self.crossbar = Crossbar(p, init, form)
         super().__init__({

@@ -20,39 +20,42 @@ import hdl
 from cim_spec import program
 from golden import chip_model
 from hdl import build
+from hdl.chip import tapped_buffers
 from hdl.chip_plan import plan_chip
 from hdl.harness import LOADER_SOURCE, PIXELS_PER_BEAT, SimHarness
+from hdl.params import CrossbarForm
 
 from . import runner
 
 TOPLEVEL = "harness"
 
 
-def chip_digest(chip: program.Chip, form: str) -> str:
+def chip_digest(chip: program.Chip, form: CrossbarForm) -> str:
     """Everything the generated Verilog depends on: the chip, the form and the HDL code."""
     d = chip.digital
     return build.digest(chip.config.to_dict(), chip.mapping.network.to_dict(),
                         chip.conductance.tobytes(),
                         sorted(d.adc_gain.items()), sorted(d.requant_mult.items()),
-                        sorted(d.requant_shift.items()), d.read_noise, d.noise_seed, form,
+                        sorted(d.requant_shift.items()), d.read_noise, d.noise_seed, form.value,
                         runner.package_digest(hdl, cim_spec))
 
 
-def generate(chip: program.Chip, out_dir: Path, form: str = "verilog") -> list[Path]:
+def generate(chip: program.Chip, out_dir: Path,
+             form: CrossbarForm = CrossbarForm.VERILOG) -> list[Path]:
     """Write the chip's simulation top (harness + chip) and return its Verilog sources."""
     harness = SimHarness(plan_chip(chip), form)
     return [*build.generate(harness, TOPLEVEL, out_dir, form), LOADER_SOURCE]
 
 
-def build_chip(chip: program.Chip, build_dir: Path | None = None, waves: bool = False,
-               log=print) -> tuple[Path, float]:
+def build_chip(chip: program.Chip, build_dir: Path | None = None,
+               waves: bool = False) -> tuple[Path, float]:
     """Generate and compile (cached by content); returns the build directory and seconds."""
     build_dir = Path(build_dir or runner.BUILD_ROOT /
-                     f"chip_{chip_digest(chip, 'verilog')}{'_waves' if waves else ''}")
+                     f"chip_{chip_digest(chip, CrossbarForm.VERILOG)}{'_waves' if waves else ''}")
     t0 = time.perf_counter()
     stamp = build_dir / "generated.ok"
     if stamp.exists():   # the directory name is the digest of everything that went in
-        sources = [build_dir / f"{TOPLEVEL}_gen.v", *build.macro_sources("verilog"),
+        sources = [build_dir / f"{TOPLEVEL}_gen.v", *build.macro_sources(CrossbarForm.VERILOG),
                    LOADER_SOURCE]
     else:
         sources = generate(chip, build_dir)
@@ -99,7 +102,7 @@ class SimResult:
 
 
 def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: int = 1,
-             waves: bool = False, progress: bool = True, log=print,
+             waves: bool = False, progress: bool = True,
              golden: program.Chip | None = None) -> SimResult:
     """Run `images` through the RTL and the golden model; every logit is compared (with the
     golden model of `golden`, by default the same chip)."""
@@ -107,7 +110,7 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
     images = chip_model.check_images(images, net.input_shape)
     n = len(images)
     ids = np.arange(n, dtype=np.int64) if image_ids is None else np.asarray(image_ids, np.int64)
-    build_dir, build_s = build_chip(chip, waves=waves, log=log)
+    build_dir, build_s = build_chip(chip, waves=waves)
     plan = plan_chip(chip)
     meta = job_meta(plan)
     shards = max(1, min(shards, n))
@@ -169,8 +172,8 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
 def job_meta(plan) -> dict:
     return dict(n_out=plan.layers[-1].n_out, acc_bits=plan.acc_bits, n_layers=len(plan.layers),
                 pixels_per_beat=PIXELS_PER_BEAT, pixel_bits=plan.buffers["img"].bits,
-                buffers={n: [b.channels, b.depth, b.bits] for n, b in plan.buffers.items()
-                         if n != "img"})
+                buffers={n: [plan.buffers[n].channels, plan.buffers[n].depth,
+                             plan.buffers[n].bits] for n in tapped_buffers(plan)})
 
 
 def locate(chip: program.Chip, images: np.ndarray, image_ids,

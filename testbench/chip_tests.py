@@ -70,10 +70,11 @@ class TapMonitor:
         while True:
             await RisingEdge(self.dut.clk)
             await ReadOnly()
-            for name in self.buffers:
-                if getattr(self.dut, f"tap_{name}__en").value:
-                    addr = int(getattr(self.dut, f"tap_{name}__addr").value)
-                    word = int(getattr(self.dut, f"tap_{name}__word").value)
+            # Tap i shows the i-th buffer of the job's list (hdl.chip.tapped_buffers).
+            for i, name in enumerate(self.buffers):
+                if getattr(self.dut, f"tap__{i}__en").value:
+                    addr = int(getattr(self.dut, f"tap__{i}__addr").value)
+                    word = int(getattr(self.dut, f"tap__{i}__data").value)
                     self.words[name][self.image, addr] = word
 
     def arrays(self) -> dict:

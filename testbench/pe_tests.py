@@ -15,7 +15,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
 from cim_spec.config import SystemConfig
-from hdl.params import PEParams
+from hdl.params import CrossbarForm, PEParams
 from testbench import pe_model
 from testbench.stream import StreamSink, StreamSource
 
@@ -102,6 +102,6 @@ async def cycles_per_vector_match_formula(dut):
     await StreamSink(dut, "o").receive(n)
     await ClockCycles(dut.clk, 2)
     busy = int(dut.cycles.value) - base
-    want = p.busy_cycles(n, lines, meta["form"])
+    want = p.busy_cycles(n, lines, CrossbarForm(meta["form"]))
     assert busy == want, (f"{busy} busy cycles for {n} vectors, formula says {want} "
                           f"(crossbar form {meta['form']})")

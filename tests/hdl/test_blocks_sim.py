@@ -9,7 +9,7 @@ from golden import chip_model
 from hdl.adc import AdcBank
 from hdl.crossbar import Crossbar
 from hdl.dac import DacDriver
-from hdl.params import PEParams
+from hdl.params import CrossbarForm, PEParams
 from hdl.shift_add import ShiftAdd
 from testbench import pe_model
 
@@ -66,12 +66,13 @@ def test_dac_holds_each_pulse_for_pulse_cycles():
 
 
 def test_default_lanes_keep_the_slot_period():
-    assert P.lanes == 6 and P.crossbar_cycles(24, "amaranth") == 5 == P.pulse_cycles
+    assert P.lanes == 6
+    assert P.crossbar_cycles(24, CrossbarForm.AMARANTH) == 5 == P.pulse_cycles
     assert FEW_ADCS.lanes == 3 and LANES_5.lanes == 5 and LANES_1.lanes == 1
     for p in (P, FEW_ADCS, PEParams(pulse_cycles=1, max_lines=6)):
         for lines in range(2, p.max_lines + 1, 2):
-            assert p.slot_cycles(lines, "amaranth") == p.slot_cycles(lines)
-    assert LANES_1.slot_cycles(24, "amaranth") == 25
+            assert p.slot_cycles(lines, CrossbarForm.AMARANTH) == p.slot_cycles(lines)
+    assert LANES_1.slot_cycles(24, CrossbarForm.AMARANTH) == 25
     with pytest.raises(ConfigError, match="lanes"):
         PEParams(max_lines=24, lanes=25)
     with pytest.raises(ConfigError, match="lanes"):
@@ -90,7 +91,7 @@ def test_crossbar_currents_match_golden(p):
                           row0=int(rng.integers(0, p.rows - n_lines + 1)),
                           nonce=int(rng.integers(0, 2 ** 32)),
                           ctx=dict(slot=int(rng.integers(0, p.input_bits)), n_lines=n_lines)))
-    dut = Crossbar(p, init=g, form="amaranth")
+    dut = Crossbar(p, init=g, form=CrossbarForm.AMARANTH)
     got = []
 
     async def consumer(ctx):
@@ -117,7 +118,7 @@ def test_crossbar_latency_and_period(p):
     lines = [24, 2, 10, 12, 0, 24]
     slots = [dict(bits=int(rng.integers(0, 2 ** p.cols)), row0=int(rng.integers(0, 100)),
                   ctx=dict(n_lines=n)) for n in lines]
-    dut = Crossbar(p, init=g, form="amaranth")
+    dut = Crossbar(p, init=g, form=CrossbarForm.AMARANTH)
     taken, done = [], []
 
     async def bench(ctx):
@@ -137,7 +138,7 @@ def test_crossbar_latency_and_period(p):
 
     run(dut, bench)
     assert [d - s for s, d in zip(taken, done, strict=True)] == [
-        p.crossbar_cycles(n, "amaranth") for n in lines]
+        p.crossbar_cycles(n, CrossbarForm.AMARANTH) for n in lines]
     assert taken[1:] == done[:-1]
 
 

@@ -7,7 +7,7 @@ import pytest
 from cim_spec.config import SystemConfig
 from hdl import build
 from hdl.crossbar import BEHAVIORAL_SOURCE
-from hdl.params import PEParams
+from hdl.params import CrossbarForm, PEParams
 from hdl.pe import PE
 from testbench import runner
 
@@ -20,11 +20,11 @@ def lint(sources, top, *flags):
 
 
 @pytest.mark.parametrize("cfg, noise, form", [
-    (SystemConfig(), 119, "verilog"),
+    (SystemConfig(), 119, CrossbarForm.VERILOG),
     (SystemConfig(adc_bits=6, adcs_per_pe=4, array_rows=64, input_bits=6, act_bits=6), 0,
-     "verilog"),
+     CrossbarForm.VERILOG),
     # The FPGA emulation at a reduced size: the same generator code, a shorter lint.
-    (SystemConfig(array_rows=48, adcs_per_pe=8), 119, "amaranth")])
+    (SystemConfig(array_rows=48, adcs_per_pe=8), 119, CrossbarForm.AMARANTH)])
 def test_pe_verilog_lints_clean(tmp_path, cfg, noise, form):
     p = PEParams.from_config(cfg, max_lines=24, read_noise=noise)
     sources = build.generate(PE(p, form=form), "pe", tmp_path, form)
@@ -42,7 +42,7 @@ def test_waivers_are_needed():
     waivers are not stale)."""
     import tempfile
     with tempfile.TemporaryDirectory() as d:
-        sources = build.generate(PE(PEParams(), form="verilog"), "pe", d)
+        sources = build.generate(PE(PEParams(), form=CrossbarForm.VERILOG), "pe", d)
         runner.setup_env()
         res = subprocess.run(["verilator", "--lint-only", *map(str, sources), "--top-module",
                               "pe"], capture_output=True, text=True)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cim_spec.config import SystemConfig
-from hdl.params import PEParams
+from hdl.params import CrossbarForm, PEParams
 from hdl.pe import PE
 from testbench import pe_model
 
@@ -27,7 +27,7 @@ def test_pe_matches_golden_with_backpressure(cfg, noise, lanes):
     g = pe_model.random_array(rng, p)
     reqs = pe_model.random_requests(rng, p, 60)
     want = pe_model.expected_sums(pe_model.golden_config(cfg, p), p, g, reqs)
-    dut = PE(p, init=g, form="amaranth")
+    dut = PE(p, init=g, form=CrossbarForm.AMARANTH)
     got = []
 
     async def producer(ctx):
@@ -54,7 +54,8 @@ def test_programming_port_writes_single_cells():
         writes.append(dict(row=r, col=c, code=code))
     reqs = pe_model.random_requests(rng, p, 30)
     want = pe_model.expected_sums(pe_model.golden_config(cfg, p), p, g, reqs)
-    dut = PE(p, init=pe_model.random_array(np.random.default_rng(11), p), form="amaranth")
+    dut = PE(p, init=pe_model.random_array(np.random.default_rng(11), p),
+             form=CrossbarForm.AMARANTH)
     got = []
 
     async def testbench(ctx):
@@ -77,14 +78,14 @@ def test_programming_port_writes_single_cells():
          "small-1-bit"])
 def test_busy_cycles_of_the_fpga_crossbar(cfg, lanes, lines):
     """Back-to-back vectors, output always ready: the PE's busy-cycle counter against
-    PEParams.busy_cycles(form="amaranth") (docs/pe.md), which keeps the 1-cycle macro's slot
+    PEParams.busy_cycles(form=AMARANTH) (docs/pe.md), which keeps the 1-cycle macro's slot
     period when the lanes are the default."""
     p = PEParams.from_config(cfg, max_lines=min(24, cfg.array_rows), lanes=lanes)
     rng = np.random.default_rng(12)
     n = 6
     reqs = [r.fields() | dict(row0=0, n_lines=lines, first=1, last=1)
             for r in pe_model.random_requests(rng, p, n)[:n]]
-    dut = PE(p, init=pe_model.random_array(rng, p), form="amaranth")
+    dut = PE(p, init=pe_model.random_array(rng, p), form=CrossbarForm.AMARANTH)
     res = {}
 
     async def producer(ctx):
@@ -96,6 +97,6 @@ def test_busy_cycles_of_the_fpga_crossbar(cfg, lanes, lines):
         res["busy"] = ctx.get(dut.cycles)
 
     run(dut, producer, consumer)
-    assert res["busy"] == p.busy_cycles(n, lines, "amaranth")
+    assert res["busy"] == p.busy_cycles(n, lines, CrossbarForm.AMARANTH)
     if lanes is None:
-        assert p.slot_cycles(lines, "amaranth") == p.slot_cycles(lines)
+        assert p.slot_cycles(lines, CrossbarForm.AMARANTH) == p.slot_cycles(lines)

@@ -9,7 +9,7 @@ import pytest
 
 from cim_spec.config import SystemConfig
 from hdl import build
-from hdl.params import PEParams
+from hdl.params import CrossbarForm, PEParams
 from hdl.pe import PE
 from testbench import pe_model, runner
 
@@ -28,7 +28,7 @@ CONFIGS = {
     # golden model in amaranth.sim (tests/hdl/test_pe_sim.py).
     "fpga": (SystemConfig(array_rows=48, adcs_per_pe=8), dict(max_lines=12, read_noise=119)),
 }
-FORMS = {"fpga": "amaranth"}                # crossbar form; "verilog" otherwise
+FORMS = {"fpga": CrossbarForm.AMARANTH}     # crossbar form; VERILOG otherwise
 # Random vectors per configuration; the FPGA form's Verilator build takes longer, so its run
 # is shorter (amaranth.sim covers that form too: tests/hdl/test_pe_sim.py).
 VECTORS = {"fpga": 1000}
@@ -41,13 +41,13 @@ def prepare(name: str, seed: int = 1):
     p = PEParams.from_config(cfg, pe_seed=int(rng.integers(0, 2 ** 32)), **extra)
     g = pe_model.random_array(rng, p)
     reqs = pe_model.random_requests(rng, p, VECTORS.get(name, DEFAULT_VECTORS))
-    form = FORMS.get(name, "verilog")
-    build_dir = runner.BUILD_ROOT / f"pe_{name}_{build.digest(p, g.tobytes(), form)}"
+    form = FORMS.get(name, CrossbarForm.VERILOG)
+    build_dir = runner.BUILD_ROOT / f"pe_{name}_{build.digest(p, g.tobytes(), form.value)}"
     # The array's codes are elaborated into the Verilog (the macro's INIT parameter, or the
     # emulation's memory contents).
     sources = build.generate(PE(p, init=g, form=form), "pe", build_dir, form)
     meta = dict(config=cfg.to_dict(), params=p.__dict__, seed=seed, gap=0.15, stall=0.25,
-                form=form)
+                form=form.value)
     np.savez(build_dir / "stimulus.npz", g=g, meta=json.dumps(meta),
              x=np.array([r.x for r in reqs]), row0=[r.row0 for r in reqs],
              n_lines=[r.n_lines for r in reqs], gain=[r.gain for r in reqs],
