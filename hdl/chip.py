@@ -30,6 +30,7 @@ from .pool import PoolWriter
 
 
 def result_layout(plan: ChipPlan) -> data.StructLayout:
+    """One result: the last layer's sums (the logits) and the index of the first maximum."""
     n = plan.layers[-1].n_out
     return data.StructLayout({
         "logits": data.ArrayLayout(signed(plan.acc_bits), n),
@@ -38,6 +39,7 @@ def result_layout(plan: ChipPlan) -> data.StructLayout:
 
 
 def program_layout(plan: ChipPlan) -> data.StructLayout:
+    """One programming write: a cell (PE, row, column) and its conductance code."""
     p = plan.pes[0].params
     return data.StructLayout({"pe": range(max(len(plan.pes), 2)), "row": p.row_bits,
                               "col": p.col_bits, "code": p.code_bits})

@@ -173,6 +173,8 @@ def _layer_sequence(net):
 
 
 def plan_chip(chip: Chip) -> ChipPlan:
+    """The plan of a programmed chip; ChipPlanError (a ConfigError) for a network or mapping
+    the gateware cannot run, ConfigError for parameters its PEs cannot have."""
     mapping, cfg, dig = chip.mapping, chip.config, chip.digital
     net = mapping.network
     seq = _layer_sequence(net)

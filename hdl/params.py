@@ -22,6 +22,8 @@ class CrossbarForm(enum.Enum):
 
 
 def check_form(form) -> CrossbarForm:
+    """`form` itself if it is a CrossbarForm; a name (a string) is refused, so that only the
+    edge (flows, command line) converts names."""
     if not isinstance(form, CrossbarForm):
         raise TypeError(f"crossbar form must be a CrossbarForm (CrossbarForm({form!r}) converts "
                         f"a name), got {form!r}")
@@ -103,6 +105,8 @@ class PEParams:
     def from_config(cls, cfg: SystemConfig, *, max_lines: int | None = None,
                     max_chunks: int = 16, read_noise: int = 0, pe_seed: int = 0,
                     gain_bits: int = 32, lanes: int | None = None) -> PEParams:
+        """The PE of a system configuration; what the mapping and the chip program decide
+        (lines, chunks, read noise, seed, gain width) is given separately."""
         return cls(rows=cfg.array_rows, cols=cfg.array_cols, code_bits=cfg.cond_code_bits,
                    input_bits=cfg.input_bits, adc_bits=cfg.adc_bits, adcs=cfg.adcs_per_pe,
                    gain_frac_bits=cfg.adc_gain_frac_bits, pulse_cycles=cfg.pulse_cycles,
