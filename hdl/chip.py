@@ -26,7 +26,7 @@ from .image_in import ImageInput
 from .merger import Merger
 from .params import CrossbarForm, check_form
 from .pe import PE
-from .pool import PoolWriter
+from .pool import PoolWriter, memory_depth
 
 
 def result_layout(plan: ChipPlan) -> data.StructLayout:
@@ -55,7 +55,7 @@ def tap_signature(plan: ChipPlan) -> memory.WritePort.Signature:
     the largest tapped map; narrower maps' words and addresses are zero-extended."""
     bufs = [plan.buffers[name] for name in tapped_buffers(plan)]
     return memory.WritePort.Signature(
-        addr_width=ceil_log2(max((b.depth for b in bufs), default=1)),
+        addr_width=max(ceil_log2(max((b.depth for b in bufs), default=1)), 1),
         shape=max((b.word_bits for b in bufs), default=1))
 
 
@@ -119,7 +119,7 @@ class CimChip(wiring.Component):
             if name == "img":
                 mem = img_mem
             else:
-                mem = memory.Memory(shape=buf.word_bits, depth=buf.depth, init=[])
+                mem = memory.Memory(shape=buf.word_bits, depth=memory_depth(buf), init=[])
                 m.submodules[f"{name}_mem"] = mem
                 writers = [mg for mg in mergers if name in mg.dsts]
                 pw = PoolWriter(buf, len(writers))

@@ -42,7 +42,7 @@ class Feeder(wiring.Component):
             "done": Out(1),
             "req": Out(stream.Signature(layouts.read_request(self.pp.params))),
             # The memories' read port signature, flipped: the feeder drives the address.
-            "src": In(memory.ReadPort.Signature(addr_width=ceil_log2(depth),
+            "src": In(memory.ReadPort.Signature(addr_width=max(ceil_log2(depth), 1),
                                                 shape=self.word_bits)).array(len(self.sources)),
         })
 
@@ -175,9 +175,10 @@ class Feeder(wiring.Component):
         plan, pp, p = self.plan, self.pp, self.pp.params
         m.d.sync += [req.first.eq(first), req.last.eq(last)]
         # The nonce key's fields, as wide as this plan needs: the key is then the same 32-bit
-        # value the golden model computes, whatever the chunk and layer counts.
-        chunk = Signal(range(max(en.chunk for en in pp.entries) + 1))
-        layer_index = Signal(range(len(plan.layers)))
+        # value the golden model computes, whatever the chunk and layer counts. (At least one
+        # bit: Amaranth writes a zero-width wire as [-1:0], which Verilator refuses.)
+        chunk = Signal(range(max(max((en.chunk for en in pp.entries), default=0) + 1, 2)))
+        layer_index = Signal(range(max(len(plan.layers), 2)))
         with m.Switch(entry):
             for e, en in enumerate(pp.entries):
                 lp = plan.layer(en.layer)

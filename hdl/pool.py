@@ -23,19 +23,28 @@ def pool_write(depth: int, word_bits: int) -> data.StructLayout:
     return data.StructLayout({"addr": range(max(depth, 2)), "data": word_bits})
 
 
+def memory_depth(buf: Buffer) -> int:
+    """Words of `buf`'s memory: its depth, but at least two, so that addresses have a bit
+    (Amaranth writes a zero-width port as [-1:0], which Verilator refuses)."""
+    return max(buf.depth, 2)
+
+
 def read_port(buf: Buffer) -> memory.ReadPort.Signature:
     """The signature of a read port of `buf`'s memory (as `Memory.read_port` makes it)."""
-    return memory.ReadPort.Signature(addr_width=ceil_log2(buf.depth), shape=buf.word_bits)
+    return memory.ReadPort.Signature(addr_width=ceil_log2(memory_depth(buf)),
+                                     shape=buf.word_bits)
 
 
 def write_port(buf: Buffer) -> memory.WritePort.Signature:
     """The signature of a write port of `buf`'s memory (as `Memory.write_port` makes it)."""
-    return memory.WritePort.Signature(addr_width=ceil_log2(buf.depth), shape=buf.word_bits)
+    return memory.WritePort.Signature(addr_width=ceil_log2(memory_depth(buf)),
+                                      shape=buf.word_bits)
 
 
 class PoolWriter(wiring.Component):
     """Max-pools the words offered on the `i` streams into `buf`'s memory, through a read
-    port `rd` and a write port `wr` (connected to the memory's own ports). `clear` starts a
+    port `rd` and a write port `wr` (connected to the ports of a memory of
+    `memory_depth(buf)` words). `clear` starts a
     layer: every word counts as untouched again. `busy` is high while an update is under
     way."""
 

@@ -2,11 +2,17 @@
 
 import subprocess
 
+import numpy as np
 import pytest
 
+from cim_spec import program
 from cim_spec.config import SystemConfig
+from cim_spec.mapping import map_network
+from cim_spec.network import Conv, Dense, Network, Pool
 from hdl import build
+from hdl.chip_plan import plan_chip
 from hdl.crossbar import BEHAVIORAL_SOURCE
+from hdl.harness import LOADER_SOURCE, SimHarness
 from hdl.params import CrossbarForm, PEParams
 from hdl.pe import PE
 from testbench import runner
@@ -29,6 +35,25 @@ def test_pe_verilog_lints_clean(tmp_path, cfg, noise, form):
     p = PEParams.from_config(cfg, max_lines=24, read_noise=noise)
     sources = build.generate(PE(p, form=form), "pe", tmp_path, form)
     res = lint(sources, "pe")
+    assert res.returncode == 0 and "%Warning" not in res.stderr, res.stderr[-3000:]
+
+
+# The smallest case of every width the plan derives: a 1 x 1 pooled map (a one-word memory),
+# one chunk per PE, one read per position, two layers.
+TINY = Network("tiny", (1, 4, 4), (Conv("A", 1, 2, 3), Pool("P", 2, 2), Dense("D", 2, 2)))
+
+
+def test_chip_verilog_of_the_smallest_plan_lints_clean(tmp_path):
+    cfg = SystemConfig(n_pe=2, array_rows=32, array_cols=16)
+    mapping = map_network(cfg, TINY)
+    names = [lm.name for lm in mapping.layers]
+    chip = program.Chip(mapping, np.zeros((2, 32, 16), dtype=np.int64), program.Digital(
+        adc_gain={n: 4000 for n in names}, requant_mult={"A": 2 ** 15}, requant_shift={"A": 18},
+        read_noise=5, noise_seed=1))
+    plan = plan_chip(chip)
+    assert plan.buffers["A_out"].depth == 1 and all(len(p.entries) == 1 for p in plan.pes)
+    sources = build.generate(SimHarness(plan), "harness", tmp_path)
+    res = lint([*sources, LOADER_SOURCE], "harness")
     assert res.returncode == 0 and "%Warning" not in res.stderr, res.stderr[-3000:]
 
 

@@ -6,7 +6,7 @@ from amaranth import Module
 from amaranth.lib import memory, wiring
 
 from hdl.chip_plan import Buffer
-from hdl.pool import PoolWriter
+from hdl.pool import PoolWriter, memory_depth
 
 from .sim_helpers import run
 
@@ -18,7 +18,7 @@ class PooledMemory(wiring.Component):
 
     def __init__(self, buf, n_inputs, init):
         self.pool = PoolWriter(buf, n_inputs)
-        self.mem = memory.Memory(shape=buf.word_bits, depth=buf.depth, init=init)
+        self.mem = memory.Memory(shape=buf.word_bits, depth=memory_depth(buf), init=init)
         super().__init__({"i": self.pool.signature.members["i"],
                           "clear": self.pool.signature.members["clear"],
                           "busy": self.pool.signature.members["busy"]})
