@@ -4,7 +4,7 @@ Two views of the same RTL (docs/synthesis.md):
 
 * ``asic``: the crossbar macro is a black box (`hdl/verilog/cim_crossbar_blackbox.v`), so the
   numbers are the digital periphery around the analog arrays;
-* ``fpga``: the crossbar is its digital emulation (crossbar form ``"amaranth"``: block RAM and
+* ``fpga``: the crossbar is its digital emulation (crossbar form ``amaranth``: block RAM and
   adder trees), the whole thing as an FPGA would have to hold it.
 
 Synthesis keeps the hierarchy (``-noflatten``) and reads yosys' ``stat -json``, so every module
@@ -21,9 +21,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cim_spec import files
 from cim_spec.config import ConfigError, SystemConfig
+
+if TYPE_CHECKING:   # the gateware is imported only when a design is built
+    from hdl.params import CrossbarForm
 
 
 class SynthError(ConfigError):
@@ -51,7 +55,7 @@ def design(name: str, help: str):
 
 
 @design("pe", "one processing element: DAC driver, crossbar, ADC bank, shift-add")
-def _pe(cfg: SystemConfig, form: str):
+def _pe(cfg: SystemConfig, form: CrossbarForm):
     from hdl.params import PEParams
     from hdl.pe import PE
     return PE(PEParams.from_config(cfg), form=form)
@@ -59,7 +63,7 @@ def _pe(cfg: SystemConfig, form: str):
 
 @design("chip", "the chip top: PEs, feeders, mergers, pooling, buffers, sequencer "
                 "(hdl/chip.py), programmed with the bundled model")
-def _chip(cfg: SystemConfig, form: str):
+def _chip(cfg: SystemConfig, form: CrossbarForm):
     from cim_flows.stages import ideal_program, load_model
     from hdl.chip import CimChip
     from hdl.chip_plan import plan_chip
