@@ -18,13 +18,25 @@ NOISE_FRAC_BITS = 22
 
 def mix32(x):
     """The 'lowbias32' integer hash (C. Wellons): a bijection on 32-bit words."""
-    x = np.asarray(x, dtype=np.uint32)
-    with np.errstate(over="ignore"):  # wrap-around multiplication is the point
-        x = x ^ (x >> np.uint32(16))
-        x = x * np.uint32(MIX_MUL1)
-        x = x ^ (x >> np.uint32(15))
-        x = x * np.uint32(MIX_MUL2)
-        x = x ^ (x >> np.uint32(16))
+    return mix32_inplace(np.array(x, dtype=np.uint32))
+
+
+def mix32_inplace(x: np.ndarray, scratch: np.ndarray | None = None,
+                  first: bool = True) -> np.ndarray:
+    """mix32 of a uint32 array, overwriting it (the fast models hash millions of reads;
+    `scratch`, of x's shape, saves the temporaries). With first=False, x has had the first
+    xor-shift already: it is linear over xor, so a caller can apply it to the two halves of a
+    key before combining them."""
+    t = np.empty_like(x) if scratch is None else scratch
+    if first:
+        np.right_shift(x, np.uint32(16), out=t)
+        x ^= t
+    x *= np.uint32(MIX_MUL1)      # wrap-around multiplication is the point
+    np.right_shift(x, np.uint32(15), out=t)
+    x ^= t
+    x *= np.uint32(MIX_MUL2)
+    np.right_shift(x, np.uint32(16), out=t)
+    x ^= t
     return x
 
 

@@ -21,14 +21,11 @@ from cim_spec.config import SystemConfig
 from cim_spec.network import Conv, Dense, Pool
 from cim_spec.program import Chip
 
+from . import layer_plan
+from .layer_plan import adc_convert  # noqa: F401 (part of this module's interface)
+
 # ---------------------------------------------------------------------------------------------
 # One array read: bit-serial slots, line currents, ADC, shift-and-add, differential pair.
-
-def adc_convert(current, gain: int, cfg: SystemConfig):
-    """ADC code of an integer line current: min((I * gain) >> F, 2**B - 1)."""
-    current = np.asarray(current, dtype=np.int64)
-    return np.minimum((current * gain) >> cfg.adc_gain_frac_bits, cfg.adc_max)
-
 
 def bit_planes(x: np.ndarray, bits: int) -> np.ndarray:
     """(..., n) unsigned inputs -> (..., bits, n) float32 0/1: slot k holds bit k."""
@@ -125,30 +122,150 @@ def max_pool(a: np.ndarray, k: int, stride: int) -> np.ndarray:
     ph, pw = (ho - 1) * stride + k - h, (wo - 1) * stride + k - w
     # Padding with the minimum value never wins a max (activations are unsigned).
     padded = np.pad(a, ((0, 0), (0, 0), (0, max(ph, 0)), (0, max(pw, 0))), constant_values=0)
-    win = np.lib.stride_tricks.sliding_window_view(padded, (k, k), axis=(2, 3))
-    return win[:, :, ::stride, ::stride][:, :, :ho, :wo].max(axis=(-1, -2))
+    # One elementwise maximum per window element: faster than reducing k x k windows.
+    out = None
+    for dy in range(k):
+        for dx in range(k):
+            v = padded[:, :, dy:dy + stride * (ho - 1) + 1:stride,
+                       dx:dx + stride * (wo - 1) + 1:stride]
+            out = v.copy() if out is None else np.maximum(out, v, out=out)
+    return out
 
 
 def layer_psums(chip: Chip, layer_index: int, name: str, x: np.ndarray,
                 image_ids: np.ndarray | None) -> np.ndarray:
-    """Partial sums over all chunks of a weight layer: x (N, P, n_in) -> (N, P, n_out)."""
-    mapping, cfg, dig = chip.mapping, chip.config, chip.digital
-    lm = mapping.layer(name)
-    assign = mapping.assign(name)
-    n = x.shape[0]
-    psum = np.zeros((n, lm.positions, lm.n_out), dtype=np.int64)
-    for b in mapping.blocks_of(name):
-        pos = np.flatnonzero(assign[:, b.chunk] == b.id)
-        if pos.size == 0:
-            continue
-        xb = x[:, pos, b.in0:b.in0 + b.n_in]
-        kw = {}
-        if dig.read_noise:
-            kw = dict(read_noise=dig.read_noise, seed=noise.pe_seed(dig.noise_seed, b.pe),
-                      nonce=noise.read_nonce(image_ids[:, None], layer_index, pos[None, :],
-                                             b.chunk), row0=b.row0)
-        psum[:, pos] += read_block(xb, chip.block_conductance(b), dig.adc_gain[name], cfg, **kw)
-    return psum
+    """Partial sums over all chunks of a weight layer: x (N, P, n_in) -> (N, P, n_out).
+
+    All blocks of the layer are read at once from the chip's tables (golden.layer_plan). Line
+    reads are laid out (chunk, slot, image, position), so that the shift-and-add and the sum
+    over chunks add whole rows. With read noise only the reads whose bit pattern is not all
+    zero are hashed: a zero current stays zero (the noise term is proportional to it).
+    """
+    p = layer_plan.plan(chip, layer_index, name)
+    x = np.asarray(x)
+    n, positions = x.shape[:2]
+    m = n * positions
+    reads = p.n_chunks * p.bits
+    r = chip.digital.read_noise
+    if p.table:
+        pat = np.ascontiguousarray(_patterns(x, p).reshape(m, reads).T)    # (C*bits, m)
+        if not r:
+            off = (p.blk.T[:, None, :] * p.bits + np.arange(p.bits)[None, :, None]) << p.chunk
+            idx = pat.reshape(p.n_chunks, p.bits, n, positions) + off[:, :, None, :]
+            acc = np.take(p.signed, idx.reshape(reads, m), axis=0).sum(axis=0)
+            return acc.astype(np.int64).reshape(n, positions, p.n_out)
+        flat = pat.reshape(-1)
+        rows = np.flatnonzero(flat)
+    else:
+        cur = _currents(x, p).reshape(m, reads, p.lines).transpose(1, 0, 2)
+        flat = np.ascontiguousarray(cur).reshape(-1, p.lines)         # (C*bits*m, lines)
+        if not r:
+            codes = p.lut[flat] if p.lut is not None else adc_convert(
+                flat, chip.digital.adc_gain[name], chip.config).astype(p.acc_dtype)
+            diff = (codes[:, 0::2] - codes[:, 1::2]).reshape(p.n_chunks, p.bits, m, p.n_out)
+            acc = (diff * p.pow2[None, :, None, None]).sum(axis=(0, 1))
+            return acc.astype(np.int64).reshape(n, positions, p.n_out)
+        rows = np.flatnonzero(flat.any(axis=1))
+    if image_ids is None:
+        raise ValueError("read noise needs the image ids")
+    ck, q = np.divmod(rows, m)                  # (chunk, slot) and (image, position)
+    c, k = np.divmod(ck, p.bits)
+    blk = p.blk[q % positions, c]
+    src, src_rows = (p.currents, (blk << p.chunk) + flat[rows]) if p.table else (flat, rows)
+    nonce = noise.read_nonce(np.asarray(image_ids)[:, None, None], layer_index,
+                             np.arange(positions)[None, :, None],
+                             np.arange(p.n_chunks)[None, None, :]).reshape(-1)
+    nonce ^= nonce >> np.uint32(16)             # mix32's first step, as p.inner has had it
+    read = q * p.n_chunks + c
+    key_rows = blk * p.bits + k
+    out = np.zeros((reads * m, p.n_out), dtype=p.acc_dtype)
+    for s in range(0, len(rows), NOISE_ROWS):
+        sl = slice(s, s + NOISE_ROWS)
+        codes = _noisy_codes(np.take(src, src_rows[sl], axis=0), key_rows[sl],
+                             nonce[read[sl]], r, chip, name, p)
+        d = codes[:, 0::2] - codes[:, 1::2]
+        d *= p.pow2[k[sl]][:, None]
+        out[rows[sl]] = d
+    acc = out.reshape(reads, m, p.n_out).sum(axis=0)     # exact in acc_dtype
+    return acc.astype(np.int64).reshape(n, positions, p.n_out)
+
+
+# Rows of line reads per pass of the noise arithmetic: its temporaries stay in cache.
+NOISE_ROWS = 4096
+
+
+def _noisy_codes(cur, key_rows, nonce, r: int, chip: Chip, name: str, p) -> np.ndarray:
+    """ADC codes (rows, lines) of noisy line reads, as noise.line_hash, noise.byte_sum and
+    noise.apply_read_noise define them, computed in place."""
+    h = np.take(p.inner, key_rows, axis=0)
+    h ^= nonce[:, None]
+    t = np.empty_like(h)
+    noise.mix32_inplace(h, t, first=False)
+    # byte_sum: two bytes per 16-bit lane, then the lanes: (a * 0x10001) >> 16 is hi + lo.
+    np.right_shift(h, np.uint32(8), out=t)
+    t &= np.uint32(0x00FF00FF)
+    h &= np.uint32(0x00FF00FF)
+    h += t
+    h *= np.uint32(0x10001)
+    h >>= np.uint32(16)
+    if p.noise32:
+        s, c = h.view(np.int32), cur.astype(np.int32, copy=False)   # cur is a fresh gather
+    else:
+        s, c = h.astype(np.int64), cur.astype(np.int64)
+    s -= 510
+    s *= c
+    s *= r
+    s >>= noise.NOISE_FRAC_BITS
+    c += s
+    if p.lut is not None:
+        return np.take(p.lut, c)      # its last entry covers a current below zero
+    np.maximum(c, 0, out=c)
+    return adc_convert(c, chip.digital.adc_gain[name], chip.config).astype(p.acc_dtype)
+
+
+def _patterns(x: np.ndarray, p) -> np.ndarray:
+    """Bit patterns (N, P, C, bits): bit i of pattern [n, q, c, k] is bit k of input i of
+    chunk c (zero-padded past the layer's inputs)."""
+    n, positions, n_in = x.shape
+    width = p.n_chunks * p.chunk
+    if n_in < width:
+        x = np.concatenate([x, np.zeros((n, positions, width - n_in), x.dtype)], axis=2)
+    xc = x.reshape(n, positions, p.n_chunks, p.chunk)
+    if x.dtype == np.uint8 and p.bits <= 8:
+        # Each input byte spreads its bits into 16-bit lanes (lane k holds bit k), shifted
+        # by the input's place; lanes never carry, so ORs build all patterns at once.
+        table = _spread_table(p.bits)
+        words = np.take(table, xc[..., 0], axis=0)
+        for i in range(1, p.chunk):
+            words |= np.take(table, xc[..., i], axis=0) << np.uint64(i)
+        return words.view("<u2")[..., :p.bits].astype(np.int64)
+    xc = xc.astype(np.int64)
+    ks = np.arange(p.bits)
+    pat = np.zeros((n, positions, p.n_chunks, p.bits), dtype=np.int64)
+    for i in range(p.chunk):
+        pat |= ((xc[..., i, None] >> ks) & 1) << i
+    return pat
+
+
+@functools.cache
+def _spread_table(bits: int) -> np.ndarray:
+    words = -(-bits // 4)
+    t = np.zeros((256, words), dtype="<u8")
+    v = np.arange(256, dtype=np.uint64)
+    for k in range(bits):
+        t[:, k // 4] |= ((v >> np.uint64(k)) & np.uint64(1)) << np.uint64(16 * (k % 4))
+    return t
+
+
+def _currents(x: np.ndarray, p) -> np.ndarray:
+    """Line currents (N, P, C, bits, lines) int64 by bit-plane matrix products, per block."""
+    n, positions = x.shape[:2]
+    out = np.zeros((n, positions, p.n_chunks, p.bits, p.lines), dtype=np.int64)
+    for g, (pos, c, in0, n_in) in zip(p.g, p.in_slices, strict=True):
+        if pos.size:
+            planes = bit_planes(x[:, pos, in0:in0 + n_in], p.bits)
+            out[:, pos, c] = planes @ g[:, :n_in].T
+    return out
 
 
 @dataclass
@@ -187,6 +304,8 @@ def run(chip: Chip, images, image_ids=None, trace: bool = False, batch: int = 12
     if ids.shape != (n,):
         raise ValueError(f"image_ids must have shape ({n},), got {ids.shape}")
     starts = range(0, n, batch)
+    for i, layer in enumerate(net.weight_layers()):   # the tables, before the threads start
+        layer_plan.plan(chip, i, layer.name)
     workers = max(1, min(workers or os.cpu_count() or 1, len(starts)))
 
     def one(s):
