@@ -28,6 +28,7 @@ class Parser(argparse.ArgumentParser):
 _I64 = 2 ** 63 - 1
 NUMBERS = {
     "shards": (True, 1, 64, True),
+    "workers": (True, 0, 4096, True),
     "images": (True, 1, 10 ** 9, True),
     "rtl_images": (True, 0, 10 ** 9, True),
     "limit": (True, 1, 10 ** 9, True),

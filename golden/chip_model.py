@@ -38,6 +38,12 @@ def bit_planes(x: np.ndarray, bits: int) -> np.ndarray:
 
 def line_currents(x: np.ndarray, g: np.ndarray, bits: int) -> np.ndarray:
     """Per-slot line currents (..., bits, lines) of inputs (..., n) on codes g (lines, n)."""
+    x, g = np.asarray(x), np.asarray(g)
+    n = g.shape[-1]
+    if n <= layer_plan.MAX_TABLE_INPUTS and x.ndim >= 1 and x.shape[-1] == n and x.size:
+        # Few inputs: every pattern's currents from a table (the same integers).
+        table = ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1) @ g.astype(np.int64).T
+        return np.take(table.astype(np.float32), bit_patterns(x, bits), axis=0)
     planes = bit_planes(x, bits)
     n = planes.shape[-1]
     flat = planes.reshape(-1, n) @ np.asarray(g, dtype=np.float32).T
@@ -224,26 +230,31 @@ def _noisy_codes(cur, key_rows, nonce, r: int, chip: Chip, name: str, p) -> np.n
 
 
 def _patterns(x: np.ndarray, p) -> np.ndarray:
-    """Bit patterns (N, P, C, bits): bit i of pattern [n, q, c, k] is bit k of input i of
-    chunk c (zero-padded past the layer's inputs)."""
+    """Bit patterns (N, P, C, bits) of a layer's chunks (zero-padded past its inputs)."""
     n, positions, n_in = x.shape
     width = p.n_chunks * p.chunk
     if n_in < width:
         x = np.concatenate([x, np.zeros((n, positions, width - n_in), x.dtype)], axis=2)
-    xc = x.reshape(n, positions, p.n_chunks, p.chunk)
-    if x.dtype == np.uint8 and p.bits <= 8:
+    return bit_patterns(x.reshape(n, positions, p.n_chunks, p.chunk), p.bits)
+
+
+def bit_patterns(x: np.ndarray, bits: int) -> np.ndarray:
+    """(..., n) unsigned inputs, n <= 16 -> (..., bits) int64: bit i of pattern k is bit k of
+    input i (the inputs a slot drives)."""
+    n = x.shape[-1]
+    if x.dtype == np.uint8 and bits <= 8:
         # Each input byte spreads its bits into 16-bit lanes (lane k holds bit k), shifted
         # by the input's place; lanes never carry, so ORs build all patterns at once.
-        table = _spread_table(p.bits)
-        words = np.take(table, xc[..., 0], axis=0)
-        for i in range(1, p.chunk):
-            words |= np.take(table, xc[..., i], axis=0) << np.uint64(i)
-        return words.view("<u2")[..., :p.bits].astype(np.int64)
-    xc = xc.astype(np.int64)
-    ks = np.arange(p.bits)
-    pat = np.zeros((n, positions, p.n_chunks, p.bits), dtype=np.int64)
-    for i in range(p.chunk):
-        pat |= ((xc[..., i, None] >> ks) & 1) << i
+        table = _spread_table(bits)
+        words = np.take(table, x[..., 0], axis=0)
+        for i in range(1, n):
+            words |= np.take(table, x[..., i], axis=0) << np.uint64(i)
+        return words.view("<u2")[..., :bits].astype(np.int64)
+    x = x.astype(np.int64)
+    ks = np.arange(bits)
+    pat = np.zeros((*x.shape[:-1], bits), dtype=np.int64)
+    for i in range(n):
+        pat |= ((x[..., i, None] >> ks) & 1) << i
     return pat
 
 
