@@ -18,7 +18,8 @@ def cmd_sweep(args) -> int:
     summary = sweep.run(spec, args.out, data_path=args.data, scheduler=args.scheduler,
                         workers=args.workers, force=args.force, progress=not args.json)
     rows = sweep.read_table(args.out / "sweep.parquet")
-    text = [f"sweep {args.spec}: {summary['points']} points ({len(spec.seeds)} chips each), "
+    chips = f"{len(spec.seeds)} chip{'s' if len(spec.seeds) > 1 else ''}"
+    text = [f"sweep {args.spec}: {summary['points']} points ({chips} each), "
             f"{summary['ran']} run now on {summary['executor']} in {summary['seconds']:.1f} s; "
             f"done {summary['done']}, failed {summary['failed']}, remaining "
             f"{summary['remaining']}", "", *mean_table(spec, rows), "",

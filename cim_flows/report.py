@@ -26,7 +26,7 @@ TEMPLATE = Path(__file__).resolve().parent / "report_template.html"
 SECTIONS = [("artifacts", "Run"), ("mapping", "Mapping"), ("conductance", "Conductances"),
             ("accuracy", "Accuracy per stage"), ("rtl", "RTL vs golden"),
             ("cycles", "Cycles per layer"), ("resources", "Resources per module"),
-            ("timing", "Fmax"), ("energy", "Energy and area")]
+            ("timing", "Fmax"), ("energy", "Energy and area"), ("sweep", "Sweep")]
 # What the paper reports for the stages `cim demo` prints (README.md, Results), by replication.
 PAPER_STAGES = {1: {"float (software)": 0.9799, "after transfer": 0.9507,
                     "after hybrid training": 0.9619},
@@ -374,9 +374,15 @@ def s_energy(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
             + "".join(f"<li>{_e(a)}</li>" for a in energy.assumptions()) + "</ul>")
 
 
+def s_sweep(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
+    from .sweep_report import section
+    return section(pg)
+
+
 _BUILDERS = {"artifacts": s_artifacts, "mapping": s_mapping, "conductance": s_conductance,
              "accuracy": s_accuracy, "rtl": s_rtl, "cycles": s_cycles,
-             "resources": s_resources, "timing": s_timing, "energy": s_energy}
+             "resources": s_resources, "timing": s_timing, "energy": s_energy,
+             "sweep": s_sweep}
 
 
 def _config(run: Path, cfg: SystemConfig | None) -> tuple[SystemConfig, str]:

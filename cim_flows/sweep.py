@@ -99,7 +99,7 @@ def _model():
     return stages.load_model()
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=64)   # a few MB: the configurations of a sweep
 def _compiled(cfg: SystemConfig):
     """The quantized program of a configuration: the seeds of a combination share it (the
     calibration is the slow part of a point)."""
@@ -282,6 +282,9 @@ def run(spec: SweepSpec, out: Path, *, data_path=None, scheduler: str | None = N
     check_output(out, spec_hash, force)
     pending = [t for t in tasks if (read_point(out, t["key"]) or {}).get("row", {})
                .get("status") != "ok"]
+    # Points of one configuration one after another: a worker calibrates each configuration
+    # once (its cache), and the table keeps the spec's order anyway.
+    pending.sort(key=lambda t: json.dumps(t["system"], sort_keys=True))
     meta = {"spec_hash": spec_hash, "data": "bundled" if data_path is None else str(data_path),
             "executor": "in-process" if workers == 0 else (scheduler or "LocalCluster")}
     t0 = time.time()

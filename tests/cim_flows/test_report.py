@@ -64,6 +64,10 @@ def run(tmp_path_factory):
     printed = _cim("timing", "--config", str(tiny), "--out", str(run), "--quiet", "--json")
     assert json.loads(printed) == json.loads((run / "timing_pe.json").read_text())
     _stand_in_sim(run)
+    spec = run / "sweep.toml"
+    spec.write_text("[sweep]\nseeds = [1, 2]\nimages = 50\n[axes]\n"
+                    "'device.relax_sigma_us' = [0.3, 0.9]\n")
+    _cim("sweep", str(spec), "--out", str(run / "sweep"), "--workers", "0", "--json")
     return run
 
 
@@ -100,12 +104,13 @@ def test_page_holds_every_section_and_its_figures(page, run):
     for sid in SECTION_IDS:
         assert f"<section id='{sid}'>" in html
     for png in ("mapping", "conductance", "accuracy", "cycles", "energy",
-                "synth_pe_ecp5_asic"):
+                "synth_pe_ecp5_asic", "sweep"):
         assert f"src='{png}.png'" in html
         assert (run / "report" / f"{png}.png").stat().st_size > 2000
     assert "stand-in" in html                          # the sim.json stand-in is flagged
     assert "11,014" in html and "GOPS/W" in html
     assert "shift_add" in html and "Fmax" in html
+    assert "relax_sigma_us" in html and "4 points" in html
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium (.ci/run "
