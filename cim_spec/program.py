@@ -117,3 +117,23 @@ def target_conductance(mapping: Mapping, levels: dict[str, np.ndarray]) -> np.nd
         g[b.pe, b.row0:b.row0 + b.n_rows, :b.n_in] = level_codes(
             levels[b.layer][:, b.in0:b.in0 + b.n_in], cfg)
     return g
+
+
+# The host's pixels are 8-bit (docs/datapath.md section 0, "the first layer's input").
+PIXEL_BITS = 8
+
+
+def dac_inputs(pixels, input_bits: int) -> np.ndarray:
+    """The first weight layer's inputs from 8-bit pixels: a DAC narrower than a pixel takes
+    the pixel's top `input_bits` bits (``pixel >> (8 - input_bits)``), a DAC as wide or wider
+    takes the pixel as it is. The host converts before it sends an image; the golden model
+    converts the same way."""
+    p = np.asarray(pixels)
+    if input_bits >= PIXEL_BITS:
+        return p
+    return p >> (PIXEL_BITS - input_bits)
+
+
+def input_step(input_bits: int) -> float:
+    """The float value (pixel / 255) of one step of the first layer's input."""
+    return 2.0 ** max(0, PIXEL_BITS - input_bits) / (2 ** PIXEL_BITS - 1)

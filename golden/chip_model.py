@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 from cim_spec import noise
 from cim_spec.config import SystemConfig
 from cim_spec.network import Conv, Dense, Pool
-from cim_spec.program import Chip
+from cim_spec.program import Chip, dac_inputs
 
 from . import layer_plan
 from .layer_plan import adc_convert  # noqa: F401 (part of this module's interface)
@@ -309,7 +309,7 @@ def run(chip: Chip, images, image_ids=None, trace: bool = False, batch: int = 12
         workers: int | None = None) -> RunResult:
     """Run a batch of images through the chip; returns the integer logits."""
     net = chip.mapping.network
-    images = check_images(images, net.input_shape)
+    images = dac_inputs(check_images(images, net.input_shape), chip.config.input_bits)
     n = images.shape[0]
     ids = np.arange(n, dtype=np.int64) if image_ids is None else np.asarray(image_ids, np.int64)
     if ids.shape != (n,):
@@ -342,6 +342,8 @@ def run(chip: Chip, images, image_ids=None, trace: bool = False, batch: int = 12
 def _run_batch(chip: Chip, a: np.ndarray, ids: np.ndarray, trace: bool):
     net, cfg, dig = chip.mapping.network, chip.config, chip.digital
     weight_names = [layer.name for layer in net.weight_layers()]
+    # Activations wider than a byte must not wrap (the contract clamps at act_max).
+    act = np.uint8 if cfg.act_bits <= 8 else np.uint16
     out = {}
     for layer in net.layers:
         if isinstance(layer, Conv):
@@ -350,7 +352,7 @@ def _run_batch(chip: Chip, a: np.ndarray, ids: np.ndarray, trace: bool):
             psum = layer_psums(chip, li, layer.name, x, ids)
             q = requantize(psum, dig.requant_mult[layer.name], dig.requant_shift[layer.name], cfg)
             ho, wo = chip.mapping.layer(layer.name).out_hw
-            a = q.transpose(0, 2, 1).reshape(a.shape[0], layer.out_ch, ho, wo).astype(np.uint8)
+            a = q.transpose(0, 2, 1).reshape(a.shape[0], layer.out_ch, ho, wo).astype(act)
         elif isinstance(layer, Pool):
             a = max_pool(a, layer.k, layer.stride)
         elif isinstance(layer, Dense):
@@ -362,7 +364,7 @@ def _run_batch(chip: Chip, a: np.ndarray, ids: np.ndarray, trace: bool):
             else:
                 q = requantize(psum, dig.requant_mult[layer.name],
                                dig.requant_shift[layer.name], cfg)
-                a = q.astype(np.uint8)
+                a = q.astype(act)
         if trace:
             out[layer.name] = a.copy()
     return a, out

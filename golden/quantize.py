@@ -14,7 +14,14 @@ import numpy as np
 
 from cim_spec.mapping import Mapping
 from cim_spec.network import Conv
-from cim_spec.program import Chip, Digital, Program, target_conductance
+from cim_spec.program import (
+    Chip,
+    Digital,
+    Program,
+    dac_inputs,
+    input_step,
+    target_conductance,
+)
 from golden import chip_model
 
 
@@ -56,7 +63,7 @@ def compile_model(model, mapping: Mapping, calib_images: np.ndarray, *,
     target = target_conductance(mapping, levels)
     names = [layer.name for layer in net.weight_layers()]
     in_scale = {}
-    s = 1.0 / cfg.act_max
+    s = input_step(cfg.input_bits)
     for name in names:
         in_scale[name] = s
         s = model.act_scales.get(name, None) if name != names[-1] else None
@@ -97,7 +104,7 @@ def _layer_inputs(chip: Chip, images: np.ndarray, layer_index: int) -> np.ndarra
     wl = net.weight_layers()
     target = wl[layer_index]
     if layer_index == 0:
-        a = images
+        a = dac_inputs(images, chip.config.input_bits)
     else:
         prev = net.layers[net.layers.index(target) - 1]
         a = chip_model.run(chip, images, trace=True).trace[prev.name]

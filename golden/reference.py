@@ -64,7 +64,11 @@ def run_image(chip, image, image_id: int = 0):
     net = mapping.network
     weight_names = [layer.name for layer in net.weight_layers()]
     c0, h0, w0 = net.input_shape
-    a = [[[int(image[c][y][x]) for x in range(w0)] for y in range(h0)] for c in range(c0)]
+    # The first layer's input: the 8-bit pixel's top input_bits bits (all of it if the DAC is
+    # as wide or wider), docs/datapath.md section 0.
+    drop = max(0, 8 - cfg.input_bits)
+    a = [[[int(image[c][y][x]) >> drop for x in range(w0)] for y in range(h0)]
+         for c in range(c0)]
     trace = {}
     for layer in net.layers:
         if isinstance(layer, Pool):

@@ -32,6 +32,8 @@ CONFIGS = [
     dict(adc_bits=4, input_bits=5, act_bits=5),
     dict(array_cols=12, array_rows=32, n_pe=6, replication=2, adc_bits=6),
     dict(adc_bits=10, cond_code_bits=9, adc_gain_frac_bits=12),
+    # DACs wider than a pixel, activations wider than a byte (they must not wrap).
+    dict(adc_bits=10, input_bits=10, act_bits=10),
 ]
 
 
@@ -42,10 +44,10 @@ def test_tiny_network_matches_reference(overrides, noise):
     rng = np.random.default_rng(abs(hash((tuple(overrides.items()), noise))) % 2 ** 32)
     cfg = SystemConfig(**overrides)
     chip = random_chip(TINY, cfg, rng, noise)
-    top = 2 ** cfg.input_bits
-    images = rng.integers(0, top, size=(6, 9, 9)).astype(np.uint8)
+    # 8-bit pixels whatever the DAC width: the first layer takes their top input_bits bits.
+    images = rng.integers(0, 256, size=(6, 9, 9)).astype(np.uint8)
     images[0] = 0
-    images[1] = top - 1
+    images[1] = 255
     ids = rng.integers(0, 2 ** 31, size=6)
     fast = chip_model.run(chip, images, image_ids=ids, trace=True)
     for i in range(len(images)):
@@ -170,3 +172,24 @@ def test_tables_follow_codes_edited_in_place():
     fresh = program.Chip(chip.mapping, chip.conductance.copy(), chip.digital)
     assert after.tolist() == chip_model.run(fresh, images).logits.tolist()
     assert after.tolist() != before.tolist()
+
+
+@pytest.mark.parametrize("bits", [1, 5, 6, 8, 10, 12])
+def test_pixels_reach_the_first_layer_by_their_top_bits(bits):
+    """A DAC narrower than a pixel takes its top bits, a wider one the pixel: written out
+    here from docs/datapath.md section 0, against the model's first-layer trace."""
+    rng = np.random.default_rng(bits)
+    cfg = SystemConfig(input_bits=bits, act_bits=bits, adc_bits=max(bits, 8))
+    net = Network("one", (1, 4, 4), (Dense("D", 16, 2),))
+    chip = random_chip(net, cfg, rng)
+    pixels = rng.integers(0, 256, size=(5, 4, 4)).astype(np.uint8)
+    pixels[0] = 255
+    want = [[int(v) >> max(0, 8 - bits) for v in img.ravel()] for img in pixels]
+    assert program.dac_inputs(pixels, bits).reshape(5, -1).tolist() == want
+    assert max(max(w) for w in want) == (2 ** bits - 1 if bits <= 8 else 255)
+    # The logits are those of the converted inputs read through the one dense block.
+    b = chip.mapping.blocks[0]
+    x = np.array(want)
+    got = chip_model.run(chip, pixels).logits
+    expect = chip_model.read_block(x, chip.block_conductance(b), chip.digital.adc_gain["D"], cfg)
+    assert np.array_equal(got, expect)
