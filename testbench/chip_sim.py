@@ -1,18 +1,20 @@
-"""Running images through the chip's RTL on Verilator (cocotb) and comparing every logit with
-the golden integer model for the same chip state."""
+"""The verification layer's public API for the chip: running images through the chip's RTL on
+Verilator (cocotb, testbench/chip_tests.py) with every logit compared, by the testbench's
+scoreboard, with the golden integer model of the same chip state; locating the first layer
+that differs."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from amaranth import Const
 from tqdm import tqdm
 
 import cim_spec
@@ -20,12 +22,16 @@ import hdl
 from cim_spec import program
 from golden import chip_model
 from hdl import build
-from hdl.chip import tapped_buffers
+from hdl.chip import program_layout, tapped_buffers
 from hdl.chip_plan import plan_chip
 from hdl.harness import LOADER_SOURCE, PIXELS_PER_BEAT, SimHarness
 from hdl.params import CrossbarForm
 
-from . import runner
+from . import chip_job, runner
+from .chip_job import CellWrite
+from .scoreboard import Mismatch
+
+__all__ = ["CellWrite", "Mismatch", "SimResult", "build_chip", "locate", "simulate"]
 
 TOPLEVEL = "harness"
 
@@ -65,19 +71,6 @@ def build_chip(chip: program.Chip, build_dir: Path | None = None,
 
 
 @dataclass
-class Mismatch:
-    index: int
-    image_id: int
-    rtl: list[int]
-    golden: list[int]
-
-    @property
-    def first_difference(self) -> tuple[int, int, int]:
-        o = next(i for i, (a, b) in enumerate(zip(self.rtl, self.golden, strict=True)) if a != b)
-        return o, self.rtl[o], self.golden[o]
-
-
-@dataclass
 class SimResult:
     images: int
     logits: np.ndarray
@@ -91,6 +84,7 @@ class SimResult:
     build_seconds: float
     build_dir: Path | None = None
     run_dir: Path | None = None          # kept (with the waveforms) only when asked for
+    traffic: dict = field(default_factory=dict)   # what the monitors saw (random traffic)
 
     @property
     def bitexact(self) -> int:
@@ -101,18 +95,65 @@ class SimResult:
         return self.images / self.sim_seconds if self.sim_seconds else 0.0
 
 
+def check_writes(chip: program.Chip, writes, n_images: int) -> list[CellWrite]:
+    """The cell writes in the order they happen (by `before`, then as given)."""
+    cfg = chip.config
+    limits = dict(before=n_images, pe=cfg.n_pe - 1, row=cfg.array_rows - 1,
+                  col=cfg.array_cols - 1, code=cfg.code_max)
+    out = []
+    for i, w in enumerate(writes or ()):
+        if not isinstance(w, CellWrite):
+            raise TypeError(f"cell write {i}: a CellWrite, got {type(w).__name__}")
+        for name, top in limits.items():
+            v = getattr(w, name)
+            if not 0 <= v <= top:
+                raise ValueError(f"cell write {i}: {name} {v} is outside 0..{top}")
+        out.append(w)
+    return sorted(out, key=lambda w: w.before)
+
+
+def golden_logits(chip: program.Chip, images: np.ndarray, ids: np.ndarray,
+                  writes: list[CellWrite] = ()) -> np.ndarray:
+    """The golden model's logits, the chip re-programmed by `writes` between images."""
+    if not writes:
+        return chip_model.run(chip, images, image_ids=ids).logits
+    g = chip.conductance.copy()
+    parts, start = [], 0
+    for before in [*sorted({w.before for w in writes}), len(images)]:
+        if before > start:
+            now = program.Chip(chip.mapping, g.copy(), chip.digital)
+            parts.append(chip_model.run(now, images[start:before],
+                                        image_ids=ids[start:before]).logits)
+            start = before
+        for w in writes:
+            if w.before == before:
+                g[w.pe, w.row, w.col] = w.code
+    return np.concatenate(parts)
+
+
 def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: int = 1,
              waves: bool = False, progress: bool = True,
-             golden: program.Chip | None = None) -> SimResult:
-    """Run `images` through the RTL and the golden model; every logit is compared (with the
-    golden model of `golden`, by default the same chip)."""
+             golden: program.Chip | None = None, pauses: int | None = None,
+             writes=None) -> SimResult:
+    """Run `images` through the RTL; the testbench's scoreboard compares every logit with
+    the golden model of `golden` (by default the same chip).
+
+    `pauses` (a seed) turns on random traffic: idle cycles between load beats, gaps between
+    images, back-pressure bursts on the result port, monitors on every handshake. `writes`
+    (CellWrite) re-program cells through the chip's programming port between images; the
+    golden chip is re-programmed the same way.
+    """
     net = chip.mapping.network
     images = chip_model.check_images(images, net.input_shape)
     n = len(images)
     ids = np.arange(n, dtype=np.int64) if image_ids is None else np.asarray(image_ids, np.int64)
+    writes = check_writes(chip, writes, n)
     build_dir, build_s = build_chip(chip, waves=waves)
     plan = plan_chip(chip)
-    meta = job_meta(plan)
+    meta = job_meta(plan, chip, pauses)
+    gold = golden_logits(golden or chip, images, ids, writes)
+    payloads = np.array([prog_payload(plan, w) for w in writes], dtype=np.int64)
+    befores = np.array([w.before for w in writes], dtype=np.int64)
     shards = max(1, min(shards, n))
     bounds = np.linspace(0, n, shards + 1).astype(int)
     # Each call runs in a directory of its own: simulations of the same chip (parallel tests,
@@ -123,8 +164,11 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
         d = run_dir / f"shard{s}"
         d.mkdir()
         lo, hi = bounds[s], bounds[s + 1]
-        np.savez(d / "job.npz", images=images[lo:hi, 0], image_ids=ids[lo:hi],
-                 meta=json.dumps(meta))
+        # A shard starts from the chip as the writes before its first image left it.
+        mine = befores < hi
+        chip_job.write_job(d / "job.npz", chip_job.Job(
+            images[lo:hi, 0], ids[lo:hi], gold[lo:hi], dict(meta, shard_start=int(lo)),
+            np.maximum(befores[mine] - lo, 0), payloads[mine]))
         dirs.append(d)
 
     def one(d):
@@ -147,33 +191,44 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
         bar.close()
     sim_s = time.perf_counter() - t0
 
-    outs = []
-    for d in dirs:
-        with np.load(d / "out.npz", allow_pickle=False) as f:
-            outs.append(dict(logits=f["logits"], labels=f["labels"], done_at=f["done_at"],
-                             meta=json.loads(str(f["meta"]))))
+    outs = [chip_job.read_answer(d / "out.npz") for d in dirs]
     if not waves:
         shutil.rmtree(run_dir, ignore_errors=True)
-    logits = np.concatenate([o["logits"] for o in outs])
-    labels = np.concatenate([o["labels"] for o in outs])
-    gold = chip_model.run(golden or chip, images, image_ids=ids).logits
-    mismatches = [Mismatch(i, int(ids[i]), logits[i].tolist(), gold[i].tolist())
-                  for i in np.flatnonzero((logits != gold).any(axis=1))]
-    spacing = [np.diff(o["done_at"]) for o in outs if len(o["done_at"]) > 1]
+    logits = np.concatenate([o.logits for o in outs])
+    labels = np.concatenate([o.labels for o in outs])
+    bad = np.concatenate([o.mismatches + lo for o, lo in zip(outs, bounds, strict=False)])
+    mismatches = [Mismatch(int(i), int(ids[i]), logits[i].tolist(), gold[i].tolist())
+                  for i in bad]
+    spacing = [np.diff(o.done_at) for o in outs if len(o.done_at) > 1]
     per_image = float(np.mean(np.concatenate(spacing))) if spacing else float(
-        outs[0]["meta"]["cycles_image"])
-    last = outs[-1]["meta"]
+        outs[0].meta["cycles_image"])
+    last = outs[-1].meta
     names = [lp.name for lp in plan.layers]
+    traffic = {k: sum(o.meta[k] for o in outs) for k in outs[0].meta
+               if k.startswith(("load_", "result_", "prog_", "gap_"))}
     return SimResult(n, logits, labels, gold, mismatches, int(last["cycles_image"]),
                      dict(zip(names, last["cycles_layer"], strict=True)), per_image, sim_s,
-                     build_s, build_dir, run_dir if waves else None)
+                     build_s, build_dir, run_dir if waves else None, traffic)
 
 
-def job_meta(plan) -> dict:
+def job_meta(plan, chip: program.Chip | None = None, pauses: int | None = None) -> dict:
+    """The formats the testbench needs (widths, buffers) and the traffic options."""
+    hint = 0
+    if chip is not None:    # the read-slot bound of an image: the scale of random gaps
+        hint = sum(chip.mapping.slot_bound(lp.name) for lp in plan.layers) * \
+            chip.config.pulse_cycles
     return dict(n_out=plan.layers[-1].n_out, acc_bits=plan.acc_bits, n_layers=len(plan.layers),
                 pixels_per_beat=PIXELS_PER_BEAT, pixel_bits=plan.buffers["img"].bits,
                 buffers={n: [plan.buffers[n].channels, plan.buffers[n].depth,
-                             plan.buffers[n].bits] for n in tapped_buffers(plan)})
+                             plan.buffers[n].bits] for n in tapped_buffers(plan)},
+                pauses=None if pauses is None else int(pauses),
+                cycles_hint=int(hint))
+
+
+def prog_payload(plan, w: CellWrite) -> int:
+    """A cell write as the programming port's payload bits."""
+    return Const.cast(program_layout(plan).const(
+        dict(pe=w.pe, row=w.row, col=w.col, code=w.code))).value
 
 
 def locate(chip: program.Chip, images: np.ndarray, image_ids,
@@ -190,36 +245,36 @@ def locate(chip: program.Chip, images: np.ndarray, image_ids,
     build_dir, _ = build_chip(chip)
     plan = plan_chip(chip)
     d = Path(tempfile.mkdtemp(prefix="locate-", dir=build_dir))
-    np.savez(d / "job.npz", images=images[:, 0], image_ids=ids,
-             meta=json.dumps(job_meta(plan)))
+    gold = chip_model.run(golden or chip, images, image_ids=ids, trace=True)
+    chip_job.write_job(d / "job.npz", chip_job.Job(images[:, 0], ids, gold.logits,
+                                                   job_meta(plan, chip)))
     runner.test(TOPLEVEL, "testbench.chip_tests", build_dir,
                 env={"CIM_CHIP_JOB": d / "job.npz", "CIM_CHIP_OUT": d / "out.npz",
                      "CIM_CHIP_TAPS": "1"}, test_dir=d, quiet=True)
-    gold = chip_model.run(golden or chip, images, image_ids=ids, trace=True)
     names = [layer.name for layer in net.layers]
     found = []
-    with np.load(d / "out.npz", allow_pickle=False) as out:
-        for i in range(len(images)):
-            where = None
-            for lp in plan.layers:
-                if lp.dst is None:
-                    break
-                after = names[names.index(lp.name) + 1]
-                key = after if lp.pool > 1 else lp.name
-                want = gold.trace[key][i]                       # (C, H, W)
-                got = out[f"tap_{lp.dst}"][i].T.reshape(want.shape)
-                diff = np.argwhere(got != want)
-                if len(diff):
-                    c, y, x = diff[0]
-                    where = (f"{key} (after {lp.name}) channel {c} at ({y}, {x}): rtl "
-                             f"{got[c, y, x]}, golden {want[c, y, x]}")
-                    break
-            if where is None:
-                o = int(np.argmax(out["logits"][i] != gold.logits[i]))
-                where = (f"{names[-1]} logit {o}: rtl {out['logits'][i][o]}, golden "
-                         f"{gold.logits[i][o]}")
-            found.append(where)
+    out = chip_job.read_answer(d / "out.npz")
     shutil.rmtree(d, ignore_errors=True)
+    for i in range(len(images)):
+        where = None
+        for lp in plan.layers:
+            if lp.dst is None:
+                break
+            after = names[names.index(lp.name) + 1]
+            key = after if lp.pool > 1 else lp.name
+            want = gold.trace[key][i]                       # (C, H, W)
+            got = out.taps[f"tap_{lp.dst}"][i].T.reshape(want.shape)
+            diff = np.argwhere(got != want)
+            if len(diff):
+                c, y, x = diff[0]
+                where = (f"{key} (after {lp.name}) channel {c} at ({y}, {x}): rtl "
+                         f"{got[c, y, x]}, golden {want[c, y, x]}")
+                break
+        if where is None:
+            o = int(np.argmax(out.logits[i] != gold.logits[i]))
+            where = (f"{names[-1]} logit {o}: rtl {out.logits[i][o]}, golden "
+                     f"{gold.logits[i][o]}")
+        found.append(where)
     return found
 
 

@@ -1,21 +1,52 @@
-"""cocotb test of the whole chip: images in through the harness, logits out.
+"""cocotb testbench of the whole chip, through its simulation harness (hdl/harness.py): images
+in, logits out, cell writes through the programming port between images.
 
-The runner (cim_core/rtl_sim.py) names a job file in CIM_CHIP_JOB: the images and their ids.
-This module only drives the simulation and writes what the RTL answered (CIM_CHIP_OUT); the
-comparison with the golden model happens in the runner, so a failing image can be reported
-with its golden trace.
+The host (testbench/chip_sim.py) names a job file in CIM_CHIP_JOB (testbench/chip_job.py):
+the images, their ids, the logits the golden model expects for them, the cell writes and the
+options. The scoreboard compares every result as it arrives; the answer (CIM_CHIP_OUT) holds
+what the RTL computed and which images differed, so the host can report a mismatch with the
+golden model's trace.
+
+Two kinds of traffic:
+* fast (the default): every image queued at once, the result port always ready; Python
+  wakes about a dozen times per image and the simulator runs freely in between.
+* random (`pauses` seed in the job meta, or cell writes): random idle cycles between load
+  beats and random gaps between images, random back-pressure bursts on the result port,
+  cell writes between images, and passive monitors checking every handshake.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import time
 
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, SimTimeoutError, with_timeout
+from cocotb.triggers import (
+    ClockCycles,
+    Event,
+    ReadOnly,
+    RisingEdge,
+    SimTimeoutError,
+    Timer,
+    with_timeout,
+)
+
+from testbench import chip_job
+from testbench.scoreboard import Scoreboard
+from testbench.stream import (
+    StreamBus,
+    StreamMonitor,
+    StreamSink,
+    StreamSource,
+    burst_pauses,
+    random_pauses,
+)
+
+PERIOD_NS = 10
+RESULT_TIMEOUT_CYCLES = 2_000_000
 
 
 def pack_beats(image: np.ndarray, image_id: int, per_beat: int, bits: int) -> list[int]:
@@ -40,42 +71,23 @@ def unpack_result(value: int, n: int, acc_bits: int) -> tuple[list[int], int]:
     return logits, value >> (n * acc_bits)
 
 
-async def loader(dut, images, ids, per_beat: int, bits: int):
-    """While `load__ready` is high the harness takes a beat at every clock edge; it drops
-    ready after an image's last beat and raises it again once it has fed the pixels."""
-    for image, image_id in zip(images, ids, strict=True):
-        # Judge ready only when settled (ReadOnly); the beats then start after the next edge.
-        await ReadOnly()
-        while not dut.load__ready.value:
-            await RisingEdge(dut.load__ready)
-            await ReadOnly()
-        await RisingEdge(dut.clk)
-        for beat in pack_beats(image, image_id, per_beat, bits):
-            dut.load__payload.value = beat
-            dut.load__valid.value = 1
-            await RisingEdge(dut.clk)
-        dut.load__valid.value = 0
-
-
 class TapMonitor:
     """Records every feature-map write (debug runs only: it wakes Python every cycle)."""
 
-    def __init__(self, dut, buffers: dict, n_images: int):
-        self.dut, self.buffers = dut, buffers
+    def __init__(self, clk, ports: dict, buffers: dict, n_images: int):
+        self.clk, self.ports, self.buffers = clk, ports, buffers
         self.image = 0
         self.words = {name: np.zeros((n_images, depth), dtype=object)
                       for name, (channels, depth, bits) in buffers.items()}
+        cocotb.start_soon(self._run())
 
-    async def run(self):
+    async def _run(self):
         while True:
-            await RisingEdge(self.dut.clk)
+            await RisingEdge(self.clk)
             await ReadOnly()
-            # Tap i shows the i-th buffer of the job's list (hdl.chip.tapped_buffers).
-            for i, name in enumerate(self.buffers):
-                if getattr(self.dut, f"tap__{i}__en").value:
-                    addr = int(getattr(self.dut, f"tap__{i}__addr").value)
-                    word = int(getattr(self.dut, f"tap__{i}__data").value)
-                    self.words[name][self.image, addr] = word
+            for name, (en, addr, word) in self.ports.items():
+                if en.value:
+                    self.words[name][self.image, int(addr.value)] = int(word.value)
 
     def arrays(self) -> dict:
         out = {}
@@ -87,50 +99,153 @@ class TapMonitor:
         return out
 
 
-@cocotb.test()
-async def run_images(dut):
-    with np.load(os.environ["CIM_CHIP_JOB"], allow_pickle=False) as job:
-        images, ids = job["images"], job["image_ids"]
-        meta = json.loads(str(job["meta"]))
-    n_out, acc_bits = meta["n_out"], meta["acc_bits"]
-    # The harness has no reset port: its registers start from their reset values.
-    Clock(dut.clk, 10, unit="ns").start()
-    dut.load__valid.value = 0
-    dut.result__ready.value = 1
-    dut.prog__valid.value = 0
-    await ClockCycles(dut.clk, 2)
-    t0 = time.perf_counter()
-    taps = None
-    if os.environ.get("CIM_CHIP_TAPS") == "1":
-        taps = TapMonitor(dut, meta["buffers"], len(images))
-        cocotb.start_soon(taps.run())
-    cocotb.start_soon(loader(dut, images, ids, meta["pixels_per_beat"], meta["pixel_bits"]))
-    logits, labels, done_at = [], [], []
-    cycle_ns = 10
-    for i in range(len(images)):
+class ChipTB:
+    """The harness's drivers, monitors and counters. Every name of the harness's ports that
+    the testbench uses is in this constructor."""
+
+    def __init__(self, dut, job: chip_job.Job, taps: bool = False):
+        self.dut, self.job, self.meta = dut, job, job.meta
+        self.log = logging.getLogger("cocotb.tb")
+        self.clk = dut.clk
+        load, result, prog = (StreamBus.from_prefix(dut, n) for n in ("load", "result", "prog"))
+        self.cycles_image, self.cycles_layer = dut.cycles_image, dut.cycles_layer
+        self.images_done = dut.images_done
+        # Tap i shows the i-th buffer of the job's list (hdl.chip.tapped_buffers).
+        tap_ports = {name: (getattr(dut, f"tap__{i}__en"), getattr(dut, f"tap__{i}__addr"),
+                            getattr(dut, f"tap__{i}__data"))
+                     for i, name in enumerate(self.meta["buffers"])} if taps else {}
+
+        # The harness has no reset port: its registers start from their reset values.
+        Clock(self.clk, PERIOD_NS, unit="ns").start()
+        self.load = StreamSource(load, self.clk)
+        self.prog = StreamSource(prog, self.clk)
+        self.result = StreamSink(result, self.clk)
+        self.taps = (TapMonitor(self.clk, tap_ports, self.meta["buffers"], len(job.images))
+                     if taps else None)
+        self.random = self.meta.get("pauses") is not None or len(job.prog_payload) > 0
+        self.monitors = {}
+        self.rng = np.random.default_rng(self.meta.get("pauses") or 0)
+        if self.random:
+            self.monitors = {n: StreamMonitor(b, self.clk, n)
+                             for n, b in (("load", load), ("result", result), ("prog", prog))}
+        if self.meta.get("pauses") is not None:
+            self.load.set_pause_generator(random_pauses(self.rng, 0.3))
+            # Bursts up to about an image's cycles, so results back up into the chip.
+            self.result.set_pause_generator(
+                burst_pauses(self.rng, 0.5, max(8, int(self.meta["cycles_hint"]))))
+        self.results_seen = 0
+        self._result_seen = Event()
+        self.gap_cycles = 0
+
+    async def start(self):
+        await ClockCycles(self.clk, 2)
+
+    def image_beats(self, k: int) -> list[int]:
+        return pack_beats(self.job.images[k], self.job.image_ids[k],
+                          self.meta["pixels_per_beat"], self.meta["pixel_bits"])
+
+    async def feed(self):
+        """Load every image, with the job's gaps and cell writes between them."""
+        if not self.random:
+            for k in range(len(self.job.images)):
+                for beat in self.image_beats(k):
+                    self.load.send_nowait(beat)
+            return
+        gap_top = max(2, 2 * int(self.meta["cycles_hint"]))
+        for k in range(len(self.job.images)):
+            writes = self.job.writes_before(k)
+            if writes:
+                await self.program(k, writes)
+            if self.meta.get("pauses") is not None and k:
+                kind = self.rng.integers(3)     # back to back, a short gap, a long one
+                gap = 0 if kind == 0 else int(self.rng.integers(1, 64 if kind == 1 else gap_top))
+                self.gap_cycles += gap
+                if gap:
+                    await Timer(gap * PERIOD_NS, unit="ns")
+                    await RisingEdge(self.clk)  # drive after an edge, not at one
+            for beat in self.image_beats(k):
+                self.load.send_nowait(beat)
+            await self.load.wait()
+
+    async def program(self, k: int, writes: list[int]):
+        """Cell writes between images: after image k-1's result (so the chip has finished
+        it and the next image is not loaded yet: the chip takes writes only while idle)."""
+        while self.results_seen < k:
+            self._result_seen.clear()
+            await self._result_seen.wait()
+        for w in writes:
+            self.prog.send_nowait(w)
+        await self.prog.wait()
+        # The harness registers the port: its ready is high again once the chip took the
+        # last write out of the register.
+        ready = self.prog.bus.ready
+        await ReadOnly()
+        while not ready.value:
+            await RisingEdge(ready)
+            await ReadOnly()
+        await RisingEdge(self.clk)
+
+    async def next_result(self, i: int) -> tuple[list[int], int, int]:
+        """Image i's logits, label and the cycle its result was taken."""
         try:
             # A chip that stops answering fails the test instead of hanging it.
-            await with_timeout(RisingEdge(dut.result__valid), 200 * cycle_ns * 10_000, "ns")
+            tr = await with_timeout(self.result.recv(), RESULT_TIMEOUT_CYCLES * PERIOD_NS, "ns")
         except SimTimeoutError:
-            raise AssertionError(f"no result for image {i} within 2,000,000 cycles") from None
-        await ReadOnly()
-        lg, label = unpack_result(int(dut.result__payload.value), n_out, acc_bits)
-        logits.append(lg)
+            raise AssertionError(f"no result for image {i} within {RESULT_TIMEOUT_CYCLES:,} "
+                                 f"cycles") from None
+        self.results_seen += 1
+        self._result_seen.set()
+        if self.taps is not None:
+            self.taps.image += 1
+        logits, label = unpack_result(tr.payload, self.meta["n_out"], self.meta["acc_bits"])
+        return logits, label, tr.time_ns // PERIOD_NS
+
+    def traffic(self) -> dict:
+        """What the monitors saw (random traffic only)."""
+        out = dict(gap_cycles=self.gap_cycles) if self.random else {}
+        for name, mon in self.monitors.items():
+            out[f"{name}_transfers"] = len(mon.transfers)
+            out[f"{name}_stalls"] = mon.stalls
+            out[f"{name}_stalled_cycles"] = mon.stalled_ns // PERIOD_NS
+        return out
+
+    def counters(self) -> dict:
+        n_layers = self.meta["n_layers"]
+        layer_bits = int(self.cycles_layer.value)
+        return dict(cycles_image=int(self.cycles_image.value),
+                    cycles_layer=[(layer_bits >> (32 * i)) & 0xFFFFFFFF for i in range(n_layers)],
+                    images_done=int(self.images_done.value))
+
+
+@cocotb.test()
+async def run_images(dut):
+    job = chip_job.read_job(os.environ["CIM_CHIP_JOB"])
+    tb = ChipTB(dut, job, taps=os.environ.get("CIM_CHIP_TAPS") == "1")
+    await tb.start()
+    n = len(job.images)
+    sb = Scoreboard(job.expected, job.image_ids, "logits")
+    t0 = time.perf_counter()
+    feeder = cocotb.start_soon(tb.feed())
+    labels, done_at = [], []
+    for i in range(n):
+        logits, label, cycle = await tb.next_result(i)
+        sb.add(logits)
         labels.append(label)
-        done_at.append(cocotb.utils.get_sim_time("ns") // cycle_ns)
-        if taps is not None:
-            taps.image += 1
-        if len(logits) % 20 == 0:
+        done_at.append(cycle)
+        if (i + 1) % 20 == 0:
             with open("progress", "w") as fh:
-                fh.write(str(len(logits)))
-    await ClockCycles(dut.clk, 4)
-    n_layers = meta["n_layers"]
-    layer_bits = int(dut.cycles_layer.value)
-    cycles_layer = [(layer_bits >> (32 * i)) & 0xFFFFFFFF for i in range(n_layers)]
-    seconds = time.perf_counter() - t0
-    np.savez(os.environ["CIM_CHIP_OUT"], **(taps.arrays() if taps else {}),
-             logits=np.array(logits, dtype=np.int64),
-             labels=np.array(labels), done_at=np.array(done_at, dtype=np.int64),
-             meta=json.dumps(dict(cycles_image=int(dut.cycles_image.value),
-                                  cycles_layer=cycles_layer, seconds=seconds,
-                                  images_done=int(dut.images_done.value))))
+                fh.write(str(i + 1))
+    await ClockCycles(tb.clk, 4)
+    assert feeder.done(), "the feeder had not finished after the last result"
+    meta = dict(tb.counters(), seconds=time.perf_counter() - t0, **tb.traffic())
+    if tb.random:
+        beats = len(tb.image_beats(0))
+        want = dict(load_transfers=n * beats, result_transfers=n,
+                    prog_transfers=len(job.prog_payload))
+        seen = {k: meta[k] for k in want}
+        assert seen == want, f"the monitors saw {seen}, the drivers sent {want}"
+    tb.log.info(sb.summary())
+    chip_job.write_answer(os.environ["CIM_CHIP_OUT"], chip_job.Answer(
+        np.array(sb.received, dtype=np.int64), np.array(labels), np.array(done_at),
+        np.array([m.index for m in sb.mismatches]), meta,
+        tb.taps.arrays() if tb.taps else {}))

@@ -1,12 +1,14 @@
 """cocotb tests of one PE's generated Verilog, against the golden integer model.
 
-The pytest runner (testbench/test_pe.py) writes the stimulus file named by CIM_PE_STIMULUS:
-the array's codes, the requests, and the configuration, so this module needs nothing else.
+The pytest runner (tests/testbench/test_pe.py) writes the stimulus file named by
+CIM_PE_STIMULUS: the array's codes, the requests, and the configuration, so this module needs
+nothing else.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import cocotb
@@ -17,7 +19,14 @@ from cocotb.triggers import ClockCycles, RisingEdge
 from cim_spec.config import SystemConfig
 from hdl.params import CrossbarForm, PEParams
 from testbench import pe_model
-from testbench.stream import StreamSink, StreamSource
+from testbench.scoreboard import Scoreboard
+from testbench.stream import (
+    StreamBus,
+    StreamMonitor,
+    StreamSink,
+    StreamSource,
+    random_pauses,
+)
 
 
 def load_stimulus():
@@ -34,41 +43,85 @@ def load_stimulus():
     return cfg, p, g, reqs, meta
 
 
-async def reset(dut):
-    Clock(dut.clk, 10, unit="ns").start()
-    dut.rst.value = 1
-    dut.i__valid.value = 0
-    dut.o__ready.value = 0
-    dut.prog__valid.value = 0
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
-    await RisingEdge(dut.clk)
+class PETB:
+    """One PE: read requests in (`i`), partial sums out (`o`), cell writes in (`prog`), with
+    a passive monitor on each stream. Every name of the PE's ports that the testbench uses
+    is in this constructor."""
+
+    def __init__(self, dut, p: PEParams):
+        self.dut, self.p = dut, p
+        self.log = logging.getLogger("cocotb.tb")
+        self.clk, self.rst = dut.clk, dut.rst
+        self.reads, self.cycles = dut.reads, dut.cycles
+        buses = {n: StreamBus.from_prefix(dut, n) for n in ("i", "o", "prog")}
+        Clock(self.clk, 10, unit="ns").start()
+        self.source = StreamSource(buses["i"], self.clk)
+        self.sink = StreamSink(buses["o"], self.clk)
+        self.prog = StreamSource(buses["prog"], self.clk)
+        self.monitors = {n: StreamMonitor(b, self.clk, n) for n, b in buses.items()}
+
+    def set_idle_generator(self, generator=None):
+        self.source.set_pause_generator(generator)
+
+    def set_backpressure_generator(self, generator=None):
+        self.sink.set_pause_generator(generator)
+
+    async def reset(self):
+        self.rst.value = 1
+        await ClockCycles(self.clk, 2)
+        self.rst.value = 0
+        await RisingEdge(self.clk)
+
+    def send_requests(self, reqs):
+        for r in reqs:
+            self.source.send_nowait(pe_model.pack_request(self.p, r))
+
+    def write_cells(self, writes):
+        """(row, col, code) triples through the programming port."""
+        layout = pe_model.layouts.program_write(self.p)
+        for r, c, code in writes:
+            self.prog.send_nowait(pe_model.pack(layout, dict(row=r, col=c, code=code)))
+
+    async def receive_into(self, sb: Scoreboard):
+        while not sb.done:
+            sb.add(pe_model.unpack_sums(self.p, (await self.sink.recv()).payload))
+
+    def check_monitors(self, requests: int, sums: int, writes: int = 0):
+        """The passive monitors saw exactly the transfers the drivers made."""
+        seen = {n: len(m.transfers) for n, m in self.monitors.items()}
+        want = dict(i=requests, o=sums, prog=writes)
+        assert seen == want, f"monitors saw {seen} transfers, the drivers made {want}"
 
 
 @cocotb.test()
 async def random_vectors_bit_exact(dut):
-    """Random arrays and vectors, random idle cycles on both stream sides."""
+    """Random arrays and vectors, random idle cycles on the request side and random
+    back-pressure on the partial sums."""
     cfg, p, g, reqs, meta = load_stimulus()
     want = pe_model.expected_sums(pe_model.golden_config(cfg, p), p, g, reqs)
-    await reset(dut)
+    tb = PETB(dut, p)
+    await tb.reset()
     rng = np.random.default_rng(meta["seed"])
-    src = StreamSource(dut, "i", rng, gap=meta["gap"])
-    sink = StreamSink(dut, "o", rng, stall=meta["stall"])
-    cocotb.start_soon(src.send_all([pe_model.pack_request(p, r) for r in reqs]))
-    got = [pe_model.unpack_sums(p, v) for v in await sink.receive(len(want))]
-    bad = [i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b]
-    assert not bad, (f"{len(bad)} of {len(want)} partial sums differ; first #{bad[0]}: "
-                     f"rtl {got[bad[0]]} golden {want[bad[0]]}")
-    assert int(dut.reads.value) == len(reqs)
-    dut._log.info(f"{len(reqs)} vectors, {len(want)} partial sums bit-exact; "
-                  f"{int(dut.cycles.value)} busy cycles")
+    tb.set_idle_generator(random_pauses(rng, meta["gap"]))
+    tb.set_backpressure_generator(random_pauses(rng, meta["stall"]))
+    tb.send_requests(reqs)
+    sb = Scoreboard(want, name="partial sums")
+    await tb.receive_into(sb)
+    assert not sb.mismatches, sb.summary()
+    assert int(tb.reads.value) == len(reqs)
+    tb.check_monitors(len(reqs), len(want))
+    stalled = tb.monitors["o"].stalls
+    assert stalled, "the back-pressure never stalled a partial sum"
+    tb.log.info(f"{sb.summary()}; {stalled} partial sums waited for ready; "
+                f"{int(tb.cycles.value)} busy cycles")
 
 
 @cocotb.test()
 async def programming_port_rewrites_cells(dut):
     """Cells written through the programming port are what later reads use."""
     cfg, p, g, reqs, meta = load_stimulus()
-    await reset(dut)
+    tb = PETB(dut, p)
+    await tb.reset()
     rng = np.random.default_rng(meta["seed"] + 1)
     g = g.copy()
     writes = []
@@ -76,32 +129,35 @@ async def programming_port_rewrites_cells(dut):
         r, c = int(rng.integers(0, p.rows)), int(rng.integers(0, p.cols))
         code = int(rng.integers(0, 2 ** p.code_bits))
         g[r, c] = code
-        writes.append(pe_model.pack(pe_model.layouts.program_write(p),
-                                    dict(row=r, col=c, code=code)))
-    await StreamSource(dut, "prog").send_all(writes)
+        writes.append((r, c, code))
+    tb.write_cells(writes)
+    await tb.prog.wait()
     reqs = reqs[:40]
     while not reqs[-1].last:
         reqs.pop()
     want = pe_model.expected_sums(pe_model.golden_config(cfg, p), p, g, reqs)
-    cocotb.start_soon(StreamSource(dut, "i").send_all(
-        [pe_model.pack_request(p, r) for r in reqs]))
-    got = [pe_model.unpack_sums(p, v) for v in await StreamSink(dut, "o").receive(len(want))]
-    assert got == want
+    tb.send_requests(reqs)
+    sb = Scoreboard(want, name="partial sums after programming")
+    await tb.receive_into(sb)
+    assert not sb.mismatches, sb.summary()
+    tb.check_monitors(len(reqs), len(want), len(writes))
 
 
 @cocotb.test()
 async def cycles_per_vector_match_formula(dut):
     """Back-to-back vectors with no stalls: the busy-cycle counter against docs/pe.md."""
     cfg, p, g, reqs, meta = load_stimulus()
-    await reset(dut)
-    base = int(dut.cycles.value)
+    tb = PETB(dut, p)
+    await tb.reset()
+    base = int(tb.cycles.value)
     n, lines = 25, p.max_lines
     same = [pe_model.Request(r.x, 0, lines, r.gain, r.nonce, True, True) for r in reqs[:n]]
-    cocotb.start_soon(StreamSource(dut, "i").send_all(
-        [pe_model.pack_request(p, r) for r in same]))
-    await StreamSink(dut, "o").receive(n)
-    await ClockCycles(dut.clk, 2)
-    busy = int(dut.cycles.value) - base
+    tb.send_requests(same)
+    for _ in range(n):
+        await tb.sink.recv()
+    await ClockCycles(tb.clk, 2)
+    busy = int(tb.cycles.value) - base
     want = p.busy_cycles(n, lines, CrossbarForm(meta["form"]))
     assert busy == want, (f"{busy} busy cycles for {n} vectors, formula says {want} "
                           f"(crossbar form {meta['form']})")
+    assert tb.monitors["o"].stalls == 0, "no back-pressure was asked for"

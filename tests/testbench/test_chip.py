@@ -16,8 +16,9 @@ from cim_spec import program
 from cim_spec.config import SystemConfig
 from cim_spec.mapping import map_network
 from cim_spec.network import Conv, Dense, Network, Pool
-from golden import data
+from golden import chip_model, data
 from testbench import chip_sim as rtl_sim
+from testbench.chip_sim import CellWrite
 
 IMAGES = 24
 
@@ -64,6 +65,44 @@ def test_mismatch_is_located_in_the_first_differing_layer():
     where = rtl_sim.locate(chip, images[[m.index for m in res.mismatches]],
                            [m.image_id for m in res.mismatches], golden=golden)
     assert all(w.startswith("S4 (after C3)") for w in where), where
+
+
+def random_writes(chip: program.Chip, rng, before: int, n: int) -> list[CellWrite]:
+    """New random codes for cells the logits layer and the first layer use."""
+    blocks = [b for b in chip.mapping.blocks if b.layer in (chip.mapping.layers[0].name,
+                                                           chip.mapping.layers[-1].name)]
+    out = []
+    for _ in range(n):
+        b = blocks[int(rng.integers(len(blocks)))]
+        code = int(rng.integers(chip.config.code_max + 1))
+        out.append(CellWrite(before, b.pe, b.row0 + int(rng.integers(b.n_rows)),
+                             int(rng.integers(b.n_in)), code))
+    return out
+
+
+def test_random_traffic_and_programming_between_images():
+    """Random idle cycles between load beats, random gaps between images, back-pressure
+    bursts on the result port, random image ids, and cells re-programmed through the chip's
+    programming port twice between images: every logit against the golden model of the chip
+    as re-programmed at that point, every handshake checked by the testbench's monitors."""
+    chip = perturbed_chip(3)                      # the replication-3 build of the test above
+    rng = np.random.default_rng(12)
+    n = 6
+    images = data.load_bundled().test_images[IMAGES:IMAGES + n]
+    ids = rng.choice(2 ** 31, size=n, replace=False)
+    writes = random_writes(chip, rng, 2, 16) + random_writes(chip, rng, 4, 16)
+    res = rtl_sim.simulate(chip, images, ids, progress=False, pauses=3, writes=writes)
+    assert res.bitexact == n, [(mm.index, mm.first_difference) for mm in res.mismatches[:3]]
+    # The writes matter: every image after them differs from the unchanged chip's answer.
+    plain = chip_model.run(chip, images, image_ids=ids).logits
+    assert (plain[:2] == res.golden_logits[:2]).all()
+    assert (plain[2:] != res.golden_logits[2:]).any(axis=1).all()
+    t = res.traffic
+    beats = -(-images[0].size // rtl_sim.PIXELS_PER_BEAT)
+    assert (t["load_transfers"], t["result_transfers"], t["prog_transfers"]) == (
+        n * beats, n, len(writes))
+    assert t["result_stalls"] >= 1 and t["result_stalled_cycles"] > 100, t
+    assert t["gap_cycles"] > 0, t
 
 
 OTHER = Network("other", (1, 10, 10), (

@@ -1,0 +1,76 @@
+"""The files between the host (testbench/chip_sim.py) and the chip's testbench running inside
+the simulator (testbench/chip_tests.py): a job (the images, their ids, the logits the golden
+model expects, the cell writes and the options) and the answer (what the RTL computed, what
+the scoreboard found, the traffic the monitors saw). Both sides read and write them here
+only, so the format has one definition. numpy files, loaded without pickle."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CellWrite:
+    """One cell's new conductance code, written through the chip's programming port after
+    the results of images 0..before-1 and before image `before` is loaded."""
+
+    before: int
+    pe: int
+    row: int
+    col: int
+    code: int
+
+
+@dataclass
+class Job:
+    images: np.ndarray              # (n, H, W) pixels
+    image_ids: np.ndarray           # (n,)
+    expected: np.ndarray            # (n, n_out) logits of the golden model
+    meta: dict                      # formats and options (see chip_sim.job_meta)
+    prog_before: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    prog_payload: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def writes_before(self, k: int) -> list[int]:
+        """The packed programming-port payloads to write before image k, in order."""
+        return [int(p) for b, p in zip(self.prog_before, self.prog_payload, strict=True)
+                if b == k]
+
+
+def write_job(path: Path, job: Job) -> None:
+    np.savez(path, images=job.images, image_ids=job.image_ids, expected=job.expected,
+             meta=json.dumps(job.meta), prog_before=np.asarray(job.prog_before, np.int64),
+             prog_payload=np.asarray(job.prog_payload, np.int64))
+
+
+def read_job(path) -> Job:
+    with np.load(path, allow_pickle=False) as f:
+        return Job(f["images"], f["image_ids"], f["expected"], json.loads(str(f["meta"])),
+                   f["prog_before"], f["prog_payload"])
+
+
+@dataclass
+class Answer:
+    logits: np.ndarray              # (n, n_out) what the RTL computed
+    labels: np.ndarray              # (n,) the RTL's argmax
+    done_at: np.ndarray             # (n,) cycle at which each result was taken
+    mismatches: np.ndarray          # indices the scoreboard found differing
+    meta: dict                      # counters of the chip and the traffic seen
+    taps: dict = field(default_factory=dict)   # feature-map writes (debug runs)
+
+
+def write_answer(path: Path, ans: Answer) -> None:
+    np.savez(path, **ans.taps, logits=np.asarray(ans.logits, np.int64).reshape(
+                 len(ans.labels), -1),
+             labels=np.asarray(ans.labels, np.int64), done_at=np.asarray(ans.done_at, np.int64),
+             mismatches=np.asarray(ans.mismatches, np.int64), meta=json.dumps(ans.meta))
+
+
+def read_answer(path) -> Answer:
+    with np.load(path, allow_pickle=False) as f:
+        taps = {k: f[k] for k in f.files if k.startswith("tap_")}
+        return Answer(f["logits"], f["labels"], f["done_at"], f["mismatches"],
+                      json.loads(str(f["meta"])), taps)
