@@ -1,2 +1,3 @@
-"""cocotb testbenches and their pytest runners, plus the stimulus/expectation helpers they
-share with the amaranth.sim tests."""
+"""The verification layer: the Verilator runner, stream drivers and monitors, scoreboards, the
+cocotb testbenches (run inside the simulator, not by pytest) and the chip's public API
+(`testbench.chip_sim`: simulate, locate) that the flows call."""
