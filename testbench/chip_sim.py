@@ -95,6 +95,12 @@ class SimResult:
         return self.images / self.sim_seconds if self.sim_seconds else 0.0
 
 
+def host_pixels(chip: program.Chip, images: np.ndarray) -> np.ndarray:
+    """What the host sends the chip's pixel port: the 8-bit pixels at the DAC's width
+    (docs/datapath.md section 0), one channel."""
+    return program.dac_inputs(images[:, 0], chip.config.input_bits)
+
+
 def check_writes(chip: program.Chip, writes, n_images: int) -> list[CellWrite]:
     """The cell writes in the order they happen (by `before`, then as given)."""
     cfg = chip.config
@@ -167,7 +173,8 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
         # A shard starts from the chip as the writes before its first image left it.
         mine = befores < hi
         chip_job.write_job(d / "job.npz", chip_job.Job(
-            images[lo:hi, 0], ids[lo:hi], gold[lo:hi], dict(meta, shard_start=int(lo)),
+            host_pixels(chip, images[lo:hi]), ids[lo:hi], gold[lo:hi],
+            dict(meta, shard_start=int(lo)),
             np.maximum(befores[mine] - lo, 0), payloads[mine]))
         dirs.append(d)
 
@@ -246,7 +253,7 @@ def locate(chip: program.Chip, images: np.ndarray, image_ids,
     plan = plan_chip(chip)
     d = Path(tempfile.mkdtemp(prefix="locate-", dir=build_dir))
     gold = chip_model.run(golden or chip, images, image_ids=ids, trace=True)
-    chip_job.write_job(d / "job.npz", chip_job.Job(images[:, 0], ids, gold.logits,
+    chip_job.write_job(d / "job.npz", chip_job.Job(host_pixels(chip, images), ids, gold.logits,
                                                    job_meta(plan, chip)))
     runner.test(TOPLEVEL, "testbench.chip_tests", build_dir,
                 env={"CIM_CHIP_JOB": d / "job.npz", "CIM_CHIP_OUT": d / "out.npz",

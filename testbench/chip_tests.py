@@ -53,6 +53,10 @@ def pack_beats(image: np.ndarray, image_id: int, per_beat: int, bits: int) -> li
     """The harness's load beats: pixel i of a beat at bits [bits*i, bits*(i+1)), then the
     32-bit id."""
     flat = [int(v) for v in image.ravel()]
+    if flat and not 0 <= min(flat) <= max(flat) < 2 ** bits:
+        # A wider value would spill into its neighbour's field: never send one.
+        raise ValueError(f"image {image_id}: pixel values {min(flat)}..{max(flat)} do not fit "
+                         f"the chip's {bits}-bit pixel port (convert them to the DAC's width)")
     flat += [0] * (-len(flat) % per_beat)
     beats = []
     for b in range(0, len(flat), per_beat):

@@ -127,7 +127,8 @@ def test_another_network_and_configuration():
                                          for n in names[:-1]},
                            requant_shift={n: 18 for n in names[:-1]},
                            read_noise=300, noise_seed=9))
-    images = rng.integers(0, 2 ** cfg.input_bits, size=(12, 10, 10)).astype(np.uint8)
+    # 8-bit pixels into 6-bit DACs: the host sends their top 6 bits (docs/datapath.md 0).
+    images = rng.integers(0, 256, size=(12, 10, 10)).astype(np.uint8)
     res = rtl_sim.simulate(chip, images, np.arange(12), progress=False)
     assert res.bitexact == 12, [(m.index, m.first_difference) for m in res.mismatches[:3]]
     assert len(set(map(tuple, res.logits.tolist()))) > 1   # not a constant answer
