@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from . import chip_cmds, flow_cmds, model_cmds, rtl_cmds, sweep_cmds
@@ -39,14 +40,21 @@ def main(argv=None) -> int:
         return _fail(f"cim {args.command}: error: {where}{e.strerror or e}", as_json)
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        # A failure no check foresaw is a bug, not a bad input: still one line (and one JSON
+        # document), exit status 1; CIM_DEBUG=1 shows the traceback for a report.
+        if os.environ.get("CIM_DEBUG"):
+            raise
+        return _fail(f"cim {args.command}: internal error: {type(e).__name__}: {e} (rerun "
+                     f"with CIM_DEBUG=1 for the traceback)", as_json, status=1)
 
 
-def _fail(message: str, as_json: bool) -> int:
+def _fail(message: str, as_json: bool, status: int = 2) -> int:
     """One line on stderr; with --json also one JSON document on stdout."""
     print(message, file=sys.stderr)
     if as_json:
         print(json.dumps({"error": message}))
-    return 2
+    return status
 
 
 if __name__ == "__main__":
