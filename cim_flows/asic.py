@@ -25,10 +25,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from cim_core.config import SystemConfig
-from cim_core.synth import SynthError, _say, get_design, run_tool
+from cim_spec.config import SystemConfig
 
 from . import asic_liberty
+from .synth import SynthError, _say, get_design, run_tool
 
 OSU018_DIR = Path("/usr/share/qflow/tech/osu018")
 LIBERTY = "osu018_stdcells.lib"          # the package's one corner: typical, 1.8 V, 25 C
@@ -323,12 +323,18 @@ def gate_level(cfg: SystemConfig, work: Path, top: str, p, vectors: int, seed: i
 # --------------------------------------------------------------------------------------------
 # The flow
 
+DEFAULT_VECTORS = 2000
+
+
 def run(cfg: SystemConfig, design_name: str, out_dir: Path, clock_mhz: float | None = None,
-        vectors: int = 2000, progress: bool = True) -> dict:
-    """Synthesis onto OSU018, OpenSTA, and for a PE the gate-level run; writes (and returns)
-    `asic_<design>.json` in `out_dir`, the work files in `asic_<design>/`."""
+        vectors: int | None = None, progress: bool = True) -> dict:
+    """Synthesis onto OSU018, OpenSTA, and for a PE the gate-level run of `vectors` random
+    read vectors (default 2,000; none for the chip); writes (and returns) `asic_<design>.json`
+    in `out_dir`, the work files in `asic_<design>/`."""
     get_design(design_name)
-    clock_mhz = float(clock_mhz or cfg.clock_mhz)
+    if vectors is None:
+        vectors = DEFAULT_VECTORS if design_name == "pe" else 0
+    clock_mhz = float(cfg.clock_mhz if clock_mhz is None else clock_mhz)
     if not 0 < clock_mhz <= 2000:
         raise AsicError(f"clock {clock_mhz:g} MHz is out of range (0, 2000]")
     if vectors < 0:

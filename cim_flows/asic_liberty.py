@@ -46,11 +46,11 @@ class MacroTiming:
 
 
 def macro_area_um2(rows: int, cols: int, node_um: float = NODE_UM) -> dict:
-    """The macro's area from the energy model's per-component areas (cim_core.energy
+    """The macro's area from the energy model's per-component areas (cim_flows.energy
     .AreaParams, 130 nm: 1T1R cell, bit-line driver, source-line MUX and sample-and-hold),
     scaled by (node / 130 nm)^2 to the standard cells' node. The ADCs are not in the macro:
     the ADC bank is its own module (digital in this RTL)."""
-    from cim_core.energy import AreaParams
+    from .energy import AreaParams
     a = AreaParams()
     parts = {"array": rows * cols * a.cell_um2, "drivers": cols * a.driver_um2,
              "mux": rows * a.mux_um2, "sample_hold": rows * a.sample_hold_um2}

