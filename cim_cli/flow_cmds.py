@@ -35,10 +35,10 @@ def cmd_synth(args) -> int:
 
 
 def cmd_asic(args) -> int:
-    from cim_flows import asic
+    from cim_flows import asic, asic_report
     r = asic.run(config_from(args), args.design, args.out, args.clock, args.vectors,
                  progress=not args.quiet)
-    emit_json(args, r, asic.table_text(r) + f"\n\nwrote {args.out}/asic_{args.design}.json")
+    emit_json(args, r, asic_report.table_text(r) + f"\n\nwrote {args.out}/asic_{args.design}.json")
     return 0
 
 

@@ -275,12 +275,13 @@ def s_cycles(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
 
 
 def s_resources(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
+    from cim_flows import asic_report
     from cim_flows.synth import _label
     files = sorted(pg.run.glob("synth_*.json"))
-    if not files:
+    if not files and not asic_report.results(pg.run):
         pg.status["resources"] = "missing"
         return _missing("synthesis result", "cim synth --target ecp5 --view fpga --out RUN")
-    parts = []
+    parts = [asic_report.resources_html(pg, pg.run)]
     for f in files:
         r = load_json(f)
         if not r or "modules" not in r:
@@ -306,10 +307,15 @@ def s_resources(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
 
 
 def s_timing(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
+    from cim_flows import asic_report
     files = sorted(pg.run.glob("timing*.json"))
-    if not files:
+    asic = asic_report.timing_html(pg.run)
+    if not files and not asic:
         pg.status["timing"] = "missing"
         return _missing("place-and-route result", "cim timing --out RUN")
+    if not files:
+        pg.status["timing"] = "ok"
+        return asic
     rows, paths = [], []
     for f in files:
         r = load_json(f) or {}
@@ -332,7 +338,7 @@ def s_timing(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
                          f"through {_e(' -> '.join(cp['through']) or '?')}</p>")
     pg.status["timing"] = "ok"
     return _table(["design", "placement", "Fmax (MHz)", "target (MHz)", "timing",
-                   "bitstream"], rows, left=2) + "".join(paths)
+                   "bitstream"], rows, left=2) + "".join(paths) + asic
 
 
 def s_energy(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:

@@ -112,3 +112,16 @@ def test_bad_requests_are_one_line_and_status_2(argv, msg, tmp_path):
     rc, out, err = _cim("asic", "--quiet", "--out", str(tmp_path), *argv)
     assert rc == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and msg in err
+
+
+def test_report_shows_area_per_module_and_the_critical_path(run):
+    from cim_flows import report
+    d, r = run
+    res = report.build(d, d / "report", progress=False)
+    assert res["sections"]["resources"] == "ok" and res["sections"]["timing"] == "ok"
+    page = (d / "report" / "index.html").read_text()
+    assert "ASIC view (crossbar = hard macro), area in um^2" in page
+    assert f"{r['totals']['area_um2']:,.0f}" in page
+    assert f"{r['timing']['fmax_mhz']:.1f}" in page
+    assert r["timing"]["critical_path"]["startpoint"] in page
+    assert (d / "report" / "asic_pe.png").is_file()
