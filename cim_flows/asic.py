@@ -208,8 +208,14 @@ def area_table(stat: dict, areas: dict, top: str) -> dict:
 # --------------------------------------------------------------------------------------------
 # 2. Static timing with OpenSTA
 
-def sta_script(top: str, clock_mhz: float) -> str:
+def sta_script(top: str, clock_mhz: float, instances: tuple[str, ...] = ()) -> str:
+    """OpenSTA commands; `instances` are hierarchical instance paths (`pe0/adc`, "" for the
+    top) whose flip-flops each get their worst incoming path reported (Fmax per module)."""
     period = 1e3 / clock_mhz
+    per_module = []
+    for inst in instances:
+        per_module += [f'puts "=== to {inst or top}"', "report_checks -path_delay max "
+                       f"-digits 3 -format end -to [get_pins {inst + '/' if inst else ''}*/D]"]
     return "\n".join([
         f"read_liberty {LIBERTY}", f"read_liberty {MACRO_LIBERTY}",
         "read_verilog mapped.v", f"link_design {top}",
@@ -219,6 +225,7 @@ def sta_script(top: str, clock_mhz: float) -> str:
         # their paths get the whole cycle (clock ideal: no clock tree before placement).
         "set_input_delay 0 -clock clk [delete_from_list [all_inputs] [get_ports clk]]",
         "set_output_delay 0 -clock clk [all_outputs]",
+        *per_module,
         'puts "=== setup"',
         "report_checks -path_delay max -digits 3 -fields {input_pins fanout}",
         'puts "=== hold"',
@@ -261,9 +268,27 @@ def parse_path(text: str, top: str) -> dict:
             "points": points}
 
 
-def static_timing(work: Path, top: str, clock_mhz: float, progress: bool = True) -> dict:
+_END = re.compile(r"^(\S+) \(\S+\)\s+(-?[\d.]+)\s+(-?[\d.]+)\s+(-?[\d.]+) "
+                  r"\((MET|VIOLATED)\)", re.M)
+
+
+def per_module_slack(log: str, period: float) -> dict:
+    """Worst path into each module's flip-flops, from the `=== to <module>` reports."""
+    out = {}
+    for part in log.split("=== to ")[1:]:
+        name = part.split("\n", 1)[0].strip()
+        m = _END.search(part.split("=== ")[0])
+        if m:
+            slack = float(m.group(4))
+            out[name] = {"endpoint": m.group(1), "arrival_ns": float(m.group(3)),
+                         "slack_ns": slack, "fmax_mhz": round(1e3 / (period - slack), 1)}
+    return out
+
+
+def static_timing(work: Path, top: str, clock_mhz: float, instances: tuple[str, ...] = (),
+                  progress: bool = True) -> dict:
     sta = need_tool("sta")
-    (work / "sta.tcl").write_text(sta_script(top, clock_mhz))
+    (work / "sta.tcl").write_text(sta_script(top, clock_mhz, instances))
     _say(progress, f"asic: OpenSTA at {clock_mhz:g} MHz")
     t0 = time.time()
     proc = subprocess.run([sta, "-no_splash", "-exit", "sta.tcl"], cwd=work,
@@ -291,6 +316,7 @@ def static_timing(work: Path, top: str, clock_mhz: float, progress: bool = True)
             "worst_setup_slack_ns": setup["slack_ns"], "worst_hold_slack_ns": hold["slack_ns"],
             "met": setup["met"] and hold["met"], "fmax_mhz": round(fmax, 1),
             "critical_path": setup, "critical_modules": path_modules,
+            "per_module": per_module_slack(log, period),
             "hold_path": {k: hold[k] for k in ("startpoint", "endpoint", "slack_ns")},
             "corner": "typical (1.8 V, 25 C; the only corner qflow-tech-osu018 ships)",
             "seconds": round(seconds, 1)}
@@ -347,7 +373,11 @@ def run(cfg: SystemConfig, design_name: str, out_dir: Path, clock_mhz: float | N
     out_dir = Path(out_dir).resolve()     # the simulator runs in another directory
     work = out_dir / f"asic_{design_name}"
     syn = synthesize(cfg, design_name, work, clock_mhz, progress)
-    sta = static_timing(work, syn["top"], clock_mhz, progress)
+    # Modules with flip-flops of their own, by instance path (Amaranth names a submodule
+    # `<top>.<inst>.<inst>`, OpenSTA `inst/inst`).
+    instances = tuple(row["module"].replace(".", "/") if row["depth"] else ""
+                      for row in syn["modules"] if row["own"]["ff"])
+    sta = static_timing(work, syn["top"], clock_mhz, instances, progress)
     times = {**syn["times"], "sta_s": sta["seconds"]}
     gls = None
     if vectors:

@@ -76,6 +76,14 @@ def timing_html(run: Path) -> str:
                      f"{s['wns_ns']:.3f}", f"{s['tns_ns']:.3f}", f"{s['fmax_mhz']:.1f}",
                      "met" if s["met"] else "NOT met"])
         cp = s["critical_path"]
+        per = s.get("per_module", {})
+        if per:
+            paths.append(f"<h3>{_e(r['design'])}: worst path into each module's flip-flops"
+                         f"</h3>" + _table(["module", "endpoint", "arrival (ns)", "slack (ns)",
+                                            "Fmax (MHz)"],
+                                           [[k, v["endpoint"], f"{v['arrival_ns']:.3f}",
+                                             f"{v['slack_ns']:.3f}", f"{v['fmax_mhz']:.1f}"]
+                                            for k, v in per.items()], left=2))
         pts = [[f"{p['arrival_ns']:.3f}", f"{p['incr_ns']:+.3f}", p["cell"], p["pin"],
                 p["module"]] for p in cp["points"]
                if p["pin"].rsplit("/", 1)[-1] in ("Y", "Q", "YS", "YC") or p is cp["points"][-1]
@@ -126,6 +134,10 @@ def table_text(r: dict) -> str:
               f"  critical path {cp['startpoint']} -> {cp['endpoint']}, "
               f"{cp['points'][-1]['arrival_ns'] if cp['points'] else 0:.3f} ns through "
               + " -> ".join(s["critical_modules"])]
+    if s.get("per_module"):
+        lines.append("  worst path into each module's flip-flops: " + ", ".join(
+            f"{k} {v['arrival_ns']:.2f} ns ({v['fmax_mhz']:.0f} MHz)"
+            for k, v in s["per_module"].items()))
     for pt in cp["points"]:
         if pt["pin"].endswith(("/Y", "/Q", "/YS", "/YC")) or "/" not in pt["pin"] \
                 or pt is cp["points"][-1]:

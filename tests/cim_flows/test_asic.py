@@ -81,6 +81,10 @@ def test_static_timing_meets_100_mhz_with_a_cell_by_cell_path(run):
     lib = asic.cell_areas(asic.library_dir() / asic.LIBERTY)
     assert all(pt["cell"] in lib or pt["cell"] in ("cim_crossbar", "in", "out") for pt in pts)
     assert set(t["critical_modules"]) <= PE_MODULES | {"cim_pe_asic"}
+    # Per module, the worst path into its flip-flops; the critical path's endpoint is one.
+    per = t["per_module"]
+    assert PE_MODULES | {"cim_pe_asic"} == set(per)
+    assert min(v["slack_ns"] for v in per.values()) == t["worst_setup_slack_ns"]
 
 
 def test_gate_level_run_is_bit_exact(run):
