@@ -36,6 +36,33 @@ def results(run: Path) -> list[tuple[Path, dict]]:
     return out
 
 
+NAND2_CELL = "NAND2X1"
+
+
+def nand2_eq(run: Path) -> tuple[float | None, str | None]:
+    """The digital periphery in NAND2 equivalents from `cim asic` (chip, else PE x n_pe):
+    the standard cells' area without the ADC module (its gain is analog in silicon), over the
+    OSU018 NAND2X1's area. The energy model then prices a NAND2 at its own node (130 nm), so
+    the node scaling is the ratio of the two libraries' NAND2 areas (docs/asic.md)."""
+    from cim_spec.config import SystemConfig
+
+    from .asic import cell_areas
+    for name, per_pe in (("asic_chip.json", False), ("asic_pe.json", True)):
+        f = Path(run) / name
+        try:
+            r = json.loads(f.read_text())
+            nand2 = cell_areas(Path(r["work_dir"]) / "osu018_stdcells.lib")[NAND2_CELL]
+        except (OSError, ValueError, KeyError):
+            continue
+        adc = sum(row["total"]["area_um2"] for row in r["modules"]
+                  if row["module"].split(".")[-1] == "adc")
+        gates = (r["totals"]["area_um2"] - adc) / nand2
+        if per_pe:
+            gates *= SystemConfig.from_dict(r["config"]).n_pe
+        return gates, name
+    return None, None
+
+
 def resources_html(pg, run: Path) -> str:
     """One table (and a bar chart) per ASIC result: cells, flip-flops and um^2 per module."""
     parts = []

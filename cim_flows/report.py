@@ -49,7 +49,12 @@ def chip_states(run: Path) -> list[Path]:
 def digital_nand2_eq(run: Path) -> tuple[float | None, str | None]:
     """NAND2 equivalents of the digital periphery from the ASIC-view synthesis (generic
     target), leaving out the ADC module: in silicon the ADC and its gain are analog (counted
-    by the macro model). A PE-only result counts once per PE."""
+    by the macro model). A PE-only result counts once per PE. The ASIC flow's real cells
+    (`cim asic`), when the run has them, come first."""
+    from cim_flows.asic_report import nand2_eq
+    gates, name = nand2_eq(run)
+    if gates is not None:
+        return gates, name
     for name, per_pe in (("synth_chip_generic_asic.json", False),
                          ("synth_pe_generic_asic.json", True)):
         r = load_json(Path(run) / name)

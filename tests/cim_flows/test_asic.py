@@ -129,3 +129,13 @@ def test_report_shows_area_per_module_and_the_critical_path(run):
     assert f"{r['timing']['fmax_mhz']:.1f}" in page
     assert r["timing"]["critical_path"]["startpoint"] in page
     assert (d / "report" / "asic_pe.png").is_file()
+
+
+def test_energy_model_takes_the_periphery_from_the_cells(run):
+    from cim_flows import report
+    d, r = run
+    gates, src = report.digital_nand2_eq(d)
+    adc = next(row for row in r["modules"] if row["module"] == "adc")["total"]["area_um2"]
+    assert src == "asic_pe.json"
+    assert gates == pytest.approx((r["totals"]["area_um2"] - adc) / 24.0
+                                  * SystemConfig(**SMALL).n_pe)
