@@ -59,6 +59,24 @@ def tap_signature(plan: ChipPlan) -> memory.WritePort.Signature:
         shape=max((b.word_bits for b in bufs), default=1))
 
 
+def argmax_first(values: list):
+    """The index of the first maximum of `values`, as a combinational expression.
+
+    A tree of compare-and-select, not a chain: ceil(log2 n) comparisons deep (the chain of
+    n - 1 was the chip's critical path on standard cells, 14.3 ns; docs/asic.md). The left
+    operand always holds the lower indices and the right one wins only when strictly
+    greater, so the first of equal maxima wins."""
+    cands = [(v, i) for i, v in enumerate(values)]
+    while len(cands) > 1:
+        pairs = [(cands[j], cands[j + 1]) for j in range(0, len(cands) - 1, 2)]
+        nxt = []
+        for (av, ai), (bv, bi) in pairs:
+            better = bv > av
+            nxt.append((Mux(better, bv, av), Mux(better, bi, ai)))
+        cands = nxt + cands[2 * len(pairs):]
+    return cands[0][1]
+
+
 class CimChip(wiring.Component):
     """The chip. With `debug_taps`, every feature-map write is also visible at the ports:
     `tap[i]` repeats the write port of the memory of `tapped_buffers(plan)[i]`, so a
@@ -144,10 +162,7 @@ class CimChip(wiring.Component):
         # The logits leave with their argmax (the first of equal maxima, as the golden model).
         logits_mg = next(mg for mg in mergers if mg.logits_layer is not None)
         lg = logits_mg.logits
-        best_v, best_i = lg.payload[0], 0
-        for i in range(1, len(lg.payload)):
-            better = lg.payload[i] > best_v
-            best_v, best_i = Mux(better, lg.payload[i], best_v), Mux(better, i, best_i)
+        best_i = argmax_first([lg.payload[i] for i in range(len(lg.payload))])
         m.d.comb += [self.result.valid.eq(lg.valid), lg.ready.eq(self.result.ready),
                      self.result.payload.label.eq(best_i)]
         for i in range(len(lg.payload)):

