@@ -122,6 +122,8 @@ def yosys_script(top: str, sources: list[str], clock_mhz: float) -> list[str]:
 
 def synthesize(cfg: SystemConfig, design_name: str, work: Path, clock_mhz: float,
                progress: bool = True) -> dict:
+    """The design's ASIC view mapped onto OSU018 in `work`: its area table (area_table), the
+    macro's parameters and area, the top's name and the seconds of each step."""
     lib = library_dir()
     work.mkdir(parents=True, exist_ok=True)
     label = f"asic {design_name}"
