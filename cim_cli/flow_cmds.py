@@ -36,9 +36,15 @@ def cmd_synth(args) -> int:
 
 def cmd_asic(args) -> int:
     from cim_flows import asic, asic_report
-    r = asic.run(config_from(args), args.design, args.out, args.clock, args.vectors,
-                 progress=not args.quiet)
-    emit_json(args, r, asic_report.table_text(r) + f"\n\nwrote {args.out}/asic_{args.design}.json")
+    from cim_spec import files
+    cfg = config_from(args)
+    asic.check_request(cfg, args.design, args.clock, args.vectors)
+    files.check_output(args.out, {files.DIRECTORY}, args.force)
+    files.check_output(args.out / asic.artifact(args.design), {files.JSON}, args.force,
+                       [args.config])
+    r = asic.run(cfg, args.design, args.out, args.clock, args.vectors, progress=not args.quiet)
+    emit_json(args, r, asic_report.table_text(r)
+              + f"\n\nwrote {args.out / asic.artifact(args.design)}")
     return 0
 
 
@@ -178,7 +184,8 @@ def register(sub) -> None:
                         "configured chip running the mCNN")
     cfg_args(sp)
     sp.add_argument("--run", type=Path, help="run directory: take measured cycles (sim.json) "
-                    "and the digital periphery (synth_*_generic_asic.json) from it, and write "
+                    "and the digital periphery (asic_*.json, else synth_*_generic_asic.json) "
+                    "from it, and write "
                     "energy.json there")
     sp.add_argument("--cycles", type=int, help="cycles per image at the configured "
                     "replication (default: measured, else the mapping's lower bound)")

@@ -354,11 +354,15 @@ def gate_level(cfg: SystemConfig, work: Path, top: str, p, vectors: int, seed: i
 DEFAULT_VECTORS = 2000
 
 
-def run(cfg: SystemConfig, design_name: str, out_dir: Path, clock_mhz: float | None = None,
-        vectors: int | None = None, progress: bool = True) -> dict:
-    """Synthesis onto OSU018, OpenSTA, and for a PE the gate-level run of `vectors` random
-    read vectors (default 2,000; none for the chip); writes (and returns) `asic_<design>.json`
-    in `out_dir`, the work files in `asic_<design>/`."""
+def artifact(design_name: str) -> str:
+    """The name of the JSON artifact `run` writes in its run directory."""
+    return f"asic_{design_name}.json"
+
+
+def check_request(cfg: SystemConfig, design_name: str, clock_mhz: float | None,
+                  vectors: int | None) -> tuple[float, int]:
+    """The clock and the gate-level vector count a request means, or AsicError; the tools it
+    needs are installed. Cheap: call it before any work."""
     get_design(design_name)
     if vectors is None:
         vectors = DEFAULT_VECTORS if design_name == "pe" else 0
@@ -371,7 +375,19 @@ def run(cfg: SystemConfig, design_name: str, out_dir: Path, clock_mhz: float | N
         raise AsicError(f"the gate-level simulation runs for the PE only (design "
                         f"{design_name!r}); use --vectors 0")
     need_tool("sta")
+    if vectors:
+        need_tool("iverilog")
     library_dir()
+    return clock_mhz, vectors
+
+
+def run(cfg: SystemConfig, design_name: str, out_dir: Path, clock_mhz: float | None = None,
+        vectors: int | None = None, progress: bool = True) -> dict:
+    """Synthesis onto OSU018, OpenSTA, and for a PE the gate-level run of `vectors` random
+    read vectors (default 2,000; none for the chip); writes (and returns) `asic_<design>.json`
+    in `out_dir`, the work files in `asic_<design>/`."""
+    from cim_spec import files
+    clock_mhz, vectors = check_request(cfg, design_name, clock_mhz, vectors)
     out_dir = Path(out_dir).resolve()     # the simulator runs in another directory
     work = out_dir / f"asic_{design_name}"
     syn = synthesize(cfg, design_name, work, clock_mhz, progress)
@@ -393,5 +409,5 @@ def run(cfg: SystemConfig, design_name: str, out_dir: Path, clock_mhz: float | N
                   "timing": asic_liberty.MacroTiming().__dict__},
         "timing": sta, "gate_level": gls, "times": times, "work_dir": str(work),
         "config": cfg.to_dict()}
-    (out_dir / f"asic_{design_name}.json").write_text(json.dumps(result, indent=1))
+    files.write_json(out_dir / artifact(design_name), result)
     return result

@@ -139,3 +139,10 @@ def test_energy_model_takes_the_periphery_from_the_cells(run):
     assert src == "asic_pe.json"
     assert gates == pytest.approx((r["totals"]["area_um2"] - adc) / 24.0
                                   * SystemConfig(**SMALL).n_pe)
+
+
+def test_an_existing_result_is_replaced_only_with_force(run):
+    d, _ = run
+    rc, out, err = _cim("asic", "--config", str(d / "small.toml"), "--quiet", "--out", str(d))
+    assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "asic_pe.json exists; give --force" in err
