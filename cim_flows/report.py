@@ -138,7 +138,8 @@ def s_artifacts(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
             ("RTL simulation", "sim.json", "cim demo --out RUN, or cim sim --json > "
                                            "RUN/sim.json"),
             ("synthesis", "synth_*.json", "cim synth --target ecp5 --view fpga --out RUN"),
-            ("place and route", "timing*.json", "cim timing --out RUN")]:
+            ("place and route", "timing*.json", "cim timing --out RUN"),
+            ("ASIC flow (OSU018 cells, STA)", "asic_*.json", "cim asic --out RUN")]:
         found = sorted(p.name for p in pg.run.glob(pattern))
         rows.append([label, ", ".join(found) if found else "missing", cmd])
     pg.status["artifacts"] = "ok"

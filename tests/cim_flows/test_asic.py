@@ -129,6 +129,7 @@ def test_report_shows_area_per_module_and_the_critical_path(run):
     assert f"{r['timing']['fmax_mhz']:.1f}" in page
     assert r["timing"]["critical_path"]["startpoint"] in page
     assert (d / "report" / "asic_pe.png").is_file()
+    assert "ASIC flow (OSU018 cells, STA)" in page and "asic_pe.json" in page
 
 
 def test_energy_model_takes_the_periphery_from_the_cells(run):
