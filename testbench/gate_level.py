@@ -62,9 +62,12 @@ def simulate(sources: list[Path], top: str, build_dir: Path, stimulus: Path) -> 
     total, failed = get_results(results)
     log = (build_dir / "sim.log").read_text(errors="replace")
     if failed or not total:
-        fail = [ln.strip() for ln in log.splitlines() if "AssertionError" in ln or "FAIL" in ln]
+        # The assertion's own line (which sum differs, gates vs golden) if there is one.
+        lines = [ln.strip() for ln in log.splitlines()]
+        why = [ln for ln in lines if ln.startswith(("AssertionError", "TimeoutError"))] or \
+            [ln for ln in lines if "Error" in ln][-2:]
         raise AssertionError(f"gate-level simulation failed ({build_dir / 'sim.log'}): "
-                             + ("; ".join(fail[-3:]) or "no test ran"))
+                             + ("; ".join(why) or "no test ran"))
     m = _RESULT.search(log)
     fields = dict(kv.split("=") for kv in m.group(1).split()) if m else {}
     out = {k: float(v) if "." in v else int(v) for k, v in fields.items()}
