@@ -130,10 +130,11 @@ def synthesize(cfg: SystemConfig, design_name: str, work: Path, clock_mhz: float
     times = {}
     t0 = time.time()
     _say(progress, f"{label}: generating Verilog (ASIC view: crossbar black box)")
-    component = get_design(design_name).build(cfg, "blackbox")
     from hdl.build import generate
+    from hdl.params import CrossbarForm
+    component = get_design(design_name).build(cfg, CrossbarForm.BLACKBOX)
     top = f"cim_{design_name}_asic"
-    generated = generate(component, top, work, "blackbox")
+    generated = generate(component, top, work, CrossbarForm.BLACKBOX)
     for s in generated[1:]:                  # the black box's Verilog, next to the design
         shutil.copyfile(s, work / Path(s).name)
     sources = [Path(s).name for s in generated]
