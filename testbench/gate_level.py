@@ -64,7 +64,8 @@ def simulate(sources: list[Path], top: str, build_dir: Path, stimulus: Path) -> 
     if failed or not total:
         # The assertion's own line (which sum differs, gates vs golden) if there is one.
         lines = [ln.strip() for ln in log.splitlines()]
-        why = [ln for ln in lines if ln.startswith(("AssertionError", "TimeoutError"))] or \
+        why = [ln for ln in lines if ln.startswith(("AssertionError", "TimeoutError",
+                                                     "ImportError"))] or \
             [ln for ln in lines if "Error" in ln][-2:]
         raise AssertionError(f"gate-level simulation failed ({build_dir / 'sim.log'}): "
                              + ("; ".join(why) or "no test ran"))
