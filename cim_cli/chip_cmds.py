@@ -83,13 +83,45 @@ def eval_chip(args, images, labels) -> dict:
                           "chip state carries its configuration")
     state = chipstate.load(args.chip)
     stage = state.stage
+    fresh = state
     if args.age:
         state = drift.aged(state, args.age, args.drift_seed)
+    extra = {}
+    if args.compensate:
+        state, comp = _compensated(fresh, state, args.age or 0.0)
+        extra = {"compensation": comp.to_dict()}
     acc = stages.chip_accuracy(state.chip, images, labels, progress=not args.json,
                                desc=f"chip ({stage})")
     return {"stage": stage, "accuracy": acc, "chip": str(args.chip), "age_s": args.age or 0.0,
             "replication": state.config.replication, "preset": state.device.name,
-            "seed": state.seed}
+            "seed": state.seed, "compensated": bool(args.compensate), **extra}
+
+
+def _compensated(fresh, aged, age_s: float):
+    """Drift compensation of `aged` against the reference reads of `fresh` (its state right
+    after its last programming), on the stored calibration images."""
+    from cim_flows import stages
+    from golden import compensate
+    images = stages.calibration_images()[:compensate.CALIB_IMAGES]
+    return compensate.compensate_state(fresh, aged, images, age_s)
+
+
+def cmd_compensate(args) -> int:
+    """`cim compensate`: age a chip state, calibrate its ADC gains, write the result (its
+    RTL then comes from `cim verilog --chip` on it)."""
+    from cim_spec import chipstate
+    from golden import drift
+    chipstate.check_output(args.out, args.force, [], chips=[args.chip])
+    fresh = chipstate.load(args.chip)
+    aged = drift.aged(fresh, args.age, args.drift_seed) if args.age else fresh
+    state, comp = _compensated(fresh, aged, args.age or 0.0)
+    npz, js = chipstate.save(state, args.out)
+    out = {"out": str(js), "chip": str(args.chip), "age_s": args.age or 0.0, **comp.to_dict()}
+    gains = ", ".join(f"{k} {comp.gains_before[k]} -> {v} (x{comp.factors[k]:.4f})"
+                      for k, v in comp.gains_after.items())
+    emit(args, out, f"drift compensation at age {args.age or 0:g} s on {comp.images} "
+                     f"reference images: ADC gains {gains}\nwrote {js} and {npz.name}")
+    return 0
 
 
 def demo_rows(args, cfg, model, d, images, labels):
@@ -145,3 +177,16 @@ def register(sub) -> None:
                     help="pulse threshold on the wanted conductance change, uS")
     sp.add_argument("--seed", type=int, help="image selection, shuffling, pulse noise")
     sp.set_defaults(func=cmd_hybrid)
+
+    sp = sub.add_parser("compensate", help="drift compensation: age a chip state and "
+                        "recalibrate its ADC gains from reference reads")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.add_argument("--chip", type=Path, required=True, help="chip state right after "
+                    "programming (transfer or hybrid)")
+    sp.add_argument("--age", type=float, default=0.0, help="seconds of drift before the "
+                    "calibration")
+    sp.add_argument("--drift-seed", type=int, dest="drift_seed",
+                    help="seed of the drift (default: the chip's seed)")
+    sp.add_argument("--out", type=Path, required=True, help="chip state to write")
+    add_force(sp)
+    sp.set_defaults(func=cmd_compensate)

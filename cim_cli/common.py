@@ -46,6 +46,7 @@ NUMBERS = {
     "lr": (False, 0.0, 1e6, False),
     "threshold_us": (False, 0.0, 1e6, False),
     "fraction": (False, 0.0, 1.0, False),
+    "hwa_scale": (False, 0.0, 10.0, True),
 }
 
 

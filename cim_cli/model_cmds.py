@@ -30,13 +30,21 @@ def cmd_train(args) -> int:
     from golden import model_file, train
     if args.epochs + args.qat_epochs == 0:
         raise ConfigError("--epochs and --qat-epochs are both 0: nothing to train")
-    files.check_output(args.out, {files.MODEL}, args.force, [args.data])
+    if args.hwa is None and args.hwa_scale is not None:
+        raise ConfigError("--hwa-scale does not apply without --hwa")
+    if args.qat_epochs == 0 and args.hwa is not None:
+        raise ConfigError("--hwa needs quantization-aware epochs (--qat-epochs >= 1)")
+    files.check_output(args.out, {files.MODEL}, args.force, [args.data, args.init, args.config])
+    hwa = _hwa_noise(args)
+    init = model_file.load(args.init, MCNN) if args.init is not None else None
     d = load_data(args)
     if args.data is None:
         note("note: training on the bundled 2,000-image subset; give --data for full MNIST")
     model = train.train(MCNN, d, epochs=args.epochs, qat_epochs=args.qat_epochs,
-                        seed=args.seed, progress=not args.quiet,
+                        seed=args.seed, hwa=hwa, init=init, progress=not args.quiet,
                         log=None if args.quiet else note)
+    if args.init is not None:
+        model.meta["init"] = str(args.init)
     # Again: training takes minutes, long enough for the path to have appeared meanwhile.
     files.check_output(args.out, {files.MODEL}, args.force, [args.data])
     model_file.save(model, args.out)
@@ -46,6 +54,17 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _hwa_noise(args):
+    """The device noise of `--hwa PRESET` (None without it)."""
+    if args.hwa is None:
+        return None
+    from cim_spec.device_params import load_preset
+    from golden.hwa import HwaNoise
+    scale = 1.0 if args.hwa_scale is None else args.hwa_scale
+    return HwaNoise.from_device(load_preset(args.hwa), config_from(args), scale=scale,
+                                seed=args.seed)
+
+
 def cmd_eval(args) -> int:
     from cim_flows import stages
     if args.chip is not None:
@@ -53,6 +72,8 @@ def cmd_eval(args) -> int:
                     {"--weights": args.weights is not None, "--stage": args.stage is not None})
     if args.drift_seed is not None and not args.age:
         raise ConfigError("--drift-seed does not apply without --age")
+    if args.compensate and args.chip is None:
+        raise ConfigError("--compensate needs a chip state (--chip FILE)")
     args.stage = args.stage or "quant"
     d = load_data(args)
     images, labels = split(d, args)
@@ -80,6 +101,7 @@ def cmd_eval(args) -> int:
            "data": str(args.data) if args.data else "bundled", "split": args.split,
            "seconds": round(time.time() - t0, 2), **extra}
     age = f" at age {args.age:g} s" if args.age else ""
+    age += ", drift-compensated" if args.compensate else ""
     emit(args, out, f"{args.stage}{age}: accuracy {100 * acc:.2f}% on {len(labels)} "
                      f"{args.split} images ({out['data']})")
     return 0
@@ -173,6 +195,15 @@ def register(sub) -> None:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--out", type=Path, default=Path("mcnn_weights.npz"))
     sp.add_argument("--quiet", action="store_true")
+    sp.add_argument("--hwa", metavar="PRESET", help="hardware-aware training: inject this "
+                    "device preset's programming errors, stuck cells and read noise into the "
+                    "quantization-aware epochs")
+    sp.add_argument("--hwa-scale", type=float, dest="hwa_scale",
+                    help="with --hwa: multiply the programming error (default 1)")
+    sp.add_argument("--init", type=Path, help="start from this model's float weights "
+                    "(e.g. --epochs 0 --hwa yao2020 on the bundled weights)")
+    sp.add_argument("--config", type=Path, help="system configuration TOML (with --hwa: "
+                    "the cell states)")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("eval", help="accuracy of a stage on bundled or user data")
@@ -186,6 +217,9 @@ def register(sub) -> None:
     sp.add_argument("--age", type=float, help="with --chip: seconds of conductance relaxation")
     sp.add_argument("--drift-seed", type=int, dest="drift_seed",
                     help="with --age: seed of the drift (default: the chip's seed)")
+    sp.add_argument("--compensate", action="store_true",
+                    help="with --chip: recalibrate the ADC gains from reference reads "
+                         "before evaluating (drift compensation, docs/device.md)")
     sp.set_defaults(func=cmd_eval)
 
     sp = sub.add_parser("demo", help="the main job on the bundled default: accuracy per stage")

@@ -3,7 +3,8 @@
 A run directory holds the JSON artifacts the other commands write (docs/synthesis.md):
 ``stages.json``, ``sim.json`` and a chip state (``*.json`` + ``*.npz``) from `cim demo --out`
 (or `cim sim --json`, `cim program`, `cim hybrid`), ``synth_<design>_<target>_<view>.json``
-(`cim synth`), ``timing_<design>[_<board>].json`` (`cim timing`). What is cheap (mapping,
+(`cim synth`), ``timing_<design>[_<board>].json`` (`cim timing`), ``hwa_sweep.json`` and
+``drift.json`` (tools/device_sweeps.py). What is cheap (mapping,
 energy) is computed here. A section whose artifact is missing says which command makes it.
 """
 
@@ -24,7 +25,8 @@ from cim_spec.config import ConfigError, SystemConfig
 
 TEMPLATE = Path(__file__).resolve().parent / "report_template.html"
 SECTIONS = [("artifacts", "Run"), ("mapping", "Mapping"), ("conductance", "Conductances"),
-            ("accuracy", "Accuracy per stage"), ("rtl", "RTL vs golden"),
+            ("accuracy", "Accuracy per stage"), ("device", "Device errors and drift"),
+            ("rtl", "RTL vs golden"),
             ("cycles", "Cycles per layer"), ("resources", "Resources per module"),
             ("timing", "Fmax"), ("energy", "Energy and area"), ("sweep", "Sweep")]
 # What the paper reports for the stages `cim demo` prints (README.md, Results), by replication.
@@ -240,6 +242,42 @@ def s_accuracy(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
             + pg.figure(fig, "accuracy") + _table(["stage", "accuracy", "paper"], rows))
 
 
+def s_device(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
+    """Transfer accuracy against the programming error (default and hardware-aware weights),
+    and accuracy against age without and with drift compensation."""
+    sweep, dr = load_json(pg.run / "hwa_sweep.json"), load_json(pg.run / "drift.json")
+    parts = []
+    if sweep and dr:
+        fig, (a1, a2) = pg.plt.subplots(1, 2, figsize=(11, 3.2))
+    elif sweep or dr:
+        fig, a1 = pg.plt.subplots(figsize=(6, 3.2))
+        a2 = a1
+    if sweep:
+        for name, m in sweep["models"].items():
+            a1.plot(sweep["x"], [100 * v for v in m["mean"]], "o-", label=name)
+        a1.set(xlabel=f"{sweep['param']} (uS), preset {sweep['preset']}",
+               ylabel="transfer accuracy (%)")
+        a1.legend(fontsize=8)
+        parts.append(f"<p>Transfer accuracy: {sweep['images']} test images, mean of chip seeds "
+                     f"{', '.join(map(str, sweep['seeds']))}.</p>")
+    else:
+        parts.append(_missing("hwa_sweep.json", "python tools/device_sweeps.py hwa --run RUN"))
+    if dr:
+        ages = [max(a, 1.0) for a in dr["ages_s"]]
+        for name, c in dr["chips"].items():
+            line, = a2.plot(ages, [100 * v for v in c["raw"]], "o--", label=f"{name}")
+            a2.plot(ages, [100 * v for v in c["compensated"]], "s-", color=line.get_color(),
+                    label=f"{name}, compensated")
+        a2.set(xscale="log", xlabel="age (s; 0 drawn at 1 s)", ylabel="accuracy (%)")
+        a2.legend(fontsize=7)
+        parts.append(f"<p>Drift: {dr['images']} test images per point.</p>")
+    else:
+        parts.append(_missing("drift.json", "python tools/device_sweeps.py drift --run RUN "
+                              "--chip STATE"))
+    pg.status["device"] = "ok" if sweep or dr else "missing"
+    return "".join(parts) + (pg.figure(fig, "device") if sweep or dr else "")
+
+
 def s_rtl(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
     sim = ctx["sim"]
     if not sim:
@@ -392,7 +430,7 @@ def s_sweep(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
 
 
 _BUILDERS = {"artifacts": s_artifacts, "mapping": s_mapping, "conductance": s_conductance,
-             "accuracy": s_accuracy, "rtl": s_rtl, "cycles": s_cycles,
+             "accuracy": s_accuracy, "device": s_device, "rtl": s_rtl, "cycles": s_cycles,
              "resources": s_resources, "timing": s_timing, "energy": s_energy,
              "sweep": s_sweep}
 

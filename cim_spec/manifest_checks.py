@@ -69,11 +69,17 @@ _INT1 = (lambda v: _is_int(v) and 1 <= v < SEED_MAX, "an integer in 1..2**63-1")
 _POS = (lambda v: _is_number(v) and v > 0, "a positive finite number")
 _NONNEG = (lambda v: _is_number(v) and v >= 0, "a finite number >= 0")
 _NAME = (lambda v: isinstance(v, str) and 0 < len(v) <= 200, "a non-empty string")
+_GAINS = (lambda v: isinstance(v, dict) and 0 < len(v) <= 64
+          and all(isinstance(k, str) and _is_int(g) and 1 <= g < 2 ** 32 for k, g in v.items()),
+          "an object of layer names to integer ADC gains in 1..2**32-1")
 HISTORY_FIELDS = {
     "transfer": {"seed": _INT0, "preset": _NAME, "pulses": _INT0, "failed": _INT0},
     "hybrid": {"images": _INT1, "epochs": _INT1, "batch": _INT1, "lr": _POS,
                "threshold_us": _POS, "seed": _INT0, "pulses": _INT0},
     "aged": {"age_s": _NONNEG, "drift_seed": _INT0},
+    # Drift compensation (golden.compensate): the age it was calibrated at, the reference
+    # images it read, and the ADC gains it set (also in `digital`, the ones in use).
+    "compensated": {"age_s": _NONNEG, "images": _INT1, "gains": _GAINS},
 }
 TOP_FIELDS = ("schema", "schema_version", "network", "stage", "seed", "config", "mapping",
               "device", "digital", "scales", "history", "arrays", "checksum")

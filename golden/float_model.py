@@ -16,17 +16,26 @@ Fake quantization (:class:`QuantSpec`), with a straight-through estimator in the
   layer, by default ``s_w = max|W| / 7``;
 * activations after each ReLU: ``a_q = clip(round(a / s_a), 0, 255)``, effective ``a_q * s_a``;
   the gradient passes where ``0 < a <= 255 * s_a``. Max-pooling follows the quantizer.
+
+Hardware-aware training (``QuantSpec.hwa``, a :class:`golden.hwa.HwaNoise`): each forward pass
+adds a fresh draw of the device's effective weight-level error to the quantized levels and
+read noise to each weight layer's output; the backward pass uses the noisy weights and passes
+the weight gradient straight through the noise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from cim_spec.network import Conv, Network, Pool, weight_shape
+
+if TYPE_CHECKING:
+    from golden.hwa import HwaNoise
 
 W_LEVELS = 7  # weights in -7..7 (15 levels)
 A_LEVELS = 255  # activations in 0..255 (8 bits)
@@ -82,6 +91,7 @@ class QuantSpec:
     ``weight_scales`` maps every weight layer to its scale; ``None`` means "recompute
     ``max|W| / 7`` from the current weights" (used during quantization-aware training).
     ``act_scales`` maps every weight layer but the last (those followed by ReLU) to its scale.
+    ``hwa``, if given, injects device noise into every forward pass (hardware-aware training).
     """
 
     weight_scales: Mapping[str, float] | None
@@ -89,6 +99,7 @@ class QuantSpec:
     w_levels: int = W_LEVELS
     a_levels: int = A_LEVELS
     w_rule: str = "max"
+    hwa: HwaNoise | None = None
 
     def w_scale(self, name: str, w: np.ndarray) -> float:
         if self.weight_scales is None:
@@ -222,8 +233,13 @@ def _run(net: Network, params: Mapping[str, np.ndarray], x: np.ndarray,
         if w.shape != weight_shape(layer):
             raise ValueError(f"layer {layer.name!r}: weight shape {w.shape}, expected "
                              f"{weight_shape(layer)}")
+        hwa = quant.hwa if quant is not None else None
         if quant is not None:
-            w = fake_quant_weight(w, quant.w_scale(layer.name, w), quant.w_levels)
+            s_w = quant.w_scale(layer.name, w)
+            w = fake_quant_weight(w, s_w, quant.w_levels)
+            if hwa is not None:
+                lv = np.rint(w / s_w).astype(np.int64).reshape(len(w), -1)
+                w = w + (hwa.level_error(lv) * s_w).reshape(w.shape).astype(w.dtype)
         if isinstance(layer, Conv):
             shape = h.shape
             z, cols = conv_forward(h, w)
@@ -232,6 +248,8 @@ def _run(net: Network, params: Mapping[str, np.ndarray], x: np.ndarray,
             hin = h.transpose(0, 3, 1, 2).reshape(len(h), -1) if h.ndim == 4 else h
             z = hin @ w.T
             entry = [layer, h.shape, hin, w]
+        if hwa is not None and hwa.read_sigma:
+            z = z + hwa.read_noise(entry[2], lv, s_w).reshape(z.shape)
         if layer.name in names:
             h = np.maximum(z, 0)
             acts[layer.name] = h

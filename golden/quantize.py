@@ -76,7 +76,7 @@ def compile_model(model, mapping: Mapping, calib_images: np.ndarray, *,
     for li, name in enumerate(names):
         digital = Digital(dict(gains), dict(mults), dict(shifts))
         chip = Chip(mapping, target, digital)
-        x = _layer_inputs(chip, calib_images, li)
+        x = layer_inputs(chip, calib_images, li)
         currents = []
         for b in mapping.blocks_of(name):
             cur = chip_model.line_currents(x[:, :, b.in0:b.in0 + b.n_in],
@@ -97,7 +97,7 @@ def compile_model(model, mapping: Mapping, calib_images: np.ndarray, *,
     return Program(levels, target, digital, logit_scale, dict(model.weight_scales), in_scale)
 
 
-def _layer_inputs(chip: Chip, images: np.ndarray, layer_index: int) -> np.ndarray:
+def layer_inputs(chip: Chip, images: np.ndarray, layer_index: int) -> np.ndarray:
     """Input vectors (N, P, n_in) that weight layer `layer_index` reads, on this chip."""
     net = chip.mapping.network
     images = chip_model.check_images(images, net.input_shape)

@@ -8,6 +8,11 @@ Two phases, deterministic for a seed (on a given machine and BLAS):
    (``s_w = max|W| / 7`` recomputed every step) and 8-bit activations; the activation scales
    are calibrated on training data, tracked (exponential moving average of a high percentile
    of each ReLU output) and frozen for the last QAT epoch. Straight-through gradients.
+   With ``hwa`` (a :class:`golden.hwa.HwaNoise`) the QAT forward passes also carry the
+   device's programming errors, stuck cells and read noise (hardware-aware training).
+
+``init`` starts from a trained model's float weights instead of a random initialization (e.g.
+``epochs=0`` and a few hardware-aware QAT epochs on top of the bundled weights).
 
 The result is a :class:`golden.model_file.TrainedModel`: float weights, the final weight
 scales and activation scales, and a ``meta`` record of the run.
@@ -26,6 +31,7 @@ from tqdm import tqdm
 from cim_spec.network import Network
 from golden import float_model as fm
 from golden.data import Mnist
+from golden.hwa import HwaNoise
 from golden.model_file import TrainedModel
 
 
@@ -111,8 +117,8 @@ def train(net: Network, data: Mnist, epochs: int = 20, seed: int = 0, *, qat_epo
           batch_size: int = 128, lr: float = 5e-3, qat_lr: float = 5e-4,
           weight_decay: float = 0.0, shift: int = 1, act_percentile: float = 99.99,
           ema: float = 0.99, calib_images: int = 5000, float_mix: float = 0.25,
-          weight_rule: str = "mse",
-          progress: bool = True,
+          weight_rule: str = "mse", hwa: HwaNoise | None = None,
+          init: TrainedModel | None = None, progress: bool = True,
           evaluate: bool = True, log: Callable[[str], None] | None = print) -> TrainedModel:
     """Train ``net`` on ``data.train_*``: ``epochs`` float epochs, then ``qat_epochs``
     quantization-aware epochs. Accuracies on ``data.test_*`` (float and fake-quantized) are
@@ -123,6 +129,8 @@ def train(net: Network, data: Mnist, epochs: int = 20, seed: int = 0, *, qat_epo
     t0 = time.time()
     rng = np.random.default_rng(seed)
     params = fm.init_params(net, seed=int(rng.integers(2**31)))
+    if init is not None:
+        params = {k: np.array(init.weights[k], dtype=np.float32) for k in params}
     images, labels = data.train_images, data.train_labels.astype(np.int64)
     n_batches = -(-len(labels) // batch_size)
 
@@ -169,7 +177,7 @@ def train(net: Network, data: Mnist, epochs: int = 20, seed: int = 0, *, qat_epo
         step = 0
         for e in range(qat_epochs):
             frozen = qat_epochs > 1 and e == qat_epochs - 1
-            quant = fm.QuantSpec(None, dict(act_scales), w_rule=weight_rule)
+            quant = fm.QuantSpec(None, dict(act_scales), w_rule=weight_rule, hwa=hwa)
 
             def track(acts, quant=quant):
                 for name, a in acts.items():
@@ -195,6 +203,8 @@ def train(net: Network, data: Mnist, epochs: int = 20, seed: int = 0, *, qat_epo
         "float_phase_accuracy": float_phase_acc, "ptq_accuracy": ptq_acc,
         "train_images": int(len(labels)), "train_seconds": round(seconds, 1),
         "final_losses": [list(h) for h in history[-2:]],
+        "hwa": hwa.describe() if hwa is not None else None,
+        "init": "given model" if init is not None else None,
         "weight_rule": weight_rule, "weight_quant": "w_q = clip(round(W / s_w), -7, 7)",
         "act_rule": "a_q = clip(round(relu / s_a), 0, 255)",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

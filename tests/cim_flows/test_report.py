@@ -10,10 +10,12 @@ written here from the golden model and says so (`stand_in`), which the page show
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +25,7 @@ from cim_flows import report
 from cim_spec.config import SystemConfig
 
 SECTION_IDS = [sid for sid, _ in report.SECTIONS]
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
 
 
 def _cim(*argv) -> str:
@@ -68,6 +71,14 @@ def run(tmp_path_factory):
     spec.write_text("[sweep]\nseeds = [1, 2]\nimages = 50\n[axes]\n"
                     "'device.relax_sigma_us' = [0.3, 0.9]\n")
     _cim("sweep", str(spec), "--out", str(run / "sweep"), "--workers", "0", "--json")
+    # The device figures on quick settings (tools/device_sweeps.py; the bundled subset).
+    tool = importlib.util.spec_from_file_location("device_sweeps", TOOLS / "device_sweeps.py")
+    device_sweeps = importlib.util.module_from_spec(tool)
+    tool.loader.exec_module(device_sweeps)
+    assert device_sweeps.main(["hwa", "--run", str(run), "--sigmas", "0.5,1.0", "--seeds", "1",
+                               "--limit", "100"]) == 0
+    assert device_sweeps.main(["drift", "--run", str(run), "--chip", str(run / "chip"),
+                               "--ages", "0,86400", "--limit", "100"]) == 0
     return run
 
 

@@ -1,0 +1,72 @@
+"""Drift compensation: the fitted factor is the drift's common shrink, a fresh chip is left
+alone, and a compensated state is a valid chip-state file with its history entry."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from cim_flows import stages
+from cim_spec import chipstate
+from cim_spec.config import SystemConfig
+from cim_spec.device_params import load_preset
+from golden import compensate, drift
+
+CFG = SystemConfig()
+CAL = stages.calibration_images()[:16]
+
+
+@pytest.fixture(scope="module")
+def ideal_drifting():
+    """Every cell on its target, no read noise; drift without random spread: the pairs'
+    differences shrink by exactly 1 - rate * log10(1 + t)."""
+    p = load_preset("ideal").with_(name="ideal_drift", drift_rate=0.02, drift_sigma_us=0.0)
+    return stages.transfer_state(CFG, stages.load_model(), p, 3)
+
+
+def test_fresh_chip_keeps_its_gains(ideal_drifting):
+    chip, comp = compensate.calibrate(ideal_drifting.chip, ideal_drifting.chip, CAL)
+    assert comp.gains_after == comp.gains_before == ideal_drifting.digital.adc_gain
+    assert all(k == 1.0 for k in comp.factors.values())
+    assert chip.digital == ideal_drifting.digital
+
+
+@pytest.mark.parametrize("age", [86400.0, 3.15e7])
+def test_factor_is_the_common_shrink(ideal_drifting, age):
+    aged = drift.aged(ideal_drifting, age)
+    shrink = 1 - 0.02 * math.log10(1 + age)
+    chip, comp = compensate.calibrate(ideal_drifting.chip, aged.chip, CAL)
+    for name, k in comp.factors.items():
+        # Not exactly the analog factor: the ADC floors and clips each line's code, and the
+        # common-mode rise of the low cells (drift pulls them up) changes both.
+        assert k == pytest.approx(1 / shrink, rel=0.03), name
+        g = comp.gains_after[name]
+        assert isinstance(g, int) and g == pytest.approx(comp.gains_before[name] * k,
+                                                         rel=0.001)
+    # the partial sums of the reference reads come back to the recorded ones
+    vec = compensate.reference_vectors(ideal_drifting.chip, CAL)
+    ref = compensate._psums(ideal_drifting.chip, vec)
+    raw, fixed = compensate._psums(aged.chip, vec), compensate._psums(chip, vec)
+    for name in ref:
+        err_raw = np.abs(raw[name] - ref[name]).mean()
+        # C1 least: its lines clip at the ADC top more often as the low cells rise
+        assert np.abs(fixed[name] - ref[name]).mean() < 0.5 * err_raw, name
+
+
+def test_compensated_state_round_trips(ideal_drifting, tmp_path):
+    aged = drift.aged(ideal_drifting, 3600.0)
+    state, comp = compensate.compensate_state(ideal_drifting, aged, CAL, 3600.0)
+    assert state.stage == "compensated"
+    assert state.history[-1] == {"stage": "compensated", "age_s": 3600.0, "images": 16,
+                                 "gains": comp.gains_after}
+    chipstate.save(state, tmp_path / "c")
+    back = chipstate.load(tmp_path / "c")
+    assert back.digital.adc_gain == comp.gains_after
+    assert [h["stage"] for h in back.history] == ["transfer", "aged", "compensated"]
+
+
+def test_no_images_refused(ideal_drifting):
+    with pytest.raises(ValueError, match="calibration image"):
+        compensate.calibrate(ideal_drifting.chip, ideal_drifting.chip, CAL[:0])
