@@ -47,6 +47,7 @@ NUMBERS = {
     "threshold_us": (False, 0.0, 1e6, False),
     "fraction": (False, 0.0, 1.0, False),
     "hwa_scale": (False, 0.0, 10.0, True),
+    "hwa_age": (False, 0.0, 3.2e11, True),
 }
 
 

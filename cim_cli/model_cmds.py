@@ -30,8 +30,8 @@ def cmd_train(args) -> int:
     from golden import model_file, train
     if args.epochs + args.qat_epochs == 0:
         raise ConfigError("--epochs and --qat-epochs are both 0: nothing to train")
-    if args.hwa is None and args.hwa_scale is not None:
-        raise ConfigError("--hwa-scale does not apply without --hwa")
+    if args.hwa is None and (args.hwa_scale is not None or args.hwa_age is not None):
+        raise ConfigError("--hwa-scale/--hwa-age do not apply without --hwa")
     if args.qat_epochs == 0 and args.hwa is not None:
         raise ConfigError("--hwa needs quantization-aware epochs (--qat-epochs >= 1)")
     files.check_output(args.out, {files.MODEL}, args.force, [args.data, args.init, args.config])
@@ -62,7 +62,7 @@ def _hwa_noise(args):
     from golden.hwa import HwaNoise
     scale = 1.0 if args.hwa_scale is None else args.hwa_scale
     return HwaNoise.from_device(load_preset(args.hwa), config_from(args), scale=scale,
-                                seed=args.seed)
+                                seed=args.seed, age_s=args.hwa_age or 0.0)
 
 
 def cmd_eval(args) -> int:
@@ -200,6 +200,9 @@ def register(sub) -> None:
                     "quantization-aware epochs")
     sp.add_argument("--hwa-scale", type=float, dest="hwa_scale",
                     help="with --hwa: multiply the programming error (default 1)")
+    sp.add_argument("--hwa-age", type=float, dest="hwa_age",
+                    help="with --hwa: also the random drift of this many seconds, after drift "
+                         "compensation (default 0: right after programming)")
     sp.add_argument("--init", type=Path, help="start from this model's float weights "
                     "(e.g. --epochs 0 --hwa yao2020 on the bundled weights)")
     sp.add_argument("--config", type=Path, help="system configuration TOML (with --hwa: "

@@ -15,6 +15,11 @@ to the weight level (times ``scale``, 1 = the device as it is). The draws are in
 weight and per step, like the transfer's per-cell errors (tests/golden/test_hwa.py compares the
 two).
 
+With ``age_s`` the table's cells also drift for that long (golden.drift) and the common part
+of the drift is taken out as the drift compensation does (golden.compensate: every pair's
+difference shrinks by ``1 - drift_rate * log10(1 + t / t0)``, which new ADC gains undo), so the
+network learns to bear the programming error plus the drift's random spread at that age.
+
 Read noise: the datapath adds a relative error ``read_noise_sigma`` to each line current. The
 forward pass adds to each output ``read_sigma * (I+ + I-) / sqrt(2) * N(0, 1)`` where ``I+ +
 I-`` is the input times both cells' conductances in state steps (``|q| + 2 * floor_steps``,
@@ -31,7 +36,7 @@ import numpy as np
 
 from cim_spec.config import SystemConfig
 from cim_spec.device_params import DeviceParams, to_codes
-from golden import device
+from golden import device, drift
 
 HWA_STREAM = 0x4A3A  # keeps the table's draws apart from every chip seed's
 TABLE_CELLS = 8192   # programmed cells per state: ~6 stuck cells per state with yao2020
@@ -41,19 +46,22 @@ TABLE_CELLS = 8192   # programmed cells per state: ~6 stuck cells per state with
 class HwaNoise:
     """Sampler of effective weight-level errors and read noise for one device preset."""
 
-    errors: np.ndarray            # (cell_states, cells): programmed code - ideal code
+    errors: np.ndarray            # (cell_states, cells): programmed code - ideal code (float)
     step_code: float              # codes per state step
     floor_steps: float            # g_min in state steps (every cell's offset)
     read_sigma: float             # relative read-current noise
     scale: float = 1.0            # multiplies the programming error
     preset: str = "custom"
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    age_s: float = 0.0            # drift age the table includes (0: right after programming)
 
     @classmethod
     def from_device(cls, params: DeviceParams, cfg: SystemConfig | None = None, *,
-                    scale: float = 1.0, seed: int = 0, cells: int = TABLE_CELLS) -> HwaNoise:
-        """Program ``cells`` fresh cells per state with the device model and keep their codes;
-        ``seed`` also seeds the training-time draws."""
+                    scale: float = 1.0, seed: int = 0, cells: int = TABLE_CELLS,
+                    age_s: float = 0.0) -> HwaNoise:
+        """Program ``cells`` fresh cells per state with the device model and keep their codes
+        (after ``age_s`` seconds of compensated drift); ``seed`` also seeds the training-time
+        draws."""
         cfg = cfg or SystemConfig()
         params.check_config(cfg)
         if not (np.isfinite(scale) and scale >= 0):
@@ -65,10 +73,16 @@ class HwaNoise:
         target = np.broadcast_to(ideal[:, None] * cfg.g_lsb_us, shape)
         res = device.write_verify(g0, target, gain, stuck, params, rng)
         g = device.settle(res.g_us, stuck, params, rng)
-        errors = to_codes(g, cfg) - ideal[:, None]
+        codes = to_codes(g, cfg).astype(np.float64)
+        if age_s:
+            shrink = params.drift_rate * drift.log_time(age_s, params)
+            aged = to_codes(drift.relax(g, stuck, age_s, params, seed), cfg)
+            # the common-mode part cancels in a pair; the gain calibration undoes the shrink
+            codes = (aged - shrink * params.drift_target_us / cfg.g_lsb_us) / (1 - shrink)
+        errors = codes - ideal[:, None]
         return cls(errors, cfg.state_step_code, cfg.g_min_us / cfg.state_step_us,
                    params.read_noise_sigma, float(scale), params.name,
-                   np.random.default_rng([HWA_STREAM, seed, 1]))
+                   np.random.default_rng([HWA_STREAM, seed, 1]), float(age_s))
 
     def level_error(self, levels: np.ndarray) -> np.ndarray:
         """One draw of the effective level error of weights at integer ``levels``."""
@@ -91,5 +105,6 @@ class HwaNoise:
         """The record of the noise a model was trained with (the model's meta)."""
         e = self.errors / self.step_code
         return {"preset": self.preset, "scale": self.scale, "read_sigma": self.read_sigma,
+                "age_s": self.age_s,
                 "table_cells": int(self.errors.shape[1]),
                 "cell_error_std_states": round(float(e.std()), 6)}

@@ -118,3 +118,24 @@ def test_hwa_training_smoke_deterministic():
     assert any(not np.array_equal(m1.weights[k], plain.weights[k]) for k in m1.weights)
     assert m1.meta["hwa"]["preset"] == "yao2020" and plain.meta["hwa"] is None
     assert m1.meta["quant_accuracy"] > 0.9   # fine-tuning kept the bundled network good
+
+
+def test_age_adds_only_the_random_drift():
+    """Drift without random spread is undone by the gain calibration: the aged table is the
+    fresh one (up to code rounding); with the spread, the error grows as sigma * log10(t)."""
+    p = load_preset("yao2020")
+    fresh = HwaNoise.from_device(p, CFG, seed=4, cells=2048)
+    common = HwaNoise.from_device(p.with_(drift_sigma_us=0.0), CFG, seed=4, cells=2048,
+                                  age_s=3.15e7)
+    moving = ~(np.abs(fresh.errors) > 1.5 * CFG.state_step_code)   # not the stuck-on cells
+    diff = (common.errors - fresh.errors)[moving]
+    # Only the stuck cells (0.07%) move: they do not drift while their partners do, so after
+    # the gain calibration a pair with one is off by the common-mode rise.
+    far = np.abs(diff) > 0.5 + 0.5 / (1 - 0.02 * np.log10(1 + 3.15e7)) + 1e-9  # 2 roundings
+    assert far.mean() <= p.stuck_on_rate + p.stuck_off_rate + 0.0005
+    aged = HwaNoise.from_device(p, CFG, seed=4, cells=2048, age_s=3.15e7)
+    spread = p.drift_sigma_us * np.log10(1 + 3.15e7) / CFG.g_lsb_us   # codes, one cell
+    shrink = 1 - p.drift_rate * np.log10(1 + 3.15e7)
+    extra = np.var(aged.errors[moving]) - np.var(fresh.errors[moving])
+    assert extra == pytest.approx((spread / shrink) ** 2, rel=0.1)
+    assert aged.describe()["age_s"] == 3.15e7
