@@ -41,7 +41,8 @@ def test_factor_is_the_common_shrink(ideal_drifting, age):
     for name, k in comp.factors.items():
         # Not exactly the analog factor: the ADC floors and clips each line's code, and the
         # common-mode rise of the low cells (drift pulls them up) changes both.
-        assert k == pytest.approx(1 / shrink, rel=0.03), name
+        # C1 most: its image inputs drive many lines to the ADC's top.
+        assert k == pytest.approx(1 / shrink, rel=0.04 if name == "C1" else 0.01), name
         g = comp.gains_after[name]
         assert isinstance(g, int) and g == pytest.approx(comp.gains_before[name] * k,
                                                          rel=0.001)
@@ -65,6 +66,27 @@ def test_compensated_state_round_trips(ideal_drifting, tmp_path):
     back = chipstate.load(tmp_path / "c")
     assert back.digital.adc_gain == comp.gains_after
     assert [h["stage"] for h in back.history] == ["transfer", "aged", "compensated"]
+
+
+@pytest.mark.parametrize("gains, message", [
+    ({"C1": 0}, "gains must be an object of layer names to integer ADC gains"),
+    ({"C1": 1.5}, "gains must be"),
+    ([1, 2], "gains must be"),
+])
+def test_bad_compensated_entry_refused(ideal_drifting, tmp_path, gains, message):
+    """A `compensated` history entry whose gains are not integer ADC gains is refused with
+    the field named (both checksums fixed, so the field check is what refuses it)."""
+    import json
+
+    from cim_spec.manifest_checks import ChipStateError
+    state, _ = compensate.compensate_state(ideal_drifting, ideal_drifting, CAL, 0.0)
+    npz, js = chipstate.save(state, tmp_path / "c")
+    m = json.loads(js.read_text())
+    m["history"][-1]["gains"] = gains
+    m["checksum"]["manifest"] = chipstate.manifest_checksum(m)
+    js.write_text(json.dumps(m))
+    with pytest.raises(ChipStateError, match=r"history\[1\]\.gains " + message[6:]):
+        chipstate.load(tmp_path / "c")
 
 
 def test_no_images_refused(ideal_drifting):
