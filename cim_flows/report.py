@@ -263,8 +263,8 @@ def s_device(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
     else:
         parts.append(_missing("hwa_sweep.json", "python tools/device_sweeps.py hwa --run RUN"))
     if dr:
-        ages = [max(a, 1.0) for a in dr["ages_s"]]
         for name, c in dr["chips"].items():
+            ages = [max(a, 1.0) for a in c.get("ages_s", dr["ages_s"])]
             line, = a2.plot(ages, [100 * v for v in c["raw"]], "o--", label=f"{name}")
             a2.plot(ages, [100 * v for v in c["compensated"]], "s-", color=line.get_color(),
                     label=f"{name}, compensated")

@@ -86,7 +86,7 @@ def sweep_drift(args) -> dict:
             print(f"{path} age {age:g} s: {100 * raw[-1]:.2f}% -> {100 * comp[-1]:.2f}%",
                   file=sys.stderr)
         out["chips"][Path(path).name] = {"chip": str(path), "stage": fresh.stage,
-                                         "raw": raw, "compensated": comp}
+                                         "ages_s": ages, "raw": raw, "compensated": comp}
     return out
 
 
