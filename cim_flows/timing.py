@@ -24,6 +24,16 @@ BOARDS = {"ulx3s": {"lpf": CONSTRAINTS / "ulx3s_v20.lpf", "clock_mhz": 25.0,
                     "device": "LFE5U-85F-6BG381C (ULX3S 85F)"}}
 
 
+def board_clock_mhz(board: str, design_name: str) -> float:
+    """The clock a board top runs at: the PE self-test on the oscillator itself, the chip on
+    its PLL's output (cim_flows.board.CHIP_CLOCK_MHZ; nextpnr derives that clock's constraint
+    from the oscillator's through the EHXPLLL)."""
+    if design_name == "chip":
+        from cim_flows.board import CHIP_CLOCK_MHZ
+        return CHIP_CLOCK_MHZ
+    return BOARDS[board]["clock_mhz"]
+
+
 def clock_lpf(freq_mhz: float, out_dir: Path) -> str:
     """The out-of-context clock constraint (constraints/clock_100mhz.lpf, at `freq_mhz`),
     written into the tools' working directory; its file name."""
@@ -64,7 +74,7 @@ def place_and_route(cfg: SystemConfig, design_name: str, out_dir: Path,
     """Synthesize, place and route; return (and write) Fmax, critical path, utilization."""
     if board is not None and board not in BOARDS:
         raise SynthError(f"unknown board {board!r}; choose one of {sorted(BOARDS)}")
-    freq = freq_mhz if freq_mhz is not None else (BOARDS[board]["clock_mhz"] if board
+    freq = freq_mhz if freq_mhz is not None else (board_clock_mhz(board, design_name) if board
                                                   else cfg.clock_mhz)
     if not freq > 0:
         raise SynthError(f"--freq must be positive, got {freq}")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import struct
 
-from amaranth import Cat, ClockDomain, Instance, Module, Mux, Signal
+from amaranth import Cat, ClockDomain, Instance, Module, Mux, Signal, Value
 from amaranth.lib import fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -183,7 +183,7 @@ class ChipHost(wiring.Component):
                   SEL_RESULT: link.result_length(self.n_logits, self.n_layers)}
         kinds = {SEL_NAK: link.Reply.NAK, SEL_ACK: link.Reply.PROG_ACK,
                  SEL_STATUS: link.Reply.STATUS, SEL_RESULT: link.Reply.RESULT}
-        logits = Cat(*[_sext(result.logits[i].as_value(), 32) for i in range(self.n_logits)])
+        logits = Cat(*[_sext(Value.cast(result.logits[i]), 32) for i in range(self.n_logits)])
         payloads = {
             SEL_NAK: nak,
             SEL_ACK: cell,

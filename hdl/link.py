@@ -9,19 +9,34 @@ uses the payload bytes must hold them until `ok`: a frame is valid only as a who
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from cim_spec import link
 
 
+def _crc_step(crc: int, byte: int) -> int:
+    return link.crc16(bytes([byte]), crc)
+
+
+# The CRC step is linear over GF(2) in (register, byte): output bit i is the XOR of the
+# register and byte bits whose unit vectors set it. XOR trees keep the logic (and the
+# simulator's code) small, where unrolling the shifts nests a multiplexer per bit.
+_TAPS = [([k for k in range(16) if _crc_step(1 << k, 0) >> i & 1],
+          [k for k in range(8) if _crc_step(0, 1 << k) >> i & 1]) for i in range(16)]
+
+
 def crc16_byte(crc, byte):
-    """CRC-16/CCITT-FALSE of `crc` followed by one byte, as cim_spec.link.crc16 (unrolled)."""
-    crc = crc ^ (byte << 8)
-    for _ in range(8):
-        crc = Mux(crc[15], (crc << 1)[:16] ^ link.CRC_POLY, (crc << 1)[:16])
-    return crc[:16]
+    """CRC-16/CCITT-FALSE of `crc` followed by one byte, as cim_spec.link.crc16."""
+    bits = []
+    for reg_taps, byte_taps in _TAPS:
+        terms = [crc[k] for k in reg_taps] + [byte[k] for k in byte_taps]
+        bit = terms[0]
+        for t in terms[1:]:
+            bit = bit ^ t
+        bits.append(bit)
+    return Cat(*bits)
 
 
 class FrameRx(wiring.Component):
