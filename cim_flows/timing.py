@@ -49,9 +49,10 @@ def _netlist(cfg, design_name, out_dir, progress, board):
     if board:
         from cim_flows.board import board_top
         from hdl.build import generate
+        from hdl.params import CrossbarForm
         top = f"cim_{design_name}_{board}"
         sources = local_sources(generate(board_top(cfg, design_name), top, out_dir,
-                                         "amaranth"), out_dir)
+                                         CrossbarForm.AMARANTH), out_dir)
     else:
         top, sources = generate_verilog(cfg, design_name, "fpga", out_dir)
     net = f"{top}.json"

@@ -114,10 +114,11 @@ class PEParams:
         return min(self.max_lines, -(-self.max_lines // budget))
 
     def default_lanes(self) -> int:
-        """Fewest lanes whose crossbar period, ceil(max_lines / lanes) + 1, fits the shortest
-        slot period the other stages allow: max(pulse_cycles, 2), since the ADC stage alone
-        takes at least a conversion cycle and its output register. With these, the
-        AMARANTH crossbar never lengthens the slot period (24 lines, 5-cycle pulses: 6)."""
+        """Fewest lanes whose groups, ceil(max_lines / lanes), plus one cycle fit the
+        shortest slot period the other stages allow, max(pulse_cycles, 2) (24 lines, 5-cycle
+        pulses: 6 lanes, 24 DP16KD per PE). The crossbar's register between block RAM and
+        adder tree adds one more cycle, so a slot of max_lines lines takes one cycle longer
+        than the pulse (docs/pe.md); one lane more per group would cost 4 block RAMs each."""
         budget = max(self.pulse_cycles, 2) - 1
         return -(-self.max_lines // budget)
 
@@ -178,11 +179,12 @@ class PEParams:
 
     def crossbar_cycles(self, lines: int, form: CrossbarForm = CrossbarForm.VERILOG) -> int:
         """Cycles from a slot's sample to its currents at the crossbar's output: 1 for the
-        behavioral and black-box macros; for the AMARANTH emulation one block-RAM read
-        cycle plus one cycle per group of `lanes` lines (at least one group)."""
+        behavioral and black-box macros; for the AMARANTH emulation one cycle per group of
+        `lanes` lines (at least one group), plus the block-RAM read and the register before
+        the adder trees."""
         if check_form(form) is not CrossbarForm.AMARANTH:
             return 1
-        return max(1, -(-lines // self.lanes)) + 1
+        return max(1, -(-lines // self.lanes)) + 2
 
     def adc_cycles(self, lines: int, form: CrossbarForm = CrossbarForm.VERILOG) -> int:
         """Cycles from a sample to the codes in the ADC's output register, that register not

@@ -85,8 +85,7 @@ def test_programming_port_writes_single_cells():
          "small-1-bit", "paper-1-mult", "paper-5-mults", "paper-5-mults-6-lines"])
 def test_busy_cycles_of_the_fpga_crossbar(cfg, lanes, mults, lines):
     """Back-to-back vectors, output always ready: the PE's busy-cycle counter against
-    PEParams.busy_cycles(form=AMARANTH) (docs/pe.md), which keeps the 1-cycle macro's slot
-    period when the lanes and the ADC's gain multipliers are the defaults."""
+    PEParams.busy_cycles(form=AMARANTH) (docs/pe.md)."""
     p = PEParams.from_config(cfg, max_lines=min(24, cfg.array_rows), lanes=lanes,
                              gain_mults=mults)
     rng = np.random.default_rng(12)
@@ -107,4 +106,5 @@ def test_busy_cycles_of_the_fpga_crossbar(cfg, lanes, mults, lines):
     run(dut, producer, consumer)
     assert res["busy"] == p.busy_cycles(n, lines, CrossbarForm.AMARANTH)
     if lanes is None and mults is None:
-        assert p.slot_cycles(lines, CrossbarForm.AMARANTH) == p.slot_cycles(lines)
+        # The defaults: at most the crossbar's register more per slot (docs/pe.md).
+        assert p.slot_cycles(lines, CrossbarForm.AMARANTH) <= p.slot_cycles(lines) + 1
