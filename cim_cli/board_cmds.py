@@ -8,12 +8,12 @@ from pathlib import Path
 
 from cim_spec.config import ConfigError
 
-from .common import emit, note, refuse_with
+from .common import add_force, emit, note, refuse_with
 
 
 def cmd_board_run(args) -> int:
     from cim_flows import board_link, rtl
-    from cim_spec import link
+    from cim_spec import files, link
     if (args.port is None) == (not args.sim):
         raise ConfigError("cim board run needs exactly one of --port PATH and --sim")
     if args.chip is not None:
@@ -22,6 +22,9 @@ def cmd_board_run(args) -> int:
                      "--replication": args.replication is not None})
     if args.timeout <= 0 or args.window < 1:
         raise ConfigError("--timeout must be positive and --window at least 1")
+    name = "board_run_sim.json" if args.sim else "board_run.json"
+    if args.out is not None:      # refused before the work, not after
+        files.check_output(args.out / name, {files.JSON}, args.force)
     chip, source = rtl.chip_for(args.chip, None if args.chip else _config(args))
     images, labels, ids = _images(args)
     if args.sim:
@@ -61,6 +64,10 @@ def cmd_board_run(args) -> int:
         text += f"\n  FAILED (no result after retries): ids {run.failed[:10]}"
     for mm in run.mismatches[:3]:
         text += f"\n  MISMATCH image {mm['image_id']}: board {mm['board']} golden {mm['golden']}"
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        files.write_json(args.out / name, d)
+        text += f"\nwrote {args.out / name}"
     emit(args, d, text)
     if run.mismatches:
         return 1
@@ -107,5 +114,8 @@ def register(sub) -> None:
     rp.add_argument("--timeout", type=float, default=2.0,
                     help="seconds to wait for an image's result before sending it again")
     rp.add_argument("--window", type=int, default=2, help="images in flight")
+    rp.add_argument("--out", type=Path, help="run directory for board_run[_sim].json "
+                    "(cim report shows it)")
+    add_force(rp)
     rp.add_argument("--json", action="store_true", help="print one JSON object")
     rp.set_defaults(func=cmd_board_run)

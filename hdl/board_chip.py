@@ -237,8 +237,8 @@ def _sext(value, width: int):
 def pll_params(fin_mhz: float, fout_mhz: float) -> dict:
     """EHXPLLL dividers for fout from fin with CLKOP as feedback (as Project Trellis'
     ecppll chooses them): fout = fin / CLKI_DIV * CLKFB_DIV, the VCO (fout * CLKOP_DIV) in
-    400..800 MHz, the phase detector at 3.125..400 MHz. The closest frequency wins; its
-    value is returned as `mhz`."""
+    400..800 MHz, the phase detector at 3.125..400 MHz. The closest frequency wins (within
+    0.1%, else refused); its value is returned as `mhz`."""
     best = None
     for clki in range(1, 129):
         pfd = fin_mhz / clki
@@ -252,8 +252,9 @@ def pll_params(fin_mhz: float, fout_mhz: float) -> dict:
                     if best is None or err < best[0] - 1e-9:
                         best = (err, clki, fb, op, out)
                     break
-    if best is None:
-        raise ValueError(f"no EHXPLLL setting makes {fout_mhz} MHz from {fin_mhz} MHz")
+    if best is None or best[0] > 0.001 * fout_mhz:
+        raise ValueError(f"no EHXPLLL setting makes {fout_mhz:g} MHz from {fin_mhz:g} MHz"
+                         + (f" (closest {best[4]:g} MHz)" if best else ""))
     _, clki, fb, op, out = best
     return {"CLKI_DIV": clki, "CLKFB_DIV": fb, "CLKOP_DIV": op,
             "CLKOP_CPHASE": op // 2 - 1, "mhz": out}
