@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import struct
 
-from amaranth import Cat, ClockDomain, Instance, Module, Mux, Signal, Value
+from amaranth import Cat, ClockDomain, Const, Instance, Module, Mux, Signal, Value
 from amaranth.lib import fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -187,7 +187,7 @@ class ChipHost(wiring.Component):
         payloads = {
             SEL_NAK: nak,
             SEL_ACK: cell,
-            SEL_STATUS: Cat(chip.images_done, accepted, rejected, chip.busy, Signal(7)),
+            SEL_STATUS: Cat(chip.images_done, accepted, rejected, chip.busy, Const(0, 7)),
             SEL_RESULT: Cat(res_id, _zext(result.label, 8), logits, cycles),
         }
         byte = Signal(8)

@@ -36,12 +36,12 @@ async def host_to_board(dut, master: int, divisor: int, stop: Path):
             polls += 1
             if polls % 64 == 0 and stop.exists():
                 return
-            await Timer(10 * bit, "ns")
+            await Timer(10 * bit, unit="ns")
             continue
         for byte in data:
             for level in [0, *[(byte >> k) & 1 for k in range(8)], 1]:
                 dut.ftdi_txd.value = level
-                await Timer(bit, "ns")
+                await Timer(bit, unit="ns")
 
 
 async def board_to_host(dut, master: int, divisor: int):
@@ -49,11 +49,11 @@ async def board_to_host(dut, master: int, divisor: int):
     bit = divisor * PERIOD_NS
     while True:
         await FallingEdge(dut.ftdi_rxd)
-        await Timer(bit + bit // 2, "ns")
+        await Timer(bit + bit // 2, unit="ns")
         byte = 0
         for k in range(8):
             byte |= int(dut.ftdi_rxd.value) << k
-            await Timer(bit, "ns")
+            await Timer(bit, unit="ns")
         if int(dut.ftdi_rxd.value) == 1:       # stop bit; a broken one is not a byte
             os.write(master, bytes([byte]))
 
@@ -68,7 +68,7 @@ async def bridge(dut):
     Path(os.environ["CIM_LINK_PTY_FILE"]).write_text(os.ttyname(slave))
     dut.ftdi_txd.value = 1
     dut.btn.value = 0
-    Clock(dut.clk_25mhz, PERIOD_NS, "ns").start()
+    Clock(dut.clk_25mhz, PERIOD_NS, unit="ns").start()
     cocotb.start_soon(board_to_host(dut, master, divisor))
     await host_to_board(dut, master, divisor, stop)
     os.close(master)
