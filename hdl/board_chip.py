@@ -11,11 +11,11 @@
 reset and the PLL (an ECP5 EHXPLLL from the board's 25 MHz to the chip clock; bypassed for
 simulation). cim_spec.link defines the frames.
 
-A frame is used only once its CRC holds: the image is buffered whole (one block RAM) before it
-reaches the chip, a programming write waits for its CRC, and anything rejected is answered
-with a NAK and leaves the chip untouched. The chip is far faster than the link, so one
-buffer suffices; an image that arrives while the previous one is still being handed on is
-rejected (OVERRUN), which a host that keeps at most two images outstanding never sees.
+A frame is used only once its CRC holds: the image is buffered whole before it reaches the
+chip (two banks in one block RAM: one fills while the other streams into the chip), a
+programming write waits for its CRC, and anything rejected is answered with a NAK and leaves
+the chip untouched. An image that would overwrite a bank still streaming is rejected
+(OVERRUN), which a host that keeps at most two images outstanding never sees.
 """
 
 from __future__ import annotations
@@ -70,43 +70,52 @@ class ChipHost(wiring.Component):
                      utx.data.eq(ftx.data), utx.valid.eq(ftx.valid), ftx.ready.eq(utx.ready),
                      self.tx.eq(utx.tx), self.busy.eq(chip.busy)]
 
-        # ---- IMAGE: the payload into the buffer, then into the chip.
-        m.submodules.image = image = memory.Memory(shape=8, depth=self.n_pixels, init=[])
+        # ---- IMAGE: the payload into one bank of the buffer while the other streams into
+        # the chip (two banks of n_pixels bytes: one DP16KD for the 784 pixels of MNIST).
+        n = self.n_pixels
+        m.submodules.image = image = memory.Memory(shape=8, depth=2 * n, init=[])
         wr = image.write_port()
         rd = image.read_port()
         rx_id = Signal(32)
+        wbank = Signal()                  # the bank the next image frame fills
+        sbank = Signal()                  # the bank streaming into the chip
         streaming = Signal()
+        queued = Signal()                 # the other bank holds a checked image too
+        qid = Signal(32)                  # ... with this id
         overrun = Signal()
         is_image = frx.kind == link.Cmd.IMAGE
+        clash = streaming & (sbank == wbank)
         with m.If(frx.byte_valid & is_image):
             with m.If(frx.index < 4):
                 with m.Switch(frx.index[:2]):
                     for k in range(4):
                         with m.Case(k):
                             m.d.sync += rx_id[8 * k:8 * k + 8].eq(frx.byte)
-            with m.Elif(streaming):
+            with m.Elif(clash):
                 m.d.sync += overrun.eq(1)
-        m.d.comb += [wr.addr.eq(frx.index - 4), wr.data.eq(frx.byte),
-                     wr.en.eq(frx.byte_valid & is_image & (frx.index >= 4) & ~streaming)]
+        m.d.comb += [wr.addr.eq(Mux(wbank, n, 0) + frx.index - 4), wr.data.eq(frx.byte),
+                     wr.en.eq(frx.byte_valid & is_image & (frx.index >= 4) & ~clash)]
 
         # The ids of the images in the chip, in order (the chip keeps at most two, one
-        # computing and one loaded, and the buffer a third).
+        # computing and one loaded, and the buffer two more).
         m.submodules.ids = ids = fifo.SyncFIFO(width=32, depth=4)
-        addr = Signal(range(self.n_pixels + 1))      # the pixel read next
+        addr = Signal(range(n + 1))                   # the pixel read next
         held = Signal()                               # rd.data holds pixel addr - 1
-        m.d.comb += [rd.addr.eq(addr), chip.pixels.payload.eq(rd.data),
-                     chip.pixels.valid.eq(streaming & held)]
+        id_out = Signal(32)
+        m.d.comb += [rd.addr.eq(Mux(sbank, n, 0) + addr), chip.pixels.payload.eq(rd.data),
+                     chip.pixels.valid.eq(streaming & held), chip.image_id.eq(id_out)]
         m.d.comb += rd.en.eq(~held | chip.pixels.ready)
+        finishing = Signal()              # the last pixel is taken this cycle
+        m.d.comb += finishing.eq(streaming & chip.pixels.ready & held & (addr == n))
         with m.If(streaming):
-            with m.If(rd.en & (addr < self.n_pixels)):
+            with m.If(rd.en & (addr < n)):
                 m.d.sync += [addr.eq(addr + 1), held.eq(1)]
             with m.Elif(chip.pixels.ready):
                 m.d.sync += held.eq(0)
-            with m.If(chip.pixels.ready & held & (addr == self.n_pixels)):
-                m.d.sync += [streaming.eq(0), held.eq(0)]
-        id_out = Signal(32)
-        m.d.comb += chip.image_id.eq(id_out)
-        is_image = frx.kind == link.Cmd.IMAGE
+            with m.If(finishing):
+                # The queued image streams next, from the other bank.
+                m.d.sync += [streaming.eq(queued), held.eq(0), addr.eq(0), queued.eq(0),
+                             sbank.eq(~sbank), id_out.eq(qid)]
 
         # ---- PROG: the cell is staged as it arrives and applied once its CRC holds.
         staged = Signal(8 * commands[link.Cmd.PROG])
@@ -131,7 +140,7 @@ class ChipHost(wiring.Component):
         accepted, rejected = self.accepted, self.rejected
         refused = Signal()
         m.d.comb += refused.eq(
-            (is_image & (overrun | ~ids.w_rdy))
+            (is_image & (overrun | queued | ~ids.w_rdy))
             | (is_prog & (prog_pending | ack_pending))
             | ((frx.kind == link.Cmd.STATUS) & status_pending))
         take = Signal()
@@ -140,7 +149,12 @@ class ChipHost(wiring.Component):
             m.d.sync += accepted.eq(accepted + 1)
             with m.Switch(frx.kind):
                 with m.Case(link.Cmd.IMAGE):
-                    m.d.sync += [streaming.eq(1), addr.eq(0), held.eq(0), id_out.eq(rx_id)]
+                    m.d.sync += wbank.eq(~wbank)
+                    with m.If(streaming & ~finishing):
+                        m.d.sync += [queued.eq(1), qid.eq(rx_id)]
+                    with m.Else():      # (overrides the finish above: nothing was queued)
+                        m.d.sync += [streaming.eq(1), addr.eq(0), held.eq(0),
+                                     sbank.eq(wbank), id_out.eq(rx_id)]
                 with m.Case(link.Cmd.PROG):
                     m.d.sync += [prog_pending.eq(1), cell.eq(staged)]
                 with m.Case(link.Cmd.STATUS):
