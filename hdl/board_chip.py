@@ -133,8 +133,8 @@ class ChipHost(wiring.Component):
                      chip.prog.valid.eq(prog_pending)]
 
         # ---- Frame verdicts. A well-formed frame that cannot be taken now is refused
-        # (OVERRUN): an image while the last is still being handed on or four are queued, a
-        # cell or a status request while the last one's reply is still pending.
+        # (OVERRUN): an image while both banks are taken (one streaming, one waiting) or four
+        # are queued, a cell or a status request while the last one's reply is pending.
         nak_pending, ack_pending, status_pending = Signal(), Signal(), Signal()
         nak = Signal(16)                 # reason, rejected type
         accepted, rejected = self.accepted, self.rejected
