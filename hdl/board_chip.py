@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import struct
 
-from amaranth import Cat, ClockDomain, Const, Instance, Module, Mux, Signal, Value
+from amaranth import Array, Cat, ClockDomain, Const, Instance, Module, Mux, Signal, Value
 from amaranth.lib import fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -182,11 +182,25 @@ class ChipHost(wiring.Component):
         res_state = Signal(2)            # 0 empty, 1 waiting for counters, 2 ready, 3 sending
         cycles = Signal(32 * (1 + self.n_layers))
         m.d.comb += chip.result.ready.eq(res_state == 0)
+        # The label is found again from the latched logits, one comparison per cycle: the
+        # chip's combinational argmax behind its merger's adders was the placed board's
+        # critical path (56.7 ns); this is the same function (the first of equal maxima,
+        # strictly greater wins) in n - 1 cycles, and leaves that path unused.
+        label = Signal(range(max(self.n_logits, 2)))
+        best = Signal.like(result.logits[0])
+        scan = Signal(range(self.n_logits + 1), init=self.n_logits)
+        logit = Array([result.logits[i] for i in range(self.n_logits)])[scan]
         with m.If(chip.result.valid & chip.result.ready):
             m.d.sync += [result.eq(chip.result.payload), results.eq(results + 1),
-                         res_id.eq(ids.r_data), res_state.eq(1)]
+                         res_id.eq(ids.r_data), res_state.eq(1), label.eq(0),
+                         best.eq(chip.result.payload.logits[0]), scan.eq(1)]
             m.d.comb += ids.r_en.eq(1)
-        with m.If((res_state == 1) & (chip.images_done == results)):
+        with m.Elif(scan < self.n_logits):
+            m.d.sync += scan.eq(scan + 1)
+            with m.If(logit > best):
+                m.d.sync += [best.eq(logit), label.eq(scan)]
+        with m.If((res_state == 1) & (chip.images_done == results) &
+                  (scan == self.n_logits)):
             m.d.sync += [cycles.eq(Cat(chip.cycles_image, chip.cycles_layer.as_value())),
                          res_state.eq(2)]
 
@@ -202,7 +216,7 @@ class ChipHost(wiring.Component):
             SEL_NAK: nak,
             SEL_ACK: cell,
             SEL_STATUS: Cat(chip.images_done, accepted, rejected, chip.busy, Const(0, 7)),
-            SEL_RESULT: Cat(res_id, _zext(result.label, 8), logits, cycles),
+            SEL_RESULT: Cat(res_id, _zext(label, 8), logits, cycles),
         }
         byte = Signal(8)
         with m.Switch(sel):

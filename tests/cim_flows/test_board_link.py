@@ -37,6 +37,7 @@ def test_images_bad_frames_and_cell_writes_over_the_simulated_board():
             run = board_link.run_images(s, chip, images[:3], labels[:3], [40, 41, 42],
                                         timeout=120)
             assert (run.images, run.bitexact, run.lost) == (3, 3, 0), run.mismatches
+            assert run.label_agreement == 3
             assert min(run.cycles_image) > 0
 
             # Frames the board must refuse, each with its reason; nothing reaches the chip.
@@ -64,7 +65,8 @@ def test_images_bad_frames_and_cell_writes_over_the_simulated_board():
             assert not np.array_equal(old, want)      # the writes matter to these images
             run2 = board_link.run_images(s, changed, images[3:5], labels[3:5], ids,
                                          timeout=120)
-            assert (run2.images, run2.bitexact) == (2, 2), run2.mismatches
+            assert (run2.images, run2.bitexact, run2.label_agreement) == (2, 2, 2), \
+                run2.mismatches
 
             st = s.status(60)
             assert (st.images_done, st.rejected, st.busy) == (5, 3, False)

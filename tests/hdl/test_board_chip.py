@@ -120,6 +120,8 @@ def test_chip_host_answers_frames_over_its_serial_pins():
     results = [link.parse_result(p, 2, 2) for k, p in replies if k == link.Reply.RESULT]
     assert [r.image_id for r in results] == [10, 11, 12]
     assert [list(r.logits) for r in results] == [*gold.tolist(), *gold2.tolist()]
+    # The first of equal maxima (np.argmax), as the chip's own label.
+    assert [r.label for r in results] == [int(np.argmax(v)) for v in [*gold, *gold2]]
     assert all(r.cycles_image >= sum(r.cycles_layer) > 0 for r in results)
     assert replies[2][1] == bytes([link.Nak.CRC, link.Cmd.IMAGE])
     assert replies[3][1] == link.prog_frame(*cell)[4:-2]
