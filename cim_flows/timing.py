@@ -12,7 +12,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cim_flows.synth import SynthError, _say, generate_verilog, local_sources, read_script, run_tool
+from cim_flows.synth import (
+    _PURGE,
+    SynthError,
+    _say,
+    generate_verilog,
+    local_sources,
+    read_script,
+    run_tool,
+)
 from cim_spec import files
 from cim_spec.config import SystemConfig
 
@@ -56,7 +64,11 @@ def _netlist(cfg, design_name, out_dir, progress, board):
     else:
         top, sources = generate_verilog(cfg, design_name, "fpga", out_dir)
     net = f"{top}.json"
-    script = [read_script(sources), f"synth_ecp5 -top {top} -json {net}",
+    # The same abc9 work-around as cim_flows.synth (_PURGE): flat, yosys 0.70 can assert in
+    # abc9's reintegration too (`GetSize(conn.first) == GetSize(conn.second)`, seen on the
+    # chip's board top); purging internal wire names first changes no logic.
+    script = [read_script(sources), f"synth_ecp5 -top {top} -run :map_luts", _PURGE,
+              f"synth_ecp5 -top {top} -run map_luts: -json {net}",
               "tee -q -o stat.json stat -json"]
     (out_dir / "synth.ys").write_text("\n".join(script) + "\n")
     run_tool("yosys", ["-q", "-l", "yosys.log", "-s", "synth.ys"], out_dir,
