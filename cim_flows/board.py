@@ -12,7 +12,7 @@ import numpy as np
 
 from cim_spec.config import SystemConfig
 from golden.chip_model import read_block
-from hdl.board import Ulx3sTop, fold_signature, selftest_stimulus, ulx3s_top
+from hdl.board import fold_signature, selftest_stimulus, ulx3s_top
 
 
 def expected_signature(cfg: SystemConfig, reads: int) -> int:
@@ -25,6 +25,24 @@ def expected_signature(cfg: SystemConfig, reads: int) -> int:
     return fold_signature(cfg, outputs)
 
 
-def board_top(cfg: SystemConfig, design: str = "pe", reads: int = 64) -> Ulx3sTop:
-    """The ULX3S top with its expected signature filled in."""
+# The chip board's clock (the EHXPLLL's output) and serial rate: 2 Mbaud is 25 cycles per
+# bit at 50 MHz, and a rate the ULX3S's FTDI FT231X makes exactly (3 MHz / 1.5).
+CHIP_CLOCK_MHZ = 50.0
+CHIP_BAUD = 2_000_000
+
+
+def board_top(cfg: SystemConfig, design: str = "pe", reads: int = 64,
+              clock_mhz: float = CHIP_CLOCK_MHZ, baud: int = CHIP_BAUD):
+    """The ULX3S top: for `pe` the self-test with its expected signature filled in; for
+    `chip` the chip (FPGA view, the bundled model's ideal program as its cells) behind the
+    serial host link (hdl/board_chip.py)."""
+    if design == "chip":
+        from cim_flows.stages import ideal_program, load_model
+        from hdl.board_chip import Ulx3sChipTop
+        from hdl.chip import CimChip
+        from hdl.chip_plan import plan_chip
+        from hdl.params import CrossbarForm
+        mapping, prog = ideal_program(cfg, load_model())
+        return Ulx3sChipTop(CimChip(plan_chip(prog.chip(mapping)), CrossbarForm.AMARANTH),
+                            clock_mhz, baud)
     return ulx3s_top(cfg, expected_signature(cfg, reads), design, reads)

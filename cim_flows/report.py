@@ -370,19 +370,33 @@ def s_timing(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
         design = f"{r['design']} ({c.get('array_rows', '?')} x {c.get('array_cols', '?')})"
         if r.get("fits") is False:
             rows.append([design, where, "-", "-", "does not fit: " + ", ".join(
-                f"{k} {n:,} > {cap:,}" for k, (n, cap) in r["over"].items()), "-"])
+                f"{k} {n:,} > {cap:,}" for k, (n, cap) in r["over"].items()), "-", "-", "-"])
             continue
+        util = r.get("utilization", {})
+        used = ", ".join(f"{k} {util[k]['used']:,}/{util[k]['available']:,}"
+                         for k in ("TRELLIS_COMB", "TRELLIS_FF", "DP16KD", "MULT18X18D")
+                         if k in util)
         rows.append([design, where, f"{r['fmax_mhz']:.1f}",
                      f"{r['target_mhz']:g}", "met" if r["met"] else "NOT met",
-                     Path(r["bitstream"]).name if r.get("bitstream") else "-"])
+                     Path(r["bitstream"]).name if r.get("bitstream") else "-",
+                     used or "-", f"{r['seconds']:,.0f}" if r.get("seconds") else "-"])
         cp = r.get("critical_path")
         if cp:
             paths.append(f"<p>{_e(f.name)}: critical path {cp['delay_ns']:.2f} ns from "
                          f"<code>{_e(cp['start'])}</code> to <code>{_e(cp['end'])}</code> "
                          f"through {_e(' -> '.join(cp['through']) or '?')}</p>")
+    for f in sorted(pg.run.glob("board_run*.json")):
+        b = load_json(f) or {}
+        if "images" in b:
+            paths.append(f"<p>{_e(f.name)}: {b['images']} images over the board link "
+                         f"({_e(str(b.get('port')))}), {b['bitexact']} bit-exact against the "
+                         f"golden model, {b['images_per_s']} images/s measured; the link's "
+                         f"rate allows {b.get('link_bound_images_per_s')} images/s "
+                         f"(docs/board.md)</p>")
     pg.status["timing"] = "ok"
     return _table(["design", "placement", "Fmax (MHz)", "target (MHz)", "timing",
-                   "bitstream"], rows, left=2) + "".join(paths) + asic
+                   "bitstream", "used / available", "build (s)"], rows, left=2) + \
+        "".join(paths) + asic
 
 
 def s_energy(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:

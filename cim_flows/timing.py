@@ -12,7 +12,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cim_flows.synth import SynthError, _say, generate_verilog, local_sources, read_script, run_tool
+from cim_flows.synth import (
+    _PURGE,
+    SynthError,
+    _say,
+    generate_verilog,
+    local_sources,
+    read_script,
+    run_tool,
+)
 from cim_spec import files
 from cim_spec.config import SystemConfig
 
@@ -22,6 +30,16 @@ CONSTRAINTS = ROOT / "constraints"
 DEVICE_ARGS = ["--85k", "--package", "CABGA381", "--speed", "6"]
 BOARDS = {"ulx3s": {"lpf": CONSTRAINTS / "ulx3s_v20.lpf", "clock_mhz": 25.0,
                     "device": "LFE5U-85F-6BG381C (ULX3S 85F)"}}
+
+
+def board_clock_mhz(board: str, design_name: str) -> float:
+    """The clock a board top runs at: the PE self-test on the oscillator itself, the chip on
+    its PLL's output (cim_flows.board.CHIP_CLOCK_MHZ; nextpnr derives that clock's constraint
+    from the oscillator's through the EHXPLLL)."""
+    if design_name == "chip":
+        from cim_flows.board import CHIP_CLOCK_MHZ
+        return CHIP_CLOCK_MHZ
+    return BOARDS[board]["clock_mhz"]
 
 
 def clock_lpf(freq_mhz: float, out_dir: Path) -> str:
@@ -39,13 +57,18 @@ def _netlist(cfg, design_name, out_dir, progress, board):
     if board:
         from cim_flows.board import board_top
         from hdl.build import generate
+        from hdl.params import CrossbarForm
         top = f"cim_{design_name}_{board}"
         sources = local_sources(generate(board_top(cfg, design_name), top, out_dir,
-                                         "amaranth"), out_dir)
+                                         CrossbarForm.AMARANTH), out_dir)
     else:
         top, sources = generate_verilog(cfg, design_name, "fpga", out_dir)
     net = f"{top}.json"
-    script = [read_script(sources), f"synth_ecp5 -top {top} -json {net}",
+    # The same abc9 work-around as cim_flows.synth (_PURGE): flat, yosys 0.70 can assert in
+    # abc9's reintegration too (`GetSize(conn.first) == GetSize(conn.second)`, seen on the
+    # chip's board top); purging internal wire names first changes no logic.
+    script = [read_script(sources), f"synth_ecp5 -top {top} -run :map_luts", _PURGE,
+              f"synth_ecp5 -top {top} -run map_luts: -json {net}",
               "tee -q -o stat.json stat -json"]
     (out_dir / "synth.ys").write_text("\n".join(script) + "\n")
     run_tool("yosys", ["-q", "-l", "yosys.log", "-s", "synth.ys"], out_dir,
@@ -64,7 +87,7 @@ def place_and_route(cfg: SystemConfig, design_name: str, out_dir: Path,
     """Synthesize, place and route; return (and write) Fmax, critical path, utilization."""
     if board is not None and board not in BOARDS:
         raise SynthError(f"unknown board {board!r}; choose one of {sorted(BOARDS)}")
-    freq = freq_mhz if freq_mhz is not None else (BOARDS[board]["clock_mhz"] if board
+    freq = freq_mhz if freq_mhz is not None else (board_clock_mhz(board, design_name) if board
                                                   else cfg.clock_mhz)
     if not freq > 0:
         raise SynthError(f"--freq must be positive, got {freq}")

@@ -6,7 +6,7 @@ sums into a 32-bit signature and compares it with the signature its builder give
 (cim_flows.board computes it with the golden model from `selftest_stimulus`). LEDs show the
 verdict; the FTDI serial line (115200 8N1) says ``PASS xxxxxxxx`` or ``FAIL xxxxxxxx``;
 FIRE1 (btn[1]) runs it again. constraints/ulx3s_v20.lpf has the pins; `cim timing --board
-ulx3s` makes the bitstream. The chip top will replace the PE here once it exists.
+ulx3s` makes the bitstream. The whole chip with its host link is hdl/board_chip.py.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from cim_spec.config import SystemConfig
 
 from .params import CrossbarForm, PEParams
 from .pe import PE
+from .uart import UartTx
 
 SEED = 0x2545F491
 # Every read varies where it starts (row0 steps by ROW_STEP modulo the valid starts), how many
@@ -197,30 +198,6 @@ class SelfTest(wiring.Component):
                     m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += [self.done.eq(1), self.passed.eq(sig == self.expected)]
-        return m
-
-
-class UartTx(wiring.Component):
-    """8N1 transmitter: takes a byte when `ready`, `divisor` clock cycles per bit."""
-
-    def __init__(self, divisor: int):
-        self.divisor = divisor
-        super().__init__({"data": In(8), "valid": In(1), "ready": Out(1), "tx": Out(1)})
-
-    def elaborate(self, platform):
-        m = Module()
-        shift = Signal(10)
-        bits = Signal(range(11))
-        timer = Signal(range(self.divisor))
-        m.d.comb += [self.ready.eq(bits == 0), self.tx.eq(Mux(bits == 0, 1, shift[0]))]
-        with m.If(bits == 0):
-            with m.If(self.valid):
-                m.d.sync += [shift.eq(Cat(Const(0, 1), self.data, Const(1, 1))),
-                             bits.eq(10), timer.eq(0)]
-        with m.Else():
-            m.d.sync += timer.eq(timer + 1)
-            with m.If(timer == self.divisor - 1):
-                m.d.sync += [timer.eq(0), shift.eq(shift >> 1), bits.eq(bits - 1)]
         return m
 
 

@@ -28,6 +28,10 @@ from .params import CrossbarForm, check_form
 from .pe import PE
 from .pool import PoolWriter, memory_depth
 
+# Feature maps of at most this many words are LUT RAM on an FPGA (the `ram_style` attribute;
+# simulators and ASIC flows ignore it).
+LUT_RAM_WORDS = 128
+
 
 def result_layout(plan: ChipPlan) -> data.StructLayout:
     """One result: the last layer's sums (the logits) and the index of the first maximum."""
@@ -137,7 +141,13 @@ class CimChip(wiring.Component):
             if name == "img":
                 mem = img_mem
             else:
-                mem = memory.Memory(shape=buf.word_bits, depth=memory_depth(buf), init=[])
+                # Pooled maps are small (S2: 81 words); on an FPGA they go to LUT RAM, since
+                # every read port is a copy of the memory and block RAM is what the emulated
+                # crossbars use up (replication 3: S2 has seven readers, 7+ DP16KD).
+                depth = memory_depth(buf)
+                mem = memory.Memory(shape=buf.word_bits, depth=depth, init=[],
+                                    attrs={"ram_style": "distributed"}
+                                    if depth <= LUT_RAM_WORDS else None)
                 m.submodules[f"{name}_mem"] = mem
                 writers = [mg for mg in mergers if name in mg.dsts]
                 pw = PoolWriter(buf, len(writers))

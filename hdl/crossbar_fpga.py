@@ -6,12 +6,16 @@ emulation took 118k LUT4s for one PE). A slot lasts `pulse_cycles` cycles anyway
 lines are summed over several cycles, `lanes` of them per cycle:
 
     cycle t        slot sampled; the rows of group 0 are addressed (synchronous read)
-    cycle t+1+s    group s's cells arrive; lane l sums line s*lanes + l (masked adder tree,
-                   read noise) into its current register; group s+1 is addressed
-    cycle t+1+S    o.valid (S = ceil(n_lines / lanes) groups, at least one)
+    cycle t+1+s    group s's cells arrive and, masked by the slot's bits, are registered;
+                   group s+1 is addressed
+    cycle t+2+s    lane l sums line s*lanes + l's registered cells (adder tree, read noise)
+                   into its current register
+    cycle t+2+S    o.valid (S = ceil(n_lines / lanes) groups, at least one)
 
-so a slot takes S + 1 cycles from sample to output, instead of the macro's 1; with
-`PEParams.default_lanes` that is never longer than the slot period (docs/pe.md, "Timing").
+so a slot takes S + 2 cycles from sample to output, instead of the macro's 1 (docs/pe.md,
+"Timing"). The register between the block RAM and the adder tree keeps the RAM's
+clock-to-output delay and the tree in different cycles (on the ECP5 that path set the PE's
+clock at 48.6 MHz).
 
 Each row of the array is one memory word (`cols` cells of `code_bits`), and each lane has its
 own synchronous read port. yosys copies the memory per read port (a block RAM has two ports,
@@ -44,15 +48,19 @@ def emulate(m: Module, xb) -> None:
     bits = Signal(p.cols)
     nonce = Signal(32)
     slot = Signal(p.slot_bits)
+    b_valid = Signal()                          # stage B has a group this cycle
+    b_last = Signal()                           # ... and it is the slot's last
+    b_group = Signal.like(group)
+    b_base = Signal.like(base)
+    b_left = Signal.like(left)
 
     sample = Signal()
     writing = Signal()
     m.d.comb += [
-        i.ready.eq(~computing & (~o.valid | o.ready)),
+        i.ready.eq(~computing & ~b_valid & (~o.valid | o.ready)),
         sample.eq(i.valid & i.ready),
         prog.ready.eq(~computing),
         writing.eq(prog.valid & prog.ready),
-        xb.busy.eq(computing | o.valid),
     ]
 
     # Row addressed this cycle by lane 0: the new slot's first row on its sample, else the
@@ -75,16 +83,28 @@ def emulate(m: Module, xb) -> None:
         m.d.comb += rd.addr.eq(first + lane)
         cells.append(rd.data)
 
+    # Stage A: the arriving group's cells, masked by the slot's bits, into registers.
+    masked = [Signal(data.ArrayLayout(p.code_bits, p.cols), name=f"masked_{lane}")
+              for lane in range(lanes)]
+    m.d.comb += xb.busy.eq(computing | b_valid | o.valid)
+    m.d.sync += b_valid.eq(computing)
+    with m.If(computing):
+        m.d.sync += [b_group.eq(group), b_base.eq(base), b_left.eq(left),
+                     b_last.eq(left <= lanes)]
+        for lane, row_cells in enumerate(cells):
+            for c in range(p.cols):
+                m.d.sync += masked[lane][c].eq(Mux(bits[c], row_cells[c], 0))
+
+    # Stage B: one adder tree per lane over the registered cells.
     totals = []
-    for lane, row_cells in enumerate(cells):
-        total = adder_tree(m, [Mux(bits[c], row_cells[c], 0) for c in range(p.cols)],
-                           f"sum{lane}")
+    for lane in range(lanes):
+        total = adder_tree(m, [masked[lane][c] for c in range(p.cols)], f"sum{lane}")
         if p.read_noise:
             row = Signal(p.row_bits, name=f"row_{lane}")
-            m.d.comb += row.eq(base + lane)
+            m.d.comb += row.eq(b_base + lane)
             total = noise.noisy_current(total, noise.line_hash(p.pe_seed, nonce, slot, row),
                                         p.read_noise)
-        totals.append(Mux(lane < left, total, 0))
+        totals.append(Mux(lane < b_left, total, 0))
 
     with m.If(o.valid & o.ready):
         m.d.sync += o.valid.eq(0)
@@ -99,15 +119,18 @@ def emulate(m: Module, xb) -> None:
     with m.If(computing):
         m.d.sync += [group.eq(group + 1), base.eq(base + lanes), nxt.eq(nxt + lanes),
                      left.eq(left - lanes)]
-        with m.Switch(group):
+        with m.If(left <= lanes):
+            m.d.sync += computing.eq(0)
+    with m.If(b_valid):
+        with m.Switch(b_group):
             for g in range(groups):
                 with m.Case(g):
                     for lane in range(lanes):
                         line = g * lanes + lane
                         if line < p.max_lines:
                             m.d.sync += o.payload.current[line].eq(totals[lane])
-        with m.If(left <= lanes):
-            m.d.sync += [computing.eq(0), o.valid.eq(1)]
+        with m.If(b_last):
+            m.d.sync += o.valid.eq(1)
 
 
 def adder_tree(m: Module, terms, name: str):

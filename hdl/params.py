@@ -45,7 +45,8 @@ class PEParams:
     """Everything a PE's gateware is elaborated from: the array and converter sizes of the
     system configuration, the most lines and chunks one read and one partial sum use (from
     the mapping), the read-noise amplitude and this PE's noise seed, and the FPGA crossbar's
-    lanes. Checked on construction (ConfigError); the widths below derive from it."""
+    lanes and ADC gain multipliers. Checked on construction (ConfigError); the widths below
+    derive from it."""
 
     rows: int = 128
     cols: int = 16
@@ -65,6 +66,10 @@ class PEParams:
     # the fewest that never lengthen the slot period (default_lanes). Fewer: less area, and
     # slower once ceil(n_lines / lanes) + 1 exceeds the slot period (docs/pe.md).
     lanes: int | None = None
+    # ADC gain multipliers of the AMARANTH form (the FPGA emulation), shared by the lines of a
+    # slot over successive cycles; None derives the fewest that never lengthen the slot period
+    # (default_gain_mults). The macros' forms convert with `adcs` ADCs as modelled.
+    gain_mults: int | None = None
 
     def __post_init__(self):
         for name in ("rows", "cols", "code_bits", "input_bits", "adc_bits", "adcs", "gain_bits",
@@ -92,19 +97,36 @@ class PEParams:
                 not 1 <= self.lanes <= self.max_lines:
             raise ConfigError(f"lanes={self.lanes!r} must be an integer in 1..max_lines="
                               f"{self.max_lines}")
+        if self.gain_mults is None:
+            object.__setattr__(self, "gain_mults", self.default_gain_mults())
+        if isinstance(self.gain_mults, bool) or not isinstance(self.gain_mults, int) or \
+                not 1 <= self.gain_mults <= self.max_lines:
+            raise ConfigError(f"gain_mults={self.gain_mults!r} must be an integer in "
+                              f"1..max_lines={self.max_lines}")
+
+    def default_gain_mults(self) -> int:
+        """Fewest multipliers whose conversion, ceil(max_lines / gain_mults) + 1 cycles (the
+        multiplies, then their pipeline register), plus the ADC's output register fits the
+        slot period the modelled ADCs and the pulse already need: max(pulse_cycles,
+        conversions * adc_conv_cycles + 1, 2). The AMARANTH ADC then never lengthens the slot
+        period (24 lines, 5-cycle pulses: 8); at most max_lines (one per line)."""
+        budget = max(self.pulse_cycles, self.conversions * self.adc_conv_cycles + 1, 3) - 2
+        return min(self.max_lines, -(-self.max_lines // budget))
 
     def default_lanes(self) -> int:
-        """Fewest lanes whose crossbar period, ceil(max_lines / lanes) + 1, fits the shortest
-        slot period the other stages allow: max(pulse_cycles, 2), since the ADC stage alone
-        takes at least a conversion cycle and its output register. With these, the
-        AMARANTH crossbar never lengthens the slot period (24 lines, 5-cycle pulses: 6)."""
+        """Fewest lanes whose groups, ceil(max_lines / lanes), plus one cycle fit the
+        shortest slot period the other stages allow, max(pulse_cycles, 2) (24 lines, 5-cycle
+        pulses: 6 lanes, 24 DP16KD per PE). The crossbar's register between block RAM and
+        adder tree adds one more cycle, so a slot of max_lines lines takes one cycle longer
+        than the pulse (docs/pe.md); one lane more per group would cost 4 block RAMs each."""
         budget = max(self.pulse_cycles, 2) - 1
         return -(-self.max_lines // budget)
 
     @classmethod
     def from_config(cls, cfg: SystemConfig, *, max_lines: int | None = None,
                     max_chunks: int = 16, read_noise: int = 0, pe_seed: int = 0,
-                    gain_bits: int = 32, lanes: int | None = None) -> PEParams:
+                    gain_bits: int = 32, lanes: int | None = None,
+                    gain_mults: int | None = None) -> PEParams:
         """The PE of a system configuration; what the mapping and the chip program decide
         (lines, chunks, read noise, seed, gain width) is given separately."""
         return cls(rows=cfg.array_rows, cols=cfg.array_cols, code_bits=cfg.cond_code_bits,
@@ -113,7 +135,7 @@ class PEParams:
                    adc_conv_cycles=cfg.adc_conv_cycles,
                    max_lines=max_lines if max_lines is not None else min(cfg.array_rows, 24),
                    max_chunks=max_chunks, read_noise=read_noise, pe_seed=pe_seed,
-                   gain_bits=gain_bits, lanes=lanes)
+                   gain_bits=gain_bits, lanes=lanes, gain_mults=gain_mults)
 
     # Derived widths.
     @property
@@ -157,16 +179,28 @@ class PEParams:
 
     def crossbar_cycles(self, lines: int, form: CrossbarForm = CrossbarForm.VERILOG) -> int:
         """Cycles from a slot's sample to its currents at the crossbar's output: 1 for the
-        behavioral and black-box macros; for the AMARANTH emulation one block-RAM read
-        cycle plus one cycle per group of `lanes` lines (at least one group)."""
+        behavioral and black-box macros; for the AMARANTH emulation one cycle per group of
+        `lanes` lines (at least one group), plus the block-RAM read and the register before
+        the adder trees."""
         if check_form(form) is not CrossbarForm.AMARANTH:
             return 1
-        return max(1, -(-lines // self.lanes)) + 1
+        return max(1, -(-lines // self.lanes)) + 2
+
+    def adc_cycles(self, lines: int, form: CrossbarForm = CrossbarForm.VERILOG) -> int:
+        """Cycles from a sample to the codes in the ADC's output register, that register not
+        counted: the modelled conversion rounds, ceil(lines / adcs) * adc_conv_cycles; in the
+        AMARANTH form at least ceil(lines / gain_mults) + 1 (the shared multipliers, one group
+        of lines per cycle, and their pipeline register), so it never converts faster than
+        the modelled ADCs."""
+        rounds = self.conversions_for(lines) * self.adc_conv_cycles
+        if check_form(form) is not CrossbarForm.AMARANTH:
+            return rounds
+        return max(rounds, max(1, -(-lines // self.gain_mults)) + 1)
 
     def slot_cycles(self, lines: int, form: CrossbarForm = CrossbarForm.VERILOG) -> int:
         """Cycles per read slot in steady state: the pulse, or the ADC or the crossbar if one
         of them is slower (each stage takes a new slot as it hands on the last)."""
-        return max(self.pulse_cycles, self.conversions_for(lines) * self.adc_conv_cycles + 1,
+        return max(self.pulse_cycles, self.adc_cycles(lines, form) + 1,
                    self.crossbar_cycles(lines, form))
 
     def busy_cycles(self, n: int, lines: int,
@@ -174,10 +208,9 @@ class PEParams:
         """Busy cycles for n back-to-back vectors reading `lines` lines, outputs never stalled.
 
         The first slot's pulse, then one slot period for each further slot, then the last
-        slot's trip through the crossbar (crossbar_cycles), the ADC rounds, the ADC's output
+        slot's trip through the crossbar (crossbar_cycles), the ADC (adc_cycles), the ADC's output
         register (1) and the shift-add's (1). docs/pe.md draws the timing.
         """
         slots = n * self.input_bits
         return (self.pulse_cycles + (slots - 1) * self.slot_cycles(lines, form)
-                + self.crossbar_cycles(lines, form)
-                + self.conversions_for(lines) * self.adc_conv_cycles + 2)
+                + self.crossbar_cycles(lines, form) + self.adc_cycles(lines, form) + 2)

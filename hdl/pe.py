@@ -39,7 +39,7 @@ class PE(wiring.Component):
         m = Module()
         m.submodules.dac = dac = DacDriver(self.p)
         m.submodules.crossbar = xbar = self.crossbar
-        m.submodules.adc = adc = AdcBank(self.p)
+        m.submodules.adc = adc = AdcBank(self.p, self.crossbar.form)
         m.submodules.shift_add = sa = ShiftAdd(self.p)
 
         wiring.connect(m, wiring.flipped(self.i), dac.i)

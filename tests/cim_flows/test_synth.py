@@ -20,7 +20,8 @@ from cim_cli.main import main
 from cim_flows import synth
 from cim_flows.board import expected_signature
 from cim_spec.config import SystemConfig
-from hdl.board import Reporter, SelfTest, UartTx
+from hdl.board import Reporter, SelfTest
+from hdl.uart import UartTx
 
 PE_MODULES = {"adc", "crossbar", "dac", "shift_add"}
 

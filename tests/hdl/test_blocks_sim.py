@@ -22,6 +22,10 @@ FEW_ADCS = PEParams.from_config(SystemConfig(adcs_per_pe=5, adc_conv_cycles=3, a
 # partial), and one line per cycle.
 LANES_5 = PEParams.from_config(SystemConfig(), max_lines=24, read_noise=600, pe_seed=7, lanes=5)
 LANES_1 = PEParams.from_config(SystemConfig(), max_lines=24, lanes=1)
+# The FPGA form's shared ADC gain multipliers: not a divisor of 24, and one.
+MULTS_5 = PEParams.from_config(SystemConfig(), max_lines=24, gain_mults=5)
+MULTS_1 = PEParams.from_config(SystemConfig(), max_lines=24, gain_mults=1)
+AMARANTH, VERILOG = CrossbarForm.AMARANTH, CrossbarForm.VERILOG
 
 
 def test_dac_emits_bit_serial_slots():
@@ -65,14 +69,17 @@ def test_dac_holds_each_pulse_for_pulse_cycles():
     assert set(np.diff(times)) == {P.pulse_cycles}
 
 
-def test_default_lanes_keep_the_slot_period():
+def test_default_lanes_cost_at_most_one_cycle_per_slot():
+    """The default lanes fit the groups and the RAM read in the modelled slot; the register
+    before the adder trees is the one cycle more."""
     assert P.lanes == 6
-    assert P.crossbar_cycles(24, CrossbarForm.AMARANTH) == 5 == P.pulse_cycles
+    assert P.crossbar_cycles(24, CrossbarForm.AMARANTH) == 6 == P.pulse_cycles + 1
+    assert P.crossbar_cycles(18, CrossbarForm.AMARANTH) == 5 == P.pulse_cycles
     assert FEW_ADCS.lanes == 3 and LANES_5.lanes == 5 and LANES_1.lanes == 1
     for p in (P, FEW_ADCS, PEParams(pulse_cycles=1, max_lines=6)):
         for lines in range(2, p.max_lines + 1, 2):
-            assert p.slot_cycles(lines, CrossbarForm.AMARANTH) == p.slot_cycles(lines)
-    assert LANES_1.slot_cycles(24, CrossbarForm.AMARANTH) == 25
+            assert p.crossbar_cycles(lines, CrossbarForm.AMARANTH) <= p.slot_cycles(lines) + 1
+    assert LANES_1.slot_cycles(24, CrossbarForm.AMARANTH) == 26
     with pytest.raises(ConfigError, match="lanes"):
         PEParams(max_lines=24, lanes=25)
     with pytest.raises(ConfigError, match="lanes"):
@@ -142,8 +149,11 @@ def test_crossbar_latency_and_period(p):
     assert taken[1:] == done[:-1]
 
 
-@pytest.mark.parametrize("p", [P, FEW_ADCS], ids=["32-adcs", "5-adcs"])
-def test_adc_codes_match_golden(p):
+@pytest.mark.parametrize("p, form", [
+    (P, VERILOG), (FEW_ADCS, VERILOG), (P, AMARANTH), (FEW_ADCS, AMARANTH), (MULTS_5, AMARANTH),
+    (MULTS_1, AMARANTH)],
+    ids=["32-adcs", "5-adcs", "8-mults", "5-adcs-shared", "5-mults", "1-mult"])
+def test_adc_codes_match_golden(p, form):
     rng = np.random.default_rng(4)
     cfg = SystemConfig(adc_bits=p.adc_bits)
     top = 2 ** p.current_bits - 1
@@ -155,7 +165,7 @@ def test_adc_codes_match_golden(p):
         cur[n_lines:] = 0   # the crossbar reads unselected lines as 0
         samples.append(dict(current=cur.tolist(),
                             ctx=dict(n_lines=n_lines, gain=int(rng.integers(1, 2 ** 18)))))
-    dut = AdcBank(p)
+    dut = AdcBank(p, form)
     got = []
 
     async def consumer(ctx):
@@ -165,6 +175,54 @@ def test_adc_codes_match_golden(p):
     for s, out in zip(samples, got, strict=True):
         want = chip_model.adc_convert(s["current"], s["ctx"]["gain"], cfg)
         assert [int(v) for v in out.code] == want.tolist()
+
+
+def test_default_gain_mults_keep_the_slot_period():
+    """The fewest shared multipliers that fit the slot; the macros' ADC timing is unchanged."""
+    assert P.gain_mults == 8 and P.adc_cycles(24, AMARANTH) == 4 and P.adc_cycles(24) == 1
+    assert FEW_ADCS.gain_mults == 2           # 12 lines, period 3 x 3 + 1: 6 + 1 cycles fit
+    assert FEW_ADCS.adc_cycles(12, AMARANTH) == FEW_ADCS.adc_cycles(12) == 9
+    for p in (P, FEW_ADCS, PEParams(pulse_cycles=3, max_lines=6), PEParams(max_lines=2)):
+        for lines in range(2, p.max_lines + 1, 2):
+            assert p.adc_cycles(lines, AMARANTH) + 1 <= p.slot_cycles(lines)
+    assert MULTS_1.slot_cycles(24, AMARANTH) == 26 and MULTS_5.slot_cycles(24, AMARANTH) == 7
+    with pytest.raises(ConfigError, match="gain_mults"):
+        PEParams(max_lines=24, gain_mults=25)
+    with pytest.raises(ConfigError, match="gain_mults"):
+        PEParams(gain_mults=0)
+
+
+@pytest.mark.parametrize("p, form", [(P, VERILOG), (FEW_ADCS, VERILOG), (P, AMARANTH),
+                                     (FEW_ADCS, AMARANTH), (MULTS_5, AMARANTH)],
+                         ids=["32-adcs", "5-adcs", "8-mults", "5-adcs-shared", "5-mults"])
+def test_adc_latency_and_period(p, form):
+    """With the output always ready, each sample's codes appear adc_cycles + 1 (the output
+    register) after it is taken, and the next sample is taken as they are handed on."""
+    lines = [24, 2, 10, 12, 6, 24, 8]
+    lines = [min(n, p.max_lines) for n in lines]
+    samples = [dict(current=[7] * p.max_lines, ctx=dict(n_lines=n, gain=3 << 16))
+               for n in lines]
+    dut = AdcBank(p, form)
+    taken, done = [], []
+
+    async def bench(ctx):
+        ctx.set(dut.o.ready, 1)
+        t = 0
+        while len(done) < len(samples):
+            if len(taken) < len(samples):
+                ctx.set(dut.i.payload, samples[len(taken)])
+            ctx.set(dut.i.valid, len(taken) < len(samples))
+            _, _, iv, ir, ov = await ctx.tick().sample(dut.i.valid, dut.i.ready, dut.o.valid)
+            if iv and ir:
+                taken.append(t)
+            if ov:
+                done.append(t)
+            t += 1
+
+    run(dut, bench)
+    assert [d - s for s, d in zip(taken, done, strict=True)] == [
+        p.adc_cycles(n, form) + 1 for n in lines]
+    assert taken[1:] == done[:-1]
 
 
 def test_shift_add_accumulates_differential_chunks():

@@ -74,5 +74,5 @@ def test_crossbar_forms_are_an_enum():
             with pytest.raises(TypeError, match="CrossbarForm"):
                 make("amaranth")
         gc.collect()
-    assert p.crossbar_cycles(24, CrossbarForm.AMARANTH) == -(-24 // p.lanes) + 1
+    assert p.crossbar_cycles(24, CrossbarForm.AMARANTH) == -(-24 // p.lanes) + 2
     assert p.crossbar_cycles(24, CrossbarForm.BLACKBOX) == 1

@@ -14,16 +14,19 @@ SMALL = SystemConfig(array_rows=32, array_cols=8, adc_bits=5, adcs_per_pe=4, inp
                      act_bits=4, pulse_cycles=2, adc_conv_cycles=2)
 
 
-@pytest.mark.parametrize("cfg, noise, lanes", [
-    (SystemConfig(), 0, None), (SystemConfig(), 900, None), (SMALL, 0, None),
-    (SMALL, 2000, None),
-    # FPGA crossbar lanes that do not divide the lines (24 = 4 x 7 - 4), and one lane.
-    (SystemConfig(), 900, 7), (SMALL, 2000, 1)],
-    ids=["paper", "paper-noise", "small", "small-noise", "paper-7-lanes", "small-1-lane"])
-def test_pe_matches_golden_with_backpressure(cfg, noise, lanes):
+@pytest.mark.parametrize("cfg, noise, lanes, mults", [
+    (SystemConfig(), 0, None, None), (SystemConfig(), 900, None, None), (SMALL, 0, None, None),
+    (SMALL, 2000, None, None),
+    # FPGA crossbar lanes that do not divide the lines (24 = 4 x 7 - 4), and one lane; ADC
+    # gain multipliers that do not divide them (24 = 5 x 5 - 1), and one.
+    (SystemConfig(), 900, 7, 5), (SMALL, 2000, 1, 1)],
+    ids=["paper", "paper-noise", "small", "small-noise", "paper-7-lanes-5-mults",
+         "small-1-lane-1-mult"])
+def test_pe_matches_golden_with_backpressure(cfg, noise, lanes, mults):
     rng = np.random.default_rng(noise + cfg.array_rows)
     p = PEParams.from_config(cfg, max_lines=min(24, cfg.array_rows), read_noise=noise,
-                             pe_seed=int(rng.integers(0, 2 ** 32)), lanes=lanes)
+                             pe_seed=int(rng.integers(0, 2 ** 32)), lanes=lanes,
+                             gain_mults=mults)
     g = pe_model.random_array(rng, p)
     reqs = pe_model.random_requests(rng, p, 60)
     want = pe_model.expected_sums(pe_model.golden_config(cfg, p), p, g, reqs)
@@ -69,18 +72,22 @@ def test_programming_port_writes_single_cells():
     assert [[int(v) for v in s] for s in got] == want
 
 
-@pytest.mark.parametrize("cfg, lanes, lines", [
-    (SystemConfig(), None, 24), (SystemConfig(), None, 8), (SystemConfig(), 1, 24),
-    (SMALL, None, 12), (SMALL, 5, 12), (SMALL.with_(adcs_per_pe=2), 12, 12),
+@pytest.mark.parametrize("cfg, lanes, mults, lines", [
+    (SystemConfig(), None, None, 24), (SystemConfig(), None, None, 8),
+    (SystemConfig(), 1, None, 24), (SMALL, None, None, 12), (SMALL, 5, None, 12),
+    (SMALL.with_(adcs_per_pe=2), 12, None, 12),
     # One slot per read: between reads only the crossbar itself says it is still busy.
-    (SMALL.with_(input_bits=1, act_bits=1, adcs_per_pe=12, adc_conv_cycles=1), 2, 12)],
+    (SMALL.with_(input_bits=1, act_bits=1, adcs_per_pe=12, adc_conv_cycles=1), 2, None, 12),
+    # The shared ADC multipliers set the period (24 lines, one multiplier: 25 + 1 cycles),
+    # and fewer than the default, where only the latency grows (5: 6 cycles, period 7).
+    (SystemConfig(), None, 1, 24), (SystemConfig(), None, 5, 24), (SystemConfig(), None, 5, 6)],
     ids=["paper", "paper-8-lines", "paper-1-lane", "small", "small-5-lanes", "small-adc-bound",
-         "small-1-bit"])
-def test_busy_cycles_of_the_fpga_crossbar(cfg, lanes, lines):
+         "small-1-bit", "paper-1-mult", "paper-5-mults", "paper-5-mults-6-lines"])
+def test_busy_cycles_of_the_fpga_crossbar(cfg, lanes, mults, lines):
     """Back-to-back vectors, output always ready: the PE's busy-cycle counter against
-    PEParams.busy_cycles(form=AMARANTH) (docs/pe.md), which keeps the 1-cycle macro's slot
-    period when the lanes are the default."""
-    p = PEParams.from_config(cfg, max_lines=min(24, cfg.array_rows), lanes=lanes)
+    PEParams.busy_cycles(form=AMARANTH) (docs/pe.md)."""
+    p = PEParams.from_config(cfg, max_lines=min(24, cfg.array_rows), lanes=lanes,
+                             gain_mults=mults)
     rng = np.random.default_rng(12)
     n = 6
     reqs = [r.fields() | dict(row0=0, n_lines=lines, first=1, last=1)
@@ -98,5 +105,6 @@ def test_busy_cycles_of_the_fpga_crossbar(cfg, lanes, lines):
 
     run(dut, producer, consumer)
     assert res["busy"] == p.busy_cycles(n, lines, CrossbarForm.AMARANTH)
-    if lanes is None:
-        assert p.slot_cycles(lines, CrossbarForm.AMARANTH) == p.slot_cycles(lines)
+    if lanes is None and mults is None:
+        # The defaults: at most the crossbar's register more per slot (docs/pe.md).
+        assert p.slot_cycles(lines, CrossbarForm.AMARANTH) <= p.slot_cycles(lines) + 1

@@ -23,10 +23,12 @@ CONFIGS = {
                            input_bits=6, act_bits=6, pulse_cycles=2, adc_conv_cycles=2),
               dict(max_lines=12, read_noise=0)),
     # The crossbar's FPGA emulation (block RAM, lines summed over several cycles) instead of
-    # the behavioral macro: the same answers, and the cycle formula of that form. A 48 x 16
-    # array keeps the Verilator build short; the paper-size emulation is checked against the
-    # golden model in amaranth.sim (tests/hdl/test_pe_sim.py).
-    "fpga": (SystemConfig(array_rows=48, adcs_per_pe=8), dict(max_lines=12, read_noise=119)),
+    # the behavioral macro, and the ADC's gain multipliers shared over the slot (5, which
+    # does not divide the 12 lines): the same answers, and the cycle formula of that form. A
+    # 48 x 16 array keeps the Verilator build short; the paper-size emulation is checked
+    # against the golden model in amaranth.sim (tests/hdl/test_pe_sim.py).
+    "fpga": (SystemConfig(array_rows=48, adcs_per_pe=8),
+             dict(max_lines=12, read_noise=119, gain_mults=5)),
 }
 FORMS = {"fpga": CrossbarForm.AMARANTH}     # crossbar form; VERILOG otherwise
 # Random vectors per configuration; the FPGA form's Verilator build takes longer, so its run
