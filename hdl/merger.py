@@ -8,7 +8,7 @@ plan (hdl/chip_plan.py), so the merger simply takes one partial sum from each co
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -70,6 +70,13 @@ class Merger(wiring.Component):
         k = Signal(range(len(gp.pes) + 1))         # contributor being collected
         ch = Signal(range(p.max_outputs + 1))      # channel being requantized
         word = Signal(max((plan.buffers[d].word_bits for d in self.dsts), default=1))
+        # The requantization's product register: the multiply in one cycle, the rounding,
+        # shift and clamp in the next (together they were the placed chip's critical path).
+        mult_bits = max((lp.mult.bit_length() for lp in self.layers if lp.dst is not None),
+                        default=1)
+        prod = Signal(signed(plan.acc_bits + mult_bits + 1))
+        pch = Signal.like(ch)                      # the channel whose product is in prod
+        pvalid = Signal()
 
         count, out_w = Signal(range(most)), Signal(range(wide))
         n_contrib = Signal(range(len(gp.pes) + 1))
@@ -146,7 +153,7 @@ class Merger(wiring.Component):
                             m.d.sync += ch.eq(0)
                             m.next = "REQUANT"
             with m.State("REQUANT"):
-                self._requantize(m, active, acc, ch, word, n_out)
+                self._requantize(m, active, acc, ch, word, n_out, prod, pch, pvalid)
             with m.State("WRITE"):
                 self._write(m, active, word, py, px, advance)
             if self.logits_layer is not None:
@@ -160,8 +167,9 @@ class Merger(wiring.Component):
                         m.next = "COLLECT"
         return m
 
-    def _requantize(self, m, active, acc, ch, word, n_out):
-        """One channel a cycle: clamp((psum * M + 2**(S-1)) >> S, 0, 2**A - 1)."""
+    def _requantize(self, m, active, acc, ch, word, n_out, prod, pch, pvalid):
+        """One channel a cycle, pipelined: prod = psum * M, then clamp((prod + 2**(S-1)) >> S,
+        0, 2**A - 1) into the word the next cycle (n_out + 1 cycles per position)."""
         bits = self.plan.config.act_bits
         top = 2 ** bits - 1
         with m.Switch(active):
@@ -170,15 +178,19 @@ class Merger(wiring.Component):
                     if lp.dst is None:
                         m.next = "LOGITS"
                         continue
-                    v = (acc[ch] * lp.mult + (1 << (lp.shift - 1))) >> lp.shift
-                    q = Mux(v < 0, 0, Mux(v > top, top, v))[:bits]
-                    with m.Switch(ch):
-                        for o in range(lp.n_out):
-                            with m.Case(o):
-                                m.d.sync += word[o * bits:(o + 1) * bits].eq(q)
-                    m.d.sync += ch.eq(ch + 1)
-                    with m.If(ch + 1 == n_out):
-                        m.next = "WRITE"
+                    with m.If(ch < n_out):
+                        m.d.sync += [prod.eq(acc[ch] * lp.mult), pch.eq(ch), ch.eq(ch + 1)]
+                    m.d.sync += pvalid.eq(ch < n_out)
+                    with m.If(pvalid):
+                        v = (prod + (1 << (lp.shift - 1))) >> lp.shift
+                        q = Mux(v < 0, 0, Mux(v > top, top, v))[:bits]
+                        with m.Switch(pch):
+                            for o in range(lp.n_out):
+                                with m.Case(o):
+                                    m.d.sync += word[o * bits:(o + 1) * bits].eq(q)
+                        with m.If(pch + 1 == n_out):
+                            m.d.sync += pvalid.eq(0)
+                            m.next = "WRITE"
 
     def _write(self, m, active, word, py, px, advance):
         with m.Switch(active):
