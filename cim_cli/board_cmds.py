@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cim_spec.config import ConfigError
 
-from .common import add_force, emit, note, refuse_with
+from .common import add_force, emit, note, refuse_with, test_images
 
 
 def cmd_board_run(args) -> int:
@@ -26,7 +26,7 @@ def cmd_board_run(args) -> int:
     if args.out is not None:      # refused before the work, not after
         files.check_output(args.out / name, {files.JSON}, args.force)
     chip, source = rtl.chip_for(args.chip, None if args.chip else _config(args))
-    images, labels, ids = _images(args)
+    images, labels, ids = test_images(args)
     if args.sim:
         from testbench import board_sim
         note("building the simulated board (Verilator; cached after the first run) ...")
@@ -76,17 +76,6 @@ def cmd_board_run(args) -> int:
     return 0
 
 
-def _images(args):
-    import numpy as np
-
-    from golden import data
-    d = data.load(args.data)
-    n_all = len(d.test_labels)
-    if args.start >= n_all:
-        raise ConfigError(f"--start {args.start} is outside the {n_all} test images")
-    stop = min(n_all, args.start + args.images)
-    return (d.test_images[args.start:stop], d.test_labels[args.start:stop],
-            np.arange(args.start, stop))
 
 
 def _config(args):

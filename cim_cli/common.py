@@ -133,3 +133,17 @@ def add_config(sp, json_flag: bool = True) -> None:
     sp.add_argument("--config", type=Path, help="system configuration TOML")
     sp.add_argument("--replication", type=int, help="conv replica groups (1 or 3)")
     sp.add_argument("--adc-bits", type=int, dest="adc_bits", help="ADC resolution")
+
+
+def test_images(args):
+    """The test images `--start` and `--images` select (`cim sim`, `cim board run`), their
+    labels and their ids (their indices in the test set)."""
+    import numpy as np
+
+    d = load_data(args)
+    n_all = len(d.test_labels)
+    if args.start >= n_all:
+        raise ConfigError(f"--start {args.start} is outside the {n_all} test images")
+    stop = min(n_all, args.start + args.images)
+    return (d.test_images[args.start:stop], d.test_labels[args.start:stop],
+            np.arange(args.start, stop))

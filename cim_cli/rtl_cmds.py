@@ -7,11 +7,7 @@ import json
 import shlex
 from pathlib import Path
 
-import numpy as np
-
-from cim_spec.config import ConfigError
-
-from .common import add_force, config_from, refuse_with
+from .common import add_force, config_from, refuse_with, test_images
 
 
 def cmd_verilog(args) -> int:
@@ -37,22 +33,12 @@ def _chip(args):
     return rtl.chip_for(args.chip, None if args.chip else config_from(args))
 
 
-def _images(args):
-    from golden import data
-    d = data.load(args.data)
-    n_all = len(d.test_labels)
-    if args.start >= n_all:
-        raise ConfigError(f"--start {args.start} is outside the {n_all} test images")
-    stop = min(n_all, args.start + args.images)
-    ids = np.arange(args.start, stop)
-    return d.test_images[args.start:stop], d.test_labels[args.start:stop], ids
-
 
 def cmd_sim(args) -> int:
     from cim_flows.rtl import summarize
     from testbench import chip_sim
     chip, source = _chip(args)
-    images, labels, ids = _images(args)
+    images, labels, ids = test_images(args)
     res = chip_sim.simulate(chip, images, ids, shards=args.shards, waves=args.waves,
                            progress=not args.json)
     cfg = chip.config

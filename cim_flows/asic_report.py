@@ -7,21 +7,10 @@ The report's "Resources per module" and "Fmax" sections call these with the run 
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
-
-def _e(x) -> str:
-    return html.escape(str(x))
-
-
-def _table(head: list, rows: list[list], left: int = 1) -> str:
-    th = "".join(f"<th class='{'l' if i < left else ''}'>{_e(h)}</th>" for i, h in
-                 enumerate(head))
-    body = "".join("<tr>" + "".join(f"<td class='{'l' if i < left else ''}'>{_e(c)}</td>"
-                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table><tr>{th}</tr>{body}</table>"
+from .report import _e, _table
 
 
 def results(run: Path) -> list[tuple[Path, dict]]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cim_spec import link, program
+from cim_spec.program import dac_inputs
 from golden import chip_model
 
 WINDOW = 2          # images in flight: the board's one buffer plus the chip's own bank
@@ -180,7 +181,8 @@ def run_images(session: Session, chip: program.Chip, images: np.ndarray, labels,
         while queue and len(in_flight) < window:
             image_id = queue.pop(0)
             i = index[image_id]
-            session.send(link.image_frame(image_id, images[i].ravel()))
+            session.send(link.image_frame(
+                image_id, dac_inputs(images[i], chip.config.input_bits).ravel()))
             tries[image_id] += 1
             in_flight[image_id] = time.monotonic() + timeout
         session.poll(0.05)
