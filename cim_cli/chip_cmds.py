@@ -90,6 +90,9 @@ def eval_chip(args, images, labels) -> dict:
     if args.compensate:
         state, comp = _compensated(fresh, state, args.age or 0.0)
         extra = {"compensation": comp.to_dict()}
+    if getattr(args, "recalibrate", None) is not None:
+        state, rep = _recalibrated(state, args)
+        extra["recalibration"] = rep.to_dict()
     acc = stages.chip_accuracy(state.chip, images, labels, progress=not args.json,
                                desc=f"chip ({stage})")
     return {"stage": stage, "accuracy": acc, "chip": str(args.chip), "age_s": args.age or 0.0,
@@ -106,21 +109,38 @@ def _compensated(fresh, aged, age_s: float):
     return compensate.compensate_state(fresh, aged, images, age_s)
 
 
+def _recalibrated(state, args):
+    """Hybrid training of the FC layer of a compensated state on `args.recalibrate` labelled
+    training images of `args.data` (golden.compensate.recalibrate's second step)."""
+    from cim_flows import stages
+    from golden import compensate, data, hybrid
+    d = data.load(args.data)
+    images, labels = stages.hybrid_subset(d, None, args.recalibrate, compensate.RECAL_SEED)
+    return hybrid.train(state, images, labels, compensate.RECAL_PARAMS, progress=False)
+
+
 def cmd_compensate(args) -> int:
     """`cim compensate`: age a chip state, calibrate its ADC gains, write the result (its
     RTL then comes from `cim verilog --chip` on it)."""
     from cim_spec import chipstate
     from golden import drift
-    chipstate.check_output(args.out, args.force, [], chips=[args.chip])
+    chipstate.check_output(args.out, args.force, [args.data], chips=[args.chip])
     fresh = chipstate.load(args.chip)
     aged = drift.aged(fresh, args.age, args.drift_seed) if args.age else fresh
     state, comp = _compensated(fresh, aged, args.age or 0.0)
+    recal = ""
+    out = {"out": "", "chip": str(args.chip), "age_s": args.age or 0.0, **comp.to_dict()}
+    if args.recalibrate is not None:
+        state, rep = _recalibrated(state, args)
+        out["recalibration"] = rep.to_dict()
+        recal = (f"\nrecalibration: hybrid training of the FC layer on {rep.images} labelled "
+                 f"images, {rep.epochs} epochs, {rep.pulses} pulses")
     npz, js = chipstate.save(state, args.out)
-    out = {"out": str(js), "chip": str(args.chip), "age_s": args.age or 0.0, **comp.to_dict()}
+    out["out"] = str(js)
     gains = ", ".join(f"{k} {comp.gains_before[k]} -> {v} (x{comp.factors[k]:.4f})"
                       for k, v in comp.gains_after.items())
     emit(args, out, f"drift compensation at age {args.age or 0:g} s on {comp.images} "
-                     f"reference images: ADC gains {gains}\nwrote {js} and {npz.name}")
+                     f"reference images: ADC gains {gains}{recal}\nwrote {js} and {npz.name}")
     return 0
 
 
@@ -188,5 +208,9 @@ def register(sub) -> None:
     sp.add_argument("--drift-seed", type=int, dest="drift_seed",
                     help="seed of the drift (default: the chip's seed)")
     sp.add_argument("--out", type=Path, required=True, help="chip state to write")
+    sp.add_argument("--recalibrate", type=int, metavar="N",
+                    help="then re-run hybrid training of the FC layer on N labelled training "
+                         "images, 3 epochs (recalibration, docs/device.md)")
+    sp.add_argument("--data", type=Path, help="MNIST for --recalibrate (default: bundled)")
     add_force(sp)
     sp.set_defaults(func=cmd_compensate)

@@ -74,6 +74,8 @@ def cmd_eval(args) -> int:
         raise ConfigError("--drift-seed does not apply without --age")
     if args.compensate and args.chip is None:
         raise ConfigError("--compensate needs a chip state (--chip FILE)")
+    if args.recalibrate is not None and not args.compensate:
+        raise ConfigError("--recalibrate applies with --compensate")
     args.stage = args.stage or "quant"
     d = load_data(args)
     images, labels = split(d, args)
@@ -102,6 +104,7 @@ def cmd_eval(args) -> int:
            "seconds": round(time.time() - t0, 2), **extra}
     age = f" at age {args.age:g} s" if args.age else ""
     age += ", drift-compensated" if args.compensate else ""
+    age += f", recalibrated on {args.recalibrate} labelled images" if args.recalibrate else ""
     emit(args, out, f"{args.stage}{age}: accuracy {100 * acc:.2f}% on {len(labels)} "
                      f"{args.split} images ({out['data']})")
     return 0
@@ -223,6 +226,9 @@ def register(sub) -> None:
     sp.add_argument("--compensate", action="store_true",
                     help="with --chip: recalibrate the ADC gains from reference reads "
                          "before evaluating (drift compensation, docs/device.md)")
+    sp.add_argument("--recalibrate", type=int, metavar="N",
+                    help="with --compensate: then re-run hybrid training of the FC layer on "
+                         "N labelled training images, 3 epochs (recalibration, docs/device.md)")
     sp.set_defaults(func=cmd_eval)
 
     sp = sub.add_parser("demo", help="the main job on the bundled default: accuracy per stage")

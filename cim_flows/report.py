@@ -268,14 +268,33 @@ def s_device(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
             line, = a2.plot(ages, [100 * v for v in c["raw"]], "o--", label=f"{name}")
             a2.plot(ages, [100 * v for v in c["compensated"]], "s-", color=line.get_color(),
                     label=f"{name}, compensated")
+            if c.get("recalibrated"):
+                a2.plot(ages, [100 * v for v in c["recalibrated"]], "^:",
+                        color=line.get_color(), label=f"{name}, recalibrated")
         a2.set(xscale="log", xlabel="age (s; 0 drawn at 1 s)", ylabel="accuracy (%)")
         a2.legend(fontsize=7)
-        parts.append(f"<p>Drift: {dr['images']} test images per point.</p>")
+        parts.append(f"<p>Drift: {dr['images']} test images per point"
+                     + (f"; recalibration: hybrid training of the FC layer on "
+                        f"{dr['recalibration_images']} labelled images after the new gains"
+                        if dr.get("recalibration_images") else "") + ".</p>"
+                     + _drift_table(dr))
     else:
         parts.append(_missing("drift.json", "python tools/device_sweeps.py drift --run RUN "
                               "--chip STATE"))
     pg.status["device"] = "ok" if sweep or dr else "missing"
     return "".join(parts) + (pg.figure(fig, "device") if sweep or dr else "")
+
+
+def _drift_table(dr: dict) -> str:
+    """Mean accuracy over the chips at each age (the chips that share the first one's ages)."""
+    ages = dr["ages_s"]
+    chips = [c for c in dr["chips"].values() if c.get("ages_s", ages) == ages]
+    series = [k for k in ("raw", "compensated", "recalibrated")
+              if chips and all(c.get(k) for c in chips)]
+    rows = [[f"{a:g}"] + [f"{100 * sum(c[k][i] for c in chips) / len(chips):.2f}%"
+                          for k in series] for i, a in enumerate(ages)]
+    return (f"<p>Mean over {len(chips)} chip(s):</p>"
+            + _table(["age (s)", *series], rows) if chips else "")
 
 
 def s_rtl(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:

@@ -20,6 +20,12 @@ is what the host recorded then; the calibration reads use ids of their own
 (``CALIB_ID_BASE``) so their read noise is neither a test image's nor a training image's.
 The FC layer's gain is calibrated like the others: its scale does not change the argmax, but
 its ADC resolution and clipping do.
+
+The gains undo the common shrink only; the cells' random drift moves each weight on its own.
+:func:`recalibrate` adds the paper's in-situ method as a periodic recalibration: after the new
+gains, a short run of hybrid training (golden.hybrid) on a few labelled images
+(``RECAL_IMAGES``, ``RECAL_PARAMS``) re-tunes the FC cells with programming pulses to the chip
+as it has drifted, conv layers included.
 """
 
 from __future__ import annotations
@@ -30,12 +36,15 @@ import numpy as np
 
 from cim_spec.chipstate import ChipState
 from cim_spec.program import Chip
-from golden import chip_model
+from golden import chip_model, hybrid
 from golden.quantize import layer_inputs
 
 CALIB_ID_BASE = 1 << 25   # read-noise ids of calibration reads (test: 0.., hybrid: 2**24..)
 CALIB_IMAGES = 64
 GAIN_MAX = 2 ** 32 - 1
+RECAL_IMAGES = 1000        # labelled images of a recalibration (1/6 of a hybrid training's)
+RECAL_SEED = 7             # their stratified draw from the training set (hybrid's is 0)
+RECAL_PARAMS = hybrid.HybridParams(epochs=3)
 
 
 @dataclass
@@ -104,3 +113,14 @@ def compensate_state(fresh: ChipState, aged: ChipState, images: np.ndarray,
                                "images": comp.images,
                                "gains": {k: int(v) for k, v in comp.gains_after.items()}}]
     return aged.with_(digital=chip.digital, history=history), comp
+
+
+def recalibrate(fresh: ChipState, aged: ChipState, cal_images: np.ndarray, age_s: float,
+                images: np.ndarray, labels: np.ndarray,
+                params: hybrid.HybridParams = RECAL_PARAMS
+                ) -> tuple[ChipState, Compensation, hybrid.HybridReport]:
+    """New ADC gains from reference reads (`compensate_state`), then a short hybrid training
+    of the FC cells on `images`/`labels` on the compensated chip."""
+    state, comp = compensate_state(fresh, aged, cal_images, age_s)
+    new, rep = hybrid.train(state, images, labels, params, progress=False)
+    return new, comp, rep

@@ -49,6 +49,12 @@ def program_layout(plan: ChipPlan) -> data.StructLayout:
                               "col": p.col_bits, "code": p.code_bits})
 
 
+def gain_layout(plan: ChipPlan) -> data.StructLayout:
+    """One gain write: a weight layer's index and its new ADC gain (docs/chip.md)."""
+    return data.StructLayout({"layer": range(max(len(plan.layers), 2)),
+                              "gain": plan.pes[0].params.gain_bits})
+
+
 def tapped_buffers(plan: ChipPlan) -> list[str]:
     """The feature maps the debug taps show, in tap order (`CimChip.tap[i]`)."""
     return [name for name in plan.buffers if name != "img"]
@@ -104,6 +110,7 @@ class CimChip(wiring.Component):
             "image_id": In(32),
             "result": Out(stream.Signature(result_layout(self.plan))),
             "prog": In(stream.Signature(program_layout(self.plan))),
+            "gain": In(stream.Signature(gain_layout(self.plan))),
             "busy": Out(1),
             "images_done": Out(32),
             "cycles_image": Out(32),
@@ -180,6 +187,7 @@ class CimChip(wiring.Component):
 
         self._sequencer(m, plan, img_in, feeders, mergers, pools, pes)
         self._programming(m, pes)
+        self._gains(m, feeders)
         return m
 
     def _sequencer(self, m, plan, img_in, feeders, mergers, pools, pes):
@@ -247,6 +255,25 @@ class CimChip(wiring.Component):
                              pe.prog.payload.code.eq(pay.code),
                              pe.prog.valid.eq(self.prog.valid & ~self.busy),
                              self.prog.ready.eq(pe.prog.ready & ~self.busy)]
+
+
+    def _gains(self, m, feeders):
+        """The ADC gain registers, one per weight layer, reset to the programmed gains. The
+        host writes them through `gain` while no image is being processed (drift
+        compensation, golden/compensate.py); a write taken between images applies to every
+        read of the next image."""
+        plan = self.plan
+        regs = [Signal(plan.pes[0].params.gain_bits, init=lp.gain, name=f"gain_{lp.name}")
+                for lp in plan.layers]
+        m.d.comb += self.gain.ready.eq(~self.busy)
+        with m.If(self.gain.valid & ~self.busy):
+            with m.Switch(self.gain.payload.layer):
+                for lp, reg in zip(plan.layers, regs, strict=True):
+                    with m.Case(lp.index):
+                        m.d.sync += reg.eq(self.gain.payload.gain)
+        for fd in feeders:
+            for lp, reg in zip(plan.layers, regs, strict=True):
+                m.d.comb += fd.gains[lp.index].eq(reg)
 
 
 def all_of(signals):

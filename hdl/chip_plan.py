@@ -66,7 +66,7 @@ class LayerPlan:
     words: tuple[int, ...]       # source-word offsets of one window, relative to its origin
     out_hw: tuple[int, int]
     n_out: int
-    gain: int
+    gain: int                    # the gain register's value after reset (host-writable)
     mult: int | None             # requantization (None for the logits layer)
     shift: int | None
     dst: str | None              # buffer the (pooled) outputs go to; None: logits
@@ -209,9 +209,12 @@ def plan_chip(chip: Chip) -> ChipPlan:
 
     max_lines = max(b.n_rows for b in mapping.blocks)
     max_chunks = max(lm.n_chunks for lm in mapping.layers)
-    # The ADC gain registers are as wide as the largest gain this chip uses (not the contract's
-    # 32 bits): each line's gain multiplier then fits one FPGA DSP for the usual gains.
-    gain_bits = max(cfg.adc_gain_frac_bits + 1, max(lp.gain for lp in layers).bit_length())
+    # The ADC gain registers are one bit wider than the largest gain this chip is programmed
+    # with (not the contract's 32 bits): the host can write up to about twice that (drift
+    # compensation raises gains by 10-20%), and each line's gain multiplier still fits one
+    # FPGA DSP for the usual gains.
+    gain_bits = max(cfg.adc_gain_frac_bits + 1,
+                    max(lp.gain for lp in layers).bit_length() + 1)
     pes = []
     for pe in range(cfg.n_pe):
         params = PEParams.from_config(

@@ -24,7 +24,9 @@ class Feeder(wiring.Component):
     reads the feature map `sources[s]` through a read port of its memory: all of them have
     the address and word width of the largest of these maps (the chip connects the bits each
     map has), and the word arrives the cycle after its address. `req` carries the read
-    requests, each with its read-noise nonce keyed by `image_key` (mix32 of the image id).
+    requests, each with its read-noise nonce keyed by `image_key` (mix32 of the image id) and
+    its layer's ADC gain from `gains` (the chip's host-writable gain registers, by
+    weight-layer index).
     """
 
     def __init__(self, plan: ChipPlan, pe: int):
@@ -39,6 +41,7 @@ class Feeder(wiring.Component):
             "start": In(1),
             "layer": In(range(max(len(plan.layers), 2))),
             "image_key": In(32),
+            "gains": In(self.pp.params.gain_bits).array(len(plan.layers)),
             "done": Out(1),
             "req": Out(stream.Signature(layouts.read_request(self.pp.params))),
             # The memories' read port signature, flipped: the feeder drives the address.
@@ -185,7 +188,7 @@ class Feeder(wiring.Component):
                 bits = plan.buffers[lp.src].bits
                 with m.Case(e):
                     m.d.sync += [req.row0.eq(en.row0), req.n_lines.eq(2 * en.n_out),
-                                 req.gain.eq(lp.gain)]
+                                 req.gain.eq(self.gains[lp.index])]
                     m.d.comb += [chunk.eq(en.chunk), layer_index.eq(lp.index)]
                     for i in range(p.cols):
                         if i < len(en.gather):

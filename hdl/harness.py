@@ -9,7 +9,7 @@ from amaranth import ClockDomain, ClockSignal, Instance, Module, ResetSignal, Si
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .chip import CimChip, program_layout, result_layout
+from .chip import CimChip, gain_layout, program_layout, result_layout
 from .crossbar import VERILOG_DIR
 from .params import CrossbarForm
 
@@ -41,6 +41,7 @@ class SimHarness(wiring.Component):
             "load": In(stream.Signature(beat_layout(img.bits))),
             "result": Out(stream.Signature(result_layout(plan))),
             "prog": In(stream.Signature(program_layout(plan))),
+            "gain": In(stream.Signature(gain_layout(plan))),
             "busy": Out(1),
             "images_done": Out(32),
             "cycles_image": Out(32),
@@ -66,6 +67,7 @@ class SimHarness(wiring.Component):
             o_pix_id=chip.image_id, i_pix_ready=chip.pixels.ready)
         self._register(m, chip.result, self.result)
         self._register(m, self.prog, chip.prog)
+        self._register(m, self.gain, chip.gain)
         for outer, inner in zip(self.tap, chip.tap, strict=True):
             wiring.connect(m, wiring.flipped(outer), inner)
         m.d.comb += [self.busy.eq(chip.busy), self.images_done.eq(chip.images_done),

@@ -25,6 +25,17 @@ class CellWrite:
     code: int
 
 
+@dataclass(frozen=True)
+class GainWrite:
+    """A weight layer's new ADC gain, written into the chip's gain register through its gain
+    port after the results of images 0..before-1 and before image `before` is loaded (how
+    the host applies a drift compensation, golden/compensate.py)."""
+
+    before: int
+    layer: str
+    gain: int
+
+
 @dataclass
 class Job:
     images: np.ndarray              # (n, H, W) pixels
@@ -33,23 +44,32 @@ class Job:
     meta: dict                      # formats and options (see chip_sim.job_meta)
     prog_before: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     prog_payload: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    gain_before: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    gain_payload: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def writes_before(self, k: int) -> list[int]:
         """The packed programming-port payloads to write before image k, in order."""
         return [int(p) for b, p in zip(self.prog_before, self.prog_payload, strict=True)
                 if b == k]
 
+    def gains_before(self, k: int) -> list[int]:
+        """The packed gain-port payloads to write before image k, in order."""
+        return [int(p) for b, p in zip(self.gain_before, self.gain_payload, strict=True)
+                if b == k]
+
 
 def write_job(path: Path, job: Job) -> None:
     np.savez(path, images=job.images, image_ids=job.image_ids, expected=job.expected,
              meta=json.dumps(job.meta), prog_before=np.asarray(job.prog_before, np.int64),
-             prog_payload=np.asarray(job.prog_payload, np.int64))
+             prog_payload=np.asarray(job.prog_payload, np.int64),
+             gain_before=np.asarray(job.gain_before, np.int64),
+             gain_payload=np.asarray(job.gain_payload, np.int64))
 
 
 def read_job(path) -> Job:
     with np.load(path, allow_pickle=False) as f:
         return Job(f["images"], f["image_ids"], f["expected"], json.loads(str(f["meta"])),
-                   f["prog_before"], f["prog_payload"])
+                   f["prog_before"], f["prog_payload"], f["gain_before"], f["gain_payload"])
 
 
 @dataclass

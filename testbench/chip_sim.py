@@ -10,7 +10,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,16 +22,16 @@ import hdl
 from cim_spec import program
 from golden import chip_model
 from hdl import build
-from hdl.chip import program_layout, tapped_buffers
+from hdl.chip import gain_layout, program_layout, tapped_buffers
 from hdl.chip_plan import plan_chip
 from hdl.harness import LOADER_SOURCE, PIXELS_PER_BEAT, SimHarness
 from hdl.params import CrossbarForm
 
 from . import chip_job, runner
-from .chip_job import CellWrite
+from .chip_job import CellWrite, GainWrite
 from .scoreboard import Mismatch
 
-__all__ = ["CellWrite", "Mismatch", "SimResult", "build_chip", "locate", "simulate"]
+__all__ = ["CellWrite", "GainWrite", "Mismatch", "SimResult", "build_chip", "locate", "simulate"]
 
 TOPLEVEL = "harness"
 
@@ -101,15 +101,29 @@ def host_pixels(chip: program.Chip, images: np.ndarray) -> np.ndarray:
     return program.dac_inputs(images[:, 0], chip.config.input_bits)
 
 
-def check_writes(chip: program.Chip, writes, n_images: int) -> list[CellWrite]:
-    """The cell writes in the order they happen (by `before`, then as given)."""
+def check_writes(chip: program.Chip, writes, n_images: int) -> list[CellWrite | GainWrite]:
+    """The cell and gain writes in the order they happen (by `before`, then as given). A
+    gain must fit the chip's gain register (hdl/chip_plan.py: one bit above the largest
+    programmed gain)."""
     cfg = chip.config
     limits = dict(before=n_images, pe=cfg.n_pe - 1, row=cfg.array_rows - 1,
                   col=cfg.array_cols - 1, code=cfg.code_max)
+    gain_top = 2 ** plan_chip(chip).pes[0].params.gain_bits - 1
+    layers = [layer.name for layer in chip.mapping.network.weight_layers()]
     out = []
     for i, w in enumerate(writes or ()):
+        if isinstance(w, GainWrite):
+            if w.layer not in layers:
+                raise ValueError(f"gain write {i}: layer {w.layer!r} is not one of {layers}")
+            if not 1 <= w.gain <= gain_top:
+                raise ValueError(f"gain write {i}: gain {w.gain} is outside 1..{gain_top} "
+                                 f"(the chip's gain register)")
+            if not 0 <= w.before <= n_images:
+                raise ValueError(f"gain write {i}: before {w.before} is outside 0..{n_images}")
+            out.append(w)
+            continue
         if not isinstance(w, CellWrite):
-            raise TypeError(f"cell write {i}: a CellWrite, got {type(w).__name__}")
+            raise TypeError(f"write {i}: a CellWrite or GainWrite, got {type(w).__name__}")
         for name, top in limits.items():
             v = getattr(w, name)
             if not 0 <= v <= top:
@@ -119,21 +133,27 @@ def check_writes(chip: program.Chip, writes, n_images: int) -> list[CellWrite]:
 
 
 def golden_logits(chip: program.Chip, images: np.ndarray, ids: np.ndarray,
-                  writes: list[CellWrite] = ()) -> np.ndarray:
-    """The golden model's logits, the chip re-programmed by `writes` between images."""
+                  writes: list[CellWrite | GainWrite] = ()) -> np.ndarray:
+    """The golden model's logits, the chip re-programmed by `writes` between images (a gain
+    write replaces the layer's ADC gain in the chip's digital parameters)."""
     if not writes:
         return chip_model.run(chip, images, image_ids=ids).logits
     g = chip.conductance.copy()
+    gains = dict(chip.digital.adc_gain)
     parts, start = [], 0
     for before in [*sorted({w.before for w in writes}), len(images)]:
         if before > start:
-            now = program.Chip(chip.mapping, g.copy(), chip.digital)
+            now = program.Chip(chip.mapping, g.copy(),
+                               replace(chip.digital, adc_gain=dict(gains)))
             parts.append(chip_model.run(now, images[start:before],
                                         image_ids=ids[start:before]).logits)
             start = before
         for w in writes:
             if w.before == before:
-                g[w.pe, w.row, w.col] = w.code
+                if isinstance(w, GainWrite):
+                    gains[w.layer] = w.gain
+                else:
+                    g[w.pe, w.row, w.col] = w.code
     return np.concatenate(parts)
 
 
@@ -146,8 +166,9 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
 
     `pauses` (a seed) turns on random traffic: idle cycles between load beats, gaps between
     images, back-pressure bursts on the result port, monitors on every handshake. `writes`
-    (CellWrite) re-program cells through the chip's programming port between images; the
-    golden chip is re-programmed the same way.
+    (CellWrite) re-program cells through the chip's programming port between images, and
+    `GainWrite`s set a layer's ADC gain register through its gain port; the golden chip is
+    re-programmed the same way.
     """
     net = chip.mapping.network
     images = chip_model.check_images(images, net.input_shape)
@@ -158,8 +179,12 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
     plan = plan_chip(chip)
     meta = job_meta(plan, chip, pauses)
     gold = golden_logits(golden or chip, images, ids, writes)
-    payloads = np.array([prog_payload(plan, w) for w in writes], dtype=np.int64)
-    befores = np.array([w.before for w in writes], dtype=np.int64)
+    cells = [w for w in writes if isinstance(w, CellWrite)]
+    gains = [w for w in writes if isinstance(w, GainWrite)]
+    payloads = np.array([prog_payload(plan, w) for w in cells], dtype=np.int64)
+    befores = np.array([w.before for w in cells], dtype=np.int64)
+    g_payloads = np.array([gain_payload(plan, w) for w in gains], dtype=np.int64)
+    g_befores = np.array([w.before for w in gains], dtype=np.int64)
     shards = max(1, min(shards, n))
     bounds = np.linspace(0, n, shards + 1).astype(int)
     # Each call runs in a directory of its own: simulations of the same chip (parallel tests,
@@ -171,11 +196,12 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
         d.mkdir()
         lo, hi = bounds[s], bounds[s + 1]
         # A shard starts from the chip as the writes before its first image left it.
-        mine = befores < hi
+        mine, g_mine = befores < hi, g_befores < hi
         chip_job.write_job(d / "job.npz", chip_job.Job(
             host_pixels(chip, images[lo:hi]), ids[lo:hi], gold[lo:hi],
             dict(meta, shard_start=int(lo)),
-            np.maximum(befores[mine] - lo, 0), payloads[mine]))
+            np.maximum(befores[mine] - lo, 0), payloads[mine],
+            np.maximum(g_befores[g_mine] - lo, 0), g_payloads[g_mine]))
         dirs.append(d)
 
     def one(d):
@@ -212,7 +238,7 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
     last = outs[-1].meta
     names = [lp.name for lp in plan.layers]
     traffic = {k: sum(o.meta[k] for o in outs) for k in outs[0].meta
-               if k.startswith(("load_", "result_", "prog_", "gap_"))}
+               if k.startswith(("load_", "result_", "prog_", "gain_", "gap_"))}
     return SimResult(n, logits, labels, gold, mismatches, int(last["cycles_image"]),
                      dict(zip(names, last["cycles_layer"], strict=True)), per_image, sim_s,
                      build_s, build_dir, run_dir if waves else None, traffic)
@@ -236,6 +262,12 @@ def prog_payload(plan, w: CellWrite) -> int:
     """A cell write as the programming port's payload bits."""
     return Const.cast(program_layout(plan).const(
         dict(pe=w.pe, row=w.row, col=w.col, code=w.code))).value
+
+
+def gain_payload(plan, w: GainWrite) -> int:
+    """A gain write as the gain port's payload bits."""
+    index = next(lp.index for lp in plan.layers if lp.name == w.layer)
+    return Const.cast(gain_layout(plan).const(dict(layer=index, gain=w.gain))).value
 
 
 def locate(chip: program.Chip, images: np.ndarray, image_ids,

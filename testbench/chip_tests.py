@@ -1,9 +1,10 @@
 """cocotb testbench of the whole chip, through its simulation harness (hdl/harness.py): images
-in, logits out, cell writes through the programming port between images.
+in, logits out, cell writes through the programming port and ADC gain writes through the gain
+port between images.
 
 The host (testbench/chip_sim.py) names a job file in CIM_CHIP_JOB (testbench/chip_job.py):
-the images, their ids, the logits the golden model expects for them, the cell writes and the
-options. The scoreboard compares every result as it arrives; the answer (CIM_CHIP_OUT) holds
+the images, their ids, the logits the golden model expects for them, the cell and gain writes
+and the options. The scoreboard compares every result as it arrives; the answer (CIM_CHIP_OUT) holds
 what the RTL computed and which images differed, so the host can report a mismatch with the
 golden model's trace.
 
@@ -111,7 +112,8 @@ class ChipTB:
         self.dut, self.job, self.meta = dut, job, job.meta
         self.log = logging.getLogger("cocotb.tb")
         self.clk = dut.clk
-        load, result, prog = (StreamBus.from_prefix(dut, n) for n in ("load", "result", "prog"))
+        load, result, prog, gain = (StreamBus.from_prefix(dut, n)
+                                    for n in ("load", "result", "prog", "gain"))
         self.cycles_image, self.cycles_layer = dut.cycles_image, dut.cycles_layer
         self.images_done = dut.images_done
         # Tap i shows the i-th buffer of the job's list (hdl.chip.tapped_buffers).
@@ -123,15 +125,18 @@ class ChipTB:
         Clock(self.clk, PERIOD_NS, unit="ns").start()
         self.load = StreamSource(load, self.clk)
         self.prog = StreamSource(prog, self.clk)
+        self.gain = StreamSource(gain, self.clk)
         self.result = StreamSink(result, self.clk)
         self.taps = (TapMonitor(self.clk, tap_ports, self.meta["buffers"], len(job.images))
                      if taps else None)
-        self.random = self.meta.get("pauses") is not None or len(job.prog_payload) > 0
+        self.random = self.meta.get("pauses") is not None or len(job.prog_payload) > 0 \
+            or len(job.gain_payload) > 0
         self.monitors = {}
         self.rng = np.random.default_rng(self.meta.get("pauses") or 0)
         if self.random:
             self.monitors = {n: StreamMonitor(b, self.clk, n)
-                             for n, b in (("load", load), ("result", result), ("prog", prog))}
+                             for n, b in (("load", load), ("result", result), ("prog", prog),
+                                          ("gain", gain))}
         if self.meta.get("pauses") is not None:
             self.load.set_pause_generator(random_pauses(self.rng, 0.3))
             # Bursts up to about an image's cycles, so results back up into the chip.
@@ -157,9 +162,9 @@ class ChipTB:
             return
         gap_top = max(2, 2 * int(self.meta["cycles_hint"]))
         for k in range(len(self.job.images)):
-            writes = self.job.writes_before(k)
-            if writes:
-                await self.program(k, writes)
+            writes, gains = self.job.writes_before(k), self.job.gains_before(k)
+            if writes or gains:
+                await self.program(k, writes, gains)
             if self.meta.get("pauses") is not None and k:
                 kind = self.rng.integers(3)     # back to back, a short gap, a long one
                 gap = 0 if kind == 0 else int(self.rng.integers(1, 64 if kind == 1 else gap_top))
@@ -171,23 +176,27 @@ class ChipTB:
                 self.load.send_nowait(beat)
             await self.load.wait()
 
-    async def program(self, k: int, writes: list[int]):
-        """Cell writes between images: after image k-1's result (so the chip has finished
-        it and the next image is not loaded yet: the chip takes writes only while idle)."""
+    async def program(self, k: int, writes: list[int], gains: list[int] = ()):
+        """Cell and gain writes between images: after image k-1's result (so the chip has
+        finished it and the next image is not loaded yet: the chip takes writes only while
+        idle)."""
         while self.results_seen < k:
             self._result_seen.clear()
             await self._result_seen.wait()
-        for w in writes:
-            self.prog.send_nowait(w)
-        await self.prog.wait()
-        # The harness registers the port: its ready is high again once the chip took the
-        # last write out of the register.
-        ready = self.prog.bus.ready
-        await ReadOnly()
-        while not ready.value:
-            await RisingEdge(ready)
+        for src, items in ((self.prog, writes), (self.gain, gains)):
+            for w in items:
+                src.send_nowait(w)
+        for src in (self.prog, self.gain):
+            await src.wait()
+        # The harness registers the ports: a port's ready is high again once the chip took
+        # the last write out of its register.
+        for src in (self.prog, self.gain):
+            ready = src.bus.ready
             await ReadOnly()
-        await RisingEdge(self.clk)
+            while not ready.value:
+                await RisingEdge(ready)
+                await ReadOnly()
+            await RisingEdge(self.clk)
 
     async def next_result(self, i: int) -> tuple[list[int], int, int]:
         """Image i's logits, label and the cycle its result was taken."""
@@ -245,7 +254,8 @@ async def run_images(dut):
     if tb.random:
         beats = len(tb.image_beats(0))
         want = dict(load_transfers=n * beats, result_transfers=n,
-                    prog_transfers=len(job.prog_payload))
+                    prog_transfers=len(job.prog_payload),
+                    gain_transfers=len(job.gain_payload))
         seen = {k: meta[k] for k in want}
         assert seen == want, f"the monitors saw {seen}, the drivers sent {want}"
     tb.log.info(sb.summary())

@@ -4,14 +4,15 @@
     python tools/device_sweeps.py hwa --run RUN [--weights W.npz ...] [--data M]
         [--sigmas 0.5,0.7,0.88,1.0,1.2] [--seeds 1,2,3] [--limit N] [--force]
     python tools/device_sweeps.py drift --run RUN --chip STATE [--chip STATE2 ...] [--data M]
-        [--ages 3600,86400,2592000,31536000] [--limit N] [--force]
+        [--ages 0,3600,86400,2592000,31536000] [--recalibrate N] [--limit N] [--force]
 
 `hwa` writes RUN/hwa_sweep.json: transfer accuracy (golden model, read noise on) against the
 programming error (the `yao2020` preset with its `relax_sigma_us` replaced), mean over chip
 seeds, for the bundled default weights and every model given with --weights (the
 hardware-aware ones: golden/data/mcnn_weights_hwa.npz by default when it exists).
 `drift` writes RUN/drift.json: accuracy of each chip state against its age, without and with
-drift compensation (`cim eval --chip S --age T [--compensate]`).
+drift compensation, and with --recalibrate N compensated and recalibrated (`cim eval --chip S
+--age T [--compensate [--recalibrate N]]`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from cim_flows import stages  # noqa: E402
 from cim_spec import chipstate, files  # noqa: E402
 from cim_spec.config import SystemConfig  # noqa: E402
 from cim_spec.device_params import load_preset  # noqa: E402
-from golden import compensate, data, drift  # noqa: E402
+from golden import compensate, data, drift, hybrid  # noqa: E402
 
 HWA_WEIGHTS = ROOT / "golden" / "data" / "mcnn_weights_hwa.npz"
 
@@ -75,18 +76,30 @@ def sweep_drift(args) -> dict:
     ages = _floats(args.ages)
     cal = stages.calibration_images()[:compensate.CALIB_IMAGES]
     out = {"ages_s": ages, "images": int(len(labels)), "data": src, "chips": {}}
+    if args.recalibrate:
+        # the labelled images of `cim eval --compensate --recalibrate N`
+        d = data.load(args.data)
+        rec_images, rec_labels = stages.hybrid_subset(d, None, args.recalibrate,
+                                                      compensate.RECAL_SEED)
+        out["recalibration_images"] = args.recalibrate
     for path in args.chip:
         fresh = chipstate.load(path)
-        raw, comp = [], []
+        raw, comp, recal = [], [], []
         for age in ages:
             aged = drift.aged(fresh, age) if age else fresh
             raw.append(stages.chip_accuracy(aged.chip, images, labels, progress=False))
             fixed, _ = compensate.compensate_state(fresh, aged, cal, age)
             comp.append(stages.chip_accuracy(fixed.chip, images, labels, progress=False))
-            print(f"{path} age {age:g} s: {100 * raw[-1]:.2f}% -> {100 * comp[-1]:.2f}%",
-                  file=sys.stderr)
+            line = f"{path} age {age:g} s: {100 * raw[-1]:.2f}% -> {100 * comp[-1]:.2f}%"
+            if args.recalibrate:
+                new, _ = hybrid.train(fixed, rec_images, rec_labels, compensate.RECAL_PARAMS,
+                                      progress=False)
+                recal.append(stages.chip_accuracy(new.chip, images, labels, progress=False))
+                line += f" -> {100 * recal[-1]:.2f}% recalibrated"
+            print(line, file=sys.stderr, flush=True)
         out["chips"][Path(path).name] = {"chip": str(path), "stage": fresh.stage,
-                                         "ages_s": ages, "raw": raw, "compensated": comp}
+                                         "ages_s": ages, "raw": raw, "compensated": comp,
+                                         **({"recalibrated": recal} if recal else {})}
     return out
 
 
@@ -104,6 +117,9 @@ def main(argv=None) -> int:
     sub.choices["hwa"].add_argument("--seeds", default="1,2,3")
     sub.choices["drift"].add_argument("--chip", type=Path, action="append", required=True)
     sub.choices["drift"].add_argument("--ages", default="0,3600,86400,2592000,31536000")
+    sub.choices["drift"].add_argument("--recalibrate", type=int, default=0, metavar="N",
+                                      help="also the compensated chip recalibrated by hybrid "
+                                           "training on N labelled images (0: not)")
     args = ap.parse_args(argv)
     target = args.run / ("hwa_sweep.json" if args.what == "hwa" else "drift.json")
     files.check_output(args.run, {files.DIRECTORY}, True)

@@ -78,7 +78,8 @@ def run(tmp_path_factory):
     assert device_sweeps.main(["hwa", "--run", str(run), "--sigmas", "0.5,1.0", "--seeds", "1",
                                "--limit", "100"]) == 0
     assert device_sweeps.main(["drift", "--run", str(run), "--chip", str(run / "chip"),
-                               "--ages", "0,86400", "--limit", "100"]) == 0
+                               "--ages", "0,86400", "--limit", "100", "--recalibrate",
+                               "50"]) == 0
     return run
 
 

@@ -16,9 +16,10 @@ from cim_spec import program
 from cim_spec.config import SystemConfig
 from cim_spec.mapping import map_network
 from cim_spec.network import Conv, Dense, Network, Pool
-from golden import chip_model, data
+from golden import chip_model, compensate, data
+from hdl.chip_plan import plan_chip
 from testbench import chip_sim as rtl_sim
-from testbench.chip_sim import CellWrite
+from testbench.chip_sim import CellWrite, GainWrite
 
 IMAGES = 24
 
@@ -103,6 +104,42 @@ def test_random_traffic_and_programming_between_images():
         n * beats, n, len(writes))
     assert t["result_stalls"] >= 1 and t["result_stalled_cycles"] > 100, t
     assert t["gap_cycles"] > 0, t
+
+
+def test_gain_registers_written_between_images():
+    """Drift compensation at run time: the host writes new ADC gains into the chip's gain
+    registers through its gain port, between images, and the RTL follows them bit for bit.
+
+    The RTL holds the conductances of an aged chip; the gains are what the golden model's
+    calibration (golden.compensate) finds for it against its younger self (every code 10%
+    further from the drift target), then edge cases: gain 1 (C1's lines read almost 0) and
+    the largest value the register holds (FC's ADCs clip)."""
+    aged = perturbed_chip(1)                      # the replication-1 build of the test above
+    cfg = aged.config
+    centre = round(10.0 / cfg.g_lsb_us)           # the drift target, in codes
+    young = program.Chip(aged.mapping, np.clip(
+        np.rint(centre + (aged.conductance - centre) / 0.9), 0, cfg.code_max).astype(
+        aged.conductance.dtype), aged.digital)
+    cal = stages.calibration_images()[:8]
+    fixed, comp = compensate.calibrate(young, aged, cal)
+    assert all(comp.gains_after[k] > 1.05 * comp.gains_before[k] for k in comp.gains_after)
+    top = 2 ** plan_chip(aged).pes[0].params.gain_bits - 1
+    n = 6
+    images = data.load_bundled().test_images[IMAGES:IMAGES + n]
+    ids = np.arange(500, 500 + n)
+    writes = [GainWrite(2, k, v) for k, v in comp.gains_after.items()]
+    writes += [GainWrite(4, "C1", 1), GainWrite(4, "FC", top)]
+    res = rtl_sim.simulate(aged, images, ids, progress=False, writes=writes)
+    assert res.bitexact == n, [(mm.index, mm.first_difference) for mm in res.mismatches[:3]]
+    # The golden side is independent of the write path: the compensated chip's own run.
+    assert (res.golden_logits[2:4] == chip_model.run(fixed, images[2:4],
+                                                     image_ids=ids[2:4]).logits).all()
+    plain = chip_model.run(aged, images, image_ids=ids).logits
+    assert (plain[:2] == res.golden_logits[:2]).all()
+    assert (plain[2:] != res.golden_logits[2:]).any(axis=1).all()
+    assert res.traffic["gain_transfers"] == len(writes)
+    with pytest.raises(ValueError, match="gain register"):
+        rtl_sim.check_writes(aged, [GainWrite(0, "C1", top + 1)], n)
 
 
 OTHER = Network("other", (1, 10, 10), (
