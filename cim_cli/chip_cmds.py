@@ -88,11 +88,9 @@ def eval_chip(args, images, labels) -> dict:
         state = drift.aged(state, args.age, args.drift_seed)
     extra = {}
     if args.compensate:
-        state, comp = _compensated(fresh, state, args.age or 0.0)
-        extra = {"compensation": comp.to_dict()}
-    if getattr(args, "recalibrate", None) is not None:
-        state, rep = _recalibrated(state, args)
-        extra["recalibration"] = rep.to_dict()
+        state, comp, rep = _compensated(fresh, state, args.age or 0.0, args)
+        extra = {"compensation": comp.to_dict(),
+                 **({"recalibration": rep.to_dict()} if rep else {})}
     acc = stages.chip_accuracy(state.chip, images, labels, progress=not args.json,
                                desc=f"chip ({stage})")
     return {"stage": stage, "accuracy": acc, "chip": str(args.chip), "age_s": args.age or 0.0,
@@ -100,23 +98,19 @@ def eval_chip(args, images, labels) -> dict:
             "seed": state.seed, "compensated": bool(args.compensate), **extra}
 
 
-def _compensated(fresh, aged, age_s: float):
+def _compensated(fresh, aged, age_s: float, args):
     """Drift compensation of `aged` against the reference reads of `fresh` (its state right
-    after its last programming), on the stored calibration images."""
+    after its last programming), on the stored calibration images; with `--recalibrate N`
+    then hybrid training of the FC layer on N labelled training images of `--data`.
+    Returns the state, the compensation and the recalibration's report (or None)."""
     from cim_flows import stages
-    from golden import compensate
-    images = stages.calibration_images()[:compensate.CALIB_IMAGES]
-    return compensate.compensate_state(fresh, aged, images, age_s)
-
-
-def _recalibrated(state, args):
-    """Hybrid training of the FC layer of a compensated state on `args.recalibrate` labelled
-    training images of `args.data` (golden.compensate.recalibrate's second step)."""
-    from cim_flows import stages
-    from golden import compensate, data, hybrid
-    d = data.load(args.data)
-    images, labels = stages.hybrid_subset(d, None, args.recalibrate, compensate.RECAL_SEED)
-    return hybrid.train(state, images, labels, compensate.RECAL_PARAMS, progress=False)
+    from golden import compensate, data
+    cal = stages.calibration_images()[:compensate.CALIB_IMAGES]
+    if args.recalibrate is None:
+        return (*compensate.compensate_state(fresh, aged, cal, age_s), None)
+    images, labels = stages.hybrid_subset(data.load(args.data), None, args.recalibrate,
+                                          compensate.RECAL_SEED)
+    return compensate.recalibrate(fresh, aged, cal, age_s, images, labels)
 
 
 def cmd_compensate(args) -> int:
@@ -127,16 +121,14 @@ def cmd_compensate(args) -> int:
     chipstate.check_output(args.out, args.force, [args.data], chips=[args.chip])
     fresh = chipstate.load(args.chip)
     aged = drift.aged(fresh, args.age, args.drift_seed) if args.age else fresh
-    state, comp = _compensated(fresh, aged, args.age or 0.0)
+    state, comp, rep = _compensated(fresh, aged, args.age or 0.0, args)
+    npz, js = chipstate.save(state, args.out)
+    out = {"out": str(js), "chip": str(args.chip), "age_s": args.age or 0.0, **comp.to_dict()}
     recal = ""
-    out = {"out": "", "chip": str(args.chip), "age_s": args.age or 0.0, **comp.to_dict()}
-    if args.recalibrate is not None:
-        state, rep = _recalibrated(state, args)
+    if rep is not None:
         out["recalibration"] = rep.to_dict()
         recal = (f"\nrecalibration: hybrid training of the FC layer on {rep.images} labelled "
                  f"images, {rep.epochs} epochs, {rep.pulses} pulses")
-    npz, js = chipstate.save(state, args.out)
-    out["out"] = str(js)
     gains = ", ".join(f"{k} {comp.gains_before[k]} -> {v} (x{comp.factors[k]:.4f})"
                       for k, v in comp.gains_after.items())
     emit(args, out, f"drift compensation at age {args.age or 0:g} s on {comp.images} "
