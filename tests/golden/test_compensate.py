@@ -92,3 +92,22 @@ def test_bad_compensated_entry_refused(ideal_drifting, tmp_path, gains, message)
 def test_no_images_refused(ideal_drifting):
     with pytest.raises(ValueError, match="calibration image"):
         compensate.calibrate(ideal_drifting.chip, ideal_drifting.chip, CAL[:0])
+
+
+def test_recalibrate_is_gains_then_fc_hybrid_training(ideal_drifting):
+    """`recalibrate` = the compensated state, then hybrid training on the labelled images:
+    the gains are the compensation's, only FC cells move, and the hybrid entry follows the
+    compensated one."""
+    from golden import data, hybrid
+    aged = drift.aged(ideal_drifting, 86400.0)
+    d = data.load_bundled()
+    images, labels = d.train_images[:100], d.train_labels[:100]
+    params = hybrid.HybridParams(epochs=1, threshold_us=0.05)
+    new, comp, rep = compensate.recalibrate(ideal_drifting, aged, CAL, 86400.0, images,
+                                            labels, params)
+    fixed, comp2 = compensate.compensate_state(ideal_drifting, aged, CAL, 86400.0)
+    assert comp.gains_after == comp2.gains_after == new.digital.adc_gain
+    assert [h["stage"] for h in new.history] == ["transfer", "aged", "compensated", "hybrid"]
+    assert rep.images == 100 and rep.pulses > 0
+    moved = np.argwhere(new.codes != fixed.codes)
+    assert len(moved) and set(moved[:, 0]) <= {b.pe for b in new.mapping.blocks_of("FC")}
