@@ -121,6 +121,8 @@ def test_page_holds_every_section_and_its_figures(page, run):
         assert (run / "report" / f"{png}.png").stat().st_size > 2000
     assert "stand-in" in html                          # the sim.json stand-in is flagged
     assert "11,014" in html and "GOPS/W" in html
+    # the drift figure and its table of means carry the recalibrated series
+    assert "recalibrated</th>" in html and "recalibration: hybrid training" in html
     assert "shift_add" in html and "Fmax" in html
     assert "relax_sigma_us" in html and "4 points" in html
 
