@@ -113,7 +113,10 @@ def run_point(task: dict, data: dict, threads: int | None = 1) -> dict:
     row = {"key": task["key"], "status": "ok", "seed": task["seed"],
            **{k: v for k, v in task["values"]}}
     try:
-        row.update(_evaluate(task, data, threads))
+        from golden import chip_model
+        # Every model run of the point (calibration, transfer, hybrid, ages) on `threads`.
+        with chip_model.thread_budget(threads):
+            row.update(_evaluate(task, data, threads))
         row["error"] = None
     except Exception as e:  # noqa: BLE001 -- a failing point is recorded, the sweep goes on
         last = traceback.extract_tb(e.__traceback__)[-1]

@@ -8,6 +8,8 @@ where it is exact.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +25,27 @@ from cim_spec.program import Chip, dac_inputs
 
 from . import layer_plan
 from .layer_plan import adc_convert  # noqa: F401 (part of this module's interface)
+
+# How many threads `run` uses when its caller does not say: a process that already runs one
+# task per core (a sweep's Dask worker) sets 1 for everything below it, hybrid training and
+# calibration included, so its tasks do not fight over the cores.
+_default_workers: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "chip_model_workers", default=None)
+
+
+@contextlib.contextmanager
+def thread_budget(workers: int | None):
+    """Within this block, `run(..., workers=None)` uses `workers` threads (None: one per
+    core)."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise ValueError(f"workers must be an integer >= 1 or None, got {workers!r}")
+    token = _default_workers.set(workers)
+    try:
+        yield
+    finally:
+        _default_workers.reset(token)
+
 
 # ---------------------------------------------------------------------------------------------
 # One array read: bit-serial slots, line currents, ADC, shift-and-add, differential pair.
@@ -317,7 +340,8 @@ def run(chip: Chip, images, image_ids=None, trace: bool = False, batch: int = 12
     starts = range(0, n, batch)
     for i, layer in enumerate(net.weight_layers()):   # the tables, before the threads start
         layer_plan.plan(chip, i, layer.name)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(starts)))
+    workers = workers or _default_workers.get() or os.cpu_count() or 1
+    workers = max(1, min(workers, len(starts)))
 
     def one(s):
         return _run_batch(chip, images[s:s + batch], ids[s:s + batch], trace)

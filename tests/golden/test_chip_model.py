@@ -193,3 +193,30 @@ def test_pixels_reach_the_first_layer_by_their_top_bits(bits):
     got = chip_model.run(chip, pixels).logits
     expect = chip_model.read_block(x, chip.block_conductance(b), chip.digital.adc_gain["D"], cfg)
     assert np.array_equal(got, expect)
+
+
+def test_thread_budget_scopes_the_default_and_keeps_results(monkeypatch):
+    """A sweep task runs everything on one thread: within `thread_budget(1)` no thread pool
+    starts, the logits are those of the threaded run, and the budget ends with the block."""
+    rng = np.random.default_rng(7)
+    chip = random_chip(TINY, SystemConfig(), rng, noise=3000)
+    images = rng.integers(0, 256, size=(40, 1, 9, 9), dtype=np.uint8)
+    threaded = chip_model.run(chip, images, batch=8, workers=2).logits
+    pools = []
+    real_pool = chip_model.ThreadPoolExecutor
+
+    def counting_pool(*a, **k):
+        pools.append(a)
+        return real_pool(*a, **k)
+
+    monkeypatch.setattr(chip_model, "ThreadPoolExecutor", counting_pool)
+    with chip_model.thread_budget(1):
+        single = chip_model.run(chip, images, batch=8).logits
+    assert pools == []
+    np.testing.assert_array_equal(single, threaded)
+    chip_model.run(chip, images, batch=8, workers=2)
+    assert len(pools) == 1
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="workers"):
+            with chip_model.thread_budget(bad):
+                pass
