@@ -7,13 +7,23 @@ Conventions, fixed here once for the float model, the integer model, the mapping
   a multi-channel patch is the concatenation over channels (channel-major).
 * The flatten before a dense layer is CHW order, so a 16-wide input chunk of the FC layer is
   one 4x4 channel of S4.
-* Pooling is max-pooling in ceil mode: the last window of a row or column may be clipped.
-* Conv layers have no bias (a memristor column computes a pure dot product) and are followed
-  by ReLU; the last dense layer's outputs are the logits.
+* Pooling is max- or average-pooling, in ceil mode by default: the last window of a row or
+  column may be clipped (``ceil=False``: floor mode, windows past the edge are dropped).
+* A conv has a stride and zero padding (``pad`` rows/columns of code 0 on every side). A weight
+  layer's optional bias is digital: an integer added to its partial sums (a memristor column
+  computes a pure dot product). Weight layers are followed by ReLU unless ``relu=False``; the
+  last dense layer's outputs are the logits.
+* A layer reads the previous layer's output unless ``src`` names another layer. A residual
+  ``Add`` adds the map of layer ``other`` to its input, which must come from a weight layer
+  with ``relu=False``, then applies ReLU (docs/datapath.md section 4).
+
+Fields at their defaults are left out of :meth:`Network.to_dict`, so the description of a
+network without the newer fields (the mCNN) is what it always was, and old files still load.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 
@@ -23,9 +33,17 @@ class Conv:
     in_ch: int
     out_ch: int
     k: int = 3
+    stride: int = 1
+    pad: int = 0
+    bias: bool = False
+    relu: bool = True
+    src: str | None = None
 
     def __post_init__(self):
-        _positive(self, "in_ch", "out_ch", "k")
+        _positive(self, "in_ch", "out_ch", "k", "stride")
+        _natural(self, "pad")
+        _flags(self, "bias", "relu")
+        _src(self)
 
 
 @dataclass(frozen=True)
@@ -33,9 +51,17 @@ class Pool:
     name: str
     k: int
     stride: int
+    mode: str = "max"
+    ceil: bool = True
+    src: str | None = None
 
     def __post_init__(self):
         _positive(self, "k", "stride")
+        if self.mode not in ("max", "avg"):
+            raise ValueError(f"layer {self.name!r}: mode must be 'max' or 'avg', got "
+                             f"{self.mode!r}")
+        _flags(self, "ceil")
+        _src(self)
 
 
 @dataclass(frozen=True)
@@ -43,29 +69,76 @@ class Dense:
     name: str
     n_in: int
     n_out: int
+    bias: bool = False
+    relu: bool = True
+    src: str | None = None
 
     def __post_init__(self):
         _positive(self, "n_in", "n_out")
+        _flags(self, "bias", "relu")
+        _src(self)
 
 
-Layer = Conv | Pool | Dense
+@dataclass(frozen=True)
+class Add:
+    """Residual add: ReLU(input + output of layer `other`), both maps of the same shape."""
+
+    name: str
+    other: str
+    src: str | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.other, str) or not self.other:
+            raise ValueError(f"layer {self.name!r}: other must be a layer name, got "
+                             f"{self.other!r}")
+        _src(self)
+
+
+Layer = Conv | Pool | Dense | Add
 
 
 def _positive(layer, *fields):
     for f in fields:
         v = getattr(layer, f)
-        if not isinstance(v, int) or v <= 0:
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             raise ValueError(f"layer {layer.name!r}: {f} must be a positive integer, got {v!r}")
 
 
-def pool_out(size: int, k: int, stride: int) -> int:
-    """Output size of a ceil-mode pool: every input row is covered by some window."""
-    return -(-(size - k) // stride) + 1 if size > k else 1
+def _natural(layer, *fields):
+    for f in fields:
+        v = getattr(layer, f)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"layer {layer.name!r}: {f} must be an integer >= 0, got {v!r}")
+
+
+def _flags(layer, *fields):
+    for f in fields:
+        if not isinstance(getattr(layer, f), bool):
+            raise ValueError(f"layer {layer.name!r}: {f} must be true or false, got "
+                             f"{getattr(layer, f)!r}")
+
+
+def _src(layer):
+    if layer.src is not None and (not isinstance(layer.src, str) or not layer.src):
+        raise ValueError(f"layer {layer.name!r}: src must be a layer name, got {layer.src!r}")
+
+
+def conv_out(size: int, k: int, stride: int, pad: int) -> int:
+    """Output size of a convolution: floor((size + 2*pad - k) / stride) + 1."""
+    return (size + 2 * pad - k) // stride + 1
+
+
+def pool_out(size: int, k: int, stride: int, ceil: bool = True) -> int:
+    """Output size of a pool. Ceil mode: every input row is covered by some window (the last
+    may be clipped); floor mode: only whole windows."""
+    if size <= k:
+        return 1
+    return (-(-(size - k) // stride) if ceil else (size - k) // stride) + 1
 
 
 @dataclass(frozen=True)
 class Network:
-    """A feed-forward network: an input shape (C, H, W) and a tuple of layers."""
+    """A feed-forward network: an input shape (C, H, W) and a tuple of layers, run in order."""
 
     name: str
     input_shape: tuple[int, int, int]
@@ -77,7 +150,7 @@ class Network:
         if not isinstance(self.layers, tuple) or not self.layers:
             raise ValueError(f"network {self.name!r}: layers must be a non-empty tuple")
         for layer in self.layers:
-            if not isinstance(layer, (Conv, Pool, Dense)):
+            if not isinstance(layer, (Conv, Pool, Dense, Add)):
                 raise ValueError(f"network {self.name!r}: unknown layer {layer!r}")
             if not isinstance(layer.name, str) or not layer.name:
                 raise ValueError(f"network {self.name!r}: a layer name must be a non-empty "
@@ -87,26 +160,51 @@ class Network:
             raise ValueError(f"network {self.name!r}: layer names must be unique, got {names}")
         self.shapes()  # raises on an inconsistent layer list
 
+    def source(self, i: int) -> str | None:
+        """Name of the layer whose output layer `i` reads (None: the network's input)."""
+        layer = self.layers[i]
+        if layer.src is not None:
+            return layer.src
+        return self.layers[i - 1].name if i else None
+
+    def consumers(self, name: str) -> list[str]:
+        """Layers that read the output of layer `name` (as input or as an Add's other)."""
+        return [layer.name for i, layer in enumerate(self.layers)
+                if self.source(i) == name or (isinstance(layer, Add) and layer.other == name)]
+
     def shapes(self) -> list[tuple[int, ...]]:
         """Output shape of every layer, (C, H, W) for maps and (N,) for dense outputs."""
-        shape: tuple[int, ...] = tuple(self.input_shape)
+        seen: dict[str, tuple[int, ...]] = {}
         out = []
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
+            src = self.source(i)
+            if src is not None and src not in seen:
+                raise ValueError(f"layer {layer.name!r} reads {src!r}, which is not an earlier "
+                                 f"layer")
+            shape = tuple(self.input_shape) if src is None else seen[src]
             if isinstance(layer, Conv):
                 if len(shape) != 3 or shape[0] != layer.in_ch:
                     raise ValueError(f"layer {layer.name!r} expects {layer.in_ch} input "
                                      f"channels, gets shape {shape}")
                 c, h, w = shape
-                if h < layer.k or w < layer.k:
+                if h + 2 * layer.pad < layer.k or w + 2 * layer.pad < layer.k:
                     raise ValueError(f"layer {layer.name!r}: {layer.k}x{layer.k} kernel does "
-                                     f"not fit a {h}x{w} map")
-                shape = (layer.out_ch, h - layer.k + 1, w - layer.k + 1)
+                                     f"not fit a {h}x{w} map padded by {layer.pad}")
+                if layer.pad >= layer.k:
+                    raise ValueError(f"layer {layer.name!r}: padding {layer.pad} must be less "
+                                     f"than the kernel size {layer.k}")
+                shape = (layer.out_ch, conv_out(h, layer.k, layer.stride, layer.pad),
+                         conv_out(w, layer.k, layer.stride, layer.pad))
             elif isinstance(layer, Pool):
                 if len(shape) != 3:
                     raise ValueError(f"layer {layer.name!r}: pooling needs a feature map, "
                                      f"gets shape {shape}")
                 c, h, w = shape
-                shape = (c, pool_out(h, layer.k, layer.stride), pool_out(w, layer.k, layer.stride))
+                if not layer.ceil and (h < layer.k or w < layer.k):
+                    raise ValueError(f"layer {layer.name!r}: a floor-mode {layer.k}x{layer.k} "
+                                     f"pool does not fit a {h}x{w} map")
+                shape = (c, pool_out(h, layer.k, layer.stride, layer.ceil),
+                         pool_out(w, layer.k, layer.stride, layer.ceil))
             elif isinstance(layer, Dense):
                 n = 1
                 for d in shape:
@@ -115,29 +213,78 @@ class Network:
                     raise ValueError(f"layer {layer.name!r} expects {layer.n_in} inputs, "
                                      f"gets shape {shape} = {n}")
                 shape = (layer.n_out,)
+            elif isinstance(layer, Add):
+                if layer.other not in seen:
+                    raise ValueError(f"layer {layer.name!r} adds {layer.other!r}, which is not "
+                                     f"an earlier layer")
+                if seen[layer.other] != shape:
+                    raise ValueError(f"layer {layer.name!r} adds maps of shapes {shape} and "
+                                     f"{seen[layer.other]}")
+                producer = self.layers[names_index(self, src)] if src is not None else None
+                if not isinstance(producer, (Conv, Dense)) or producer.relu:
+                    raise ValueError(f"layer {layer.name!r}: the input of an add must be a "
+                                     f"conv or dense layer with relu=false")
             else:
                 raise TypeError(f"unknown layer type {type(layer).__name__}")
+            seen[layer.name] = shape
             out.append(shape)
-        if not isinstance(self.layers[-1], Dense):
+        last = self.layers[-1]
+        if not isinstance(last, Dense):
             raise ValueError(f"network {self.name!r}: the last layer must be dense (the logits)")
+        for layer in self.layers:
+            users = self.consumers(layer.name)
+            if isinstance(layer, (Conv, Dense)) and not layer.relu and layer is not last:
+                if len(users) != 1 or not isinstance(self.layers[names_index(self, users[0])],
+                                                     Add) \
+                        or self.layers[names_index(self, users[0])].other == layer.name:
+                    raise ValueError(f"layer {layer.name!r} has relu=false: its only reader "
+                                     f"must be an add (as its input)")
+            if layer is not last and not users:
+                raise ValueError(f"layer {layer.name!r}: its output is never read")
+            if layer is last and users:
+                raise ValueError(f"layer {layer.name!r}: the logits cannot be read by "
+                                 f"another layer")
         return out
 
     def weight_layers(self) -> list[Conv | Dense]:
         return [layer for layer in self.layers if isinstance(layer, (Conv, Dense))]
 
+    def act_layers(self) -> list[str]:
+        """Layers whose output is an unsigned activation map with its own scale: every weight
+        layer but the last with relu, and every add."""
+        last = self.layers[-1]
+        return [layer.name for layer in self.layers
+                if (isinstance(layer, (Conv, Dense)) and layer.relu and layer is not last)
+                or isinstance(layer, Add)]
+
+    def is_sequential(self) -> bool:
+        """No src, no add: the shape of the networks the RTL's schedule runs today."""
+        return all(layer.src is None and not isinstance(layer, Add)
+                   and not (isinstance(layer, (Conv, Dense)) and layer.bias)
+                   and not (isinstance(layer, Conv) and (layer.stride != 1 or layer.pad))
+                   and not (isinstance(layer, Pool) and (layer.mode != "max" or not layer.ceil
+                                                         or layer.k != layer.stride))
+                   for layer in self.layers)
+
     def input_shape_of(self, name: str) -> tuple[int, ...]:
-        shape: tuple[int, ...] = tuple(self.input_shape)
-        for layer, out in zip(self.layers, self.shapes(), strict=True):
-            if layer.name == name:
-                return shape
-            shape = out
-        raise KeyError(name)
+        shapes = self.shapes()
+        i = names_index(self, name)
+        src = self.source(i)
+        return tuple(self.input_shape) if src is None else shapes[names_index(self, src)]
 
     def to_dict(self) -> dict:
-        """The description as plain JSON-able data (chip-state manifests store it)."""
-        return {"name": self.name, "input_shape": list(self.input_shape),
-                "layers": [{"type": type(layer).__name__.lower(), **layer.__dict__}
-                           for layer in self.layers]}
+        """The description as plain JSON-able data (chip-state manifests store it); fields at
+        their defaults are left out."""
+        layers = []
+        for layer in self.layers:
+            d = {"type": type(layer).__name__.lower()}
+            for f, spec in layer.__dataclass_fields__.items():
+                v = getattr(layer, f)
+                if f in _LEGACY[type(layer)] or spec.default is dataclasses.MISSING \
+                        or v != spec.default:
+                    d[f] = v
+            layers.append(d)
+        return {"name": self.name, "input_shape": list(self.input_shape), "layers": layers}
 
     @classmethod
     def from_dict(cls, d) -> Network:
@@ -166,29 +313,48 @@ class Network:
                 raise ValueError(f"network.layers[{i}].type must be one of "
                                  f"{sorted(LAYER_TYPES)}, got {ld.get('type')!r}")
             fields = {k: v for k, v in ld.items() if k != "type"}
-            want = set(kind.__dataclass_fields__)
-            if set(fields) != want:
+            specs = kind.__dataclass_fields__
+            need = _LEGACY[kind] | {f for f, sp in specs.items()
+                                    if sp.default is dataclasses.MISSING}
+            if not need <= set(fields) or not set(fields) <= set(specs):
                 raise ValueError(f"network.layers[{i}] ({ld.get('type')}) must have exactly "
-                                 f"the fields {sorted(want)}, got {sorted(fields)}")
-            if any(isinstance(v, bool) for v in fields.values()):
-                raise ValueError(f"network.layers[{i}]: a field is a boolean")
-            out.append(kind(**fields))
+                                 f"the fields {sorted(need)}, and may have "
+                                 f"{sorted(set(specs) - need)}, got {sorted(fields)}")
+            for f, v in fields.items():
+                if isinstance(v, bool) != isinstance(specs[f].default, bool):
+                    must = "must" if isinstance(specs[f].default, bool) else "must not"
+                    raise ValueError(f"network.layers[{i}].{f} {must} be a boolean, got {v!r}")
+            try:
+                out.append(kind(**fields))
+            except TypeError as e:
+                raise ValueError(f"network.layers[{i}]: {e}") from None
         return cls(name, tuple(shape), tuple(out))
 
     def output_shape_of(self, name: str) -> tuple[int, ...]:
-        for layer, out in zip(self.layers, self.shapes(), strict=True):
-            if layer.name == name:
-                return out
-        raise KeyError(name)
+        return self.shapes()[names_index(self, name)]
 
 
-LAYER_TYPES = {"conv": Conv, "pool": Pool, "dense": Dense}
+def names_index(net: Network, name: str) -> int:
+    for i, layer in enumerate(net.layers):
+        if layer.name == name:
+            return i
+    raise KeyError(name)
+
+
+# The fields of the first version of the format, always written (so the mCNN's description,
+# which chip-state manifests store, stays the same); the newer ones only when not default.
+_LEGACY = {Conv: {"name", "in_ch", "out_ch", "k"}, Pool: {"name", "k", "stride"},
+           Dense: {"name", "n_in", "n_out"}, Add: {"name", "other"}}
+
+LAYER_TYPES = {"conv": Conv, "pool": Pool, "dense": Dense, "add": Add}
 
 
 def weight_shape(layer: Conv | Dense) -> tuple[int, ...]:
     """Conv weights are (out, in, k, k); dense weights are (out, in)."""
     if isinstance(layer, Conv):
         return (layer.out_ch, layer.in_ch, layer.k, layer.k)
+    if not isinstance(layer, Dense):
+        raise TypeError(f"layer {layer.name!r} has no weights")
     return (layer.n_out, layer.n_in)
 
 
