@@ -139,10 +139,13 @@ def manifest_checksum(manifest: dict) -> str:
 
 
 def _digital_dict(d: program.Digital) -> dict:
-    return {"adc_gain": {k: int(v) for k, v in d.adc_gain.items()},
-            "requant_mult": {k: int(v) for k, v in d.requant_mult.items()},
-            "requant_shift": {k: int(v) for k, v in d.requant_shift.items()},
-            "read_noise": int(d.read_noise), "noise_seed": int(d.noise_seed)}
+    out = {"adc_gain": {k: int(v) for k, v in d.adc_gain.items()},
+           "requant_mult": {k: int(v) for k, v in d.requant_mult.items()},
+           "requant_shift": {k: int(v) for k, v in d.requant_shift.items()},
+           "read_noise": int(d.read_noise), "noise_seed": int(d.noise_seed)}
+    if d.bias:   # only networks with biases have the member (the mCNN's manifest is unchanged)
+        out["bias"] = {k: [int(v) for v in b] for k, b in d.bias.items()}
+    return out
 
 
 def _jsonable(obj):

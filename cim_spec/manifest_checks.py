@@ -122,10 +122,16 @@ def _check_scales(scales: dict, network: Network, where: str) -> None:
 
 def _read_digital(dg: dict, mapping: Mapping, where: str) -> program.Digital:
     layers = [lm.name for lm in mapping.layers]
-    _exact_keys(dg, ["adc_gain", "requant_mult", "requant_shift", "read_noise", "noise_seed"],
-                where, "digital")
-    for part, names in (("adc_gain", layers), ("requant_mult", layers[:-1]),
-                        ("requant_shift", layers[:-1])):
+    rq = program.requant_layers(mapping.network)
+    keys = ["adc_gain", "requant_mult", "requant_shift", "read_noise", "noise_seed"]
+    _exact_keys(dg, keys + (["bias"] if "bias" in dg else []), where, "digital")
+    bias = dg.get("bias", {})
+    if not isinstance(bias, dict) or not all(
+            isinstance(b, list) and all(_is_int(v) for v in b) for b in bias.values()):
+        raise ChipStateError(f"{where}: manifest digital.bias must map layers to lists of "
+                             f"integers")
+    for part, names in (("adc_gain", layers), ("requant_mult", rq),
+                        ("requant_shift", rq)):
         d = dg[part]
         if not isinstance(d, dict):
             raise ChipStateError(f"{where}: manifest digital.{part} must be an object")
@@ -141,7 +147,8 @@ def _read_digital(dg: dict, mapping: Mapping, where: str) -> program.Digital:
     digital = program.Digital(adc_gain=dict(dg["adc_gain"]),
                               requant_mult=dict(dg["requant_mult"]),
                               requant_shift=dict(dg["requant_shift"]),
-                              read_noise=dg["read_noise"], noise_seed=dg["noise_seed"])
+                              read_noise=dg["read_noise"], noise_seed=dg["noise_seed"],
+                              bias={k: tuple(b) for k, b in bias.items()})
     try:
         digital.check(mapping)
     except ValueError as e:

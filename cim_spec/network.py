@@ -217,6 +217,9 @@ class Network:
                 if layer.other not in seen:
                     raise ValueError(f"layer {layer.name!r} adds {layer.other!r}, which is not "
                                      f"an earlier layer")
+                if len(shape) != 3:
+                    raise ValueError(f"layer {layer.name!r}: an add needs feature maps, gets "
+                                     f"shape {shape}")
                 if seen[layer.other] != shape:
                     raise ValueError(f"layer {layer.name!r} adds maps of shapes {shape} and "
                                      f"{seen[layer.other]}")

@@ -26,6 +26,8 @@ class Digital:
     requant_shift: dict[str, int] = field(default_factory=dict)
     read_noise: int = 0
     noise_seed: int = 0
+    # Per weight layer with a bias: one integer per output, added to its partial sums.
+    bias: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def check(self, mapping: Mapping) -> None:
         layers = [lm.name for lm in mapping.layers]
@@ -33,7 +35,17 @@ class Digital:
             g = self.adc_gain.get(name)
             if not isinstance(g, (int, np.integer)) or g < 1 or g >= 2 ** 32:
                 raise ValueError(f"adc_gain[{name}] must be an integer in 1..2**32-1, got {g!r}")
-        for name in layers[:-1]:
+        by_name = {layer.name: layer for layer in mapping.network.layers}
+        want_bias = {lm.name: lm.n_out for lm in mapping.layers if by_name[lm.name].bias}
+        if set(self.bias) != set(want_bias):
+            raise ValueError(f"bias must be given for exactly the layers {sorted(want_bias)}, "
+                             f"got {sorted(self.bias)}")
+        for name, n in want_bias.items():
+            b = self.bias[name]
+            if len(b) != n or not all(isinstance(v, (int, np.integer)) and -2 ** 31 <= v < 2 ** 31
+                                      for v in b):
+                raise ValueError(f"bias[{name}] must be {n} integers in -2**31..2**31-1")
+        for name in requant_layers(mapping.network):
             m, s = self.requant_mult.get(name), self.requant_shift.get(name)
             if not isinstance(m, (int, np.integer)) or not 0 <= m < 2 ** 24:
                 raise ValueError(f"requant_mult[{name}] must be an integer in 0..2**24-1, "
@@ -48,6 +60,14 @@ class Digital:
         if not 0 <= self.noise_seed < 2 ** 32:
             raise ValueError(f"noise_seed must be a 32-bit unsigned integer, got "
                              f"{self.noise_seed}")
+
+
+def requant_layers(net) -> list[str]:
+    """Layers with a requantization (M, S): every weight layer but the last, and every add
+    (which scales the map it adds; docs/datapath.md section 4)."""
+    from .network import Add
+    return [layer.name for layer in net.weight_layers()[:-1]] + \
+        [layer.name for layer in net.layers if isinstance(layer, Add)]
 
 
 @dataclass

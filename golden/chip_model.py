@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from cim_spec import noise
 from cim_spec.config import SystemConfig
-from cim_spec.network import Conv, Dense, Pool
+from cim_spec.network import Add, Conv, Dense, Pool, pool_out
 from cim_spec.program import Chip, dac_inputs
 
 from . import layer_plan
@@ -129,25 +129,51 @@ def _adc_lut(gain: int, cfg: SystemConfig) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Layers.
 
-def conv_patches(a: np.ndarray, k: int) -> np.ndarray:
-    """(N, C, H, W) -> (N, P, C*k*k) patch vectors, positions row-major, channel-major inputs."""
+def conv_patches(a: np.ndarray, k: int, stride: int = 1, pad: int = 0) -> np.ndarray:
+    """(N, C, H, W) -> (N, P, C*k*k) patch vectors, positions row-major, channel-major inputs;
+    the map is padded with `pad` rows and columns of code 0 on every side."""
+    if pad:
+        a = np.pad(a, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     n, c, h, w = a.shape
     win = np.lib.stride_tricks.sliding_window_view(a, (k, k), axis=(2, 3))  # N,C,Ho,Wo,k,k
-    ho, wo = h - k + 1, w - k + 1
+    win = win[:, :, ::stride, ::stride]
+    ho, wo = win.shape[2], win.shape[3]
     return win.transpose(0, 2, 3, 1, 4, 5).reshape(n, ho * wo, c * k * k)
+
+
+def rescale(v: np.ndarray, mult: int, shift: int) -> np.ndarray:
+    """(v*M + 2**(S-1)) >> S on int64, the merger's rounding (arithmetic shift)."""
+    return (np.asarray(v, dtype=np.int64) * mult + (1 << (shift - 1))) >> shift
 
 
 def requantize(psum: np.ndarray, mult: int, shift: int, cfg: SystemConfig) -> np.ndarray:
     """ReLU and requantization to act_bits: clamp((psum*M + 2**(S-1)) >> S, 0, 2**A - 1)."""
-    psum = np.asarray(psum, dtype=np.int64)
-    return np.clip((psum * mult + (1 << (shift - 1))) >> shift, 0, cfg.act_max)
+    return np.clip(rescale(psum, mult, shift), 0, cfg.act_max)
 
 
-def max_pool(a: np.ndarray, k: int, stride: int) -> np.ndarray:
-    """Ceil-mode max-pool of (N, C, H, W); clipped windows at the border."""
-    from cim_spec.network import pool_out
+def avg_pool(a: np.ndarray, k: int, stride: int, ceil: bool = True) -> np.ndarray:
+    """Average pool of (N, C, H, W) unsigned codes: floor((sum + n // 2) / n) over the n
+    elements of each (clipped) window, i.e. the mean rounded half up."""
+    n_, c, h, w = a.shape
+    ho, wo = pool_out(h, k, stride, ceil), pool_out(w, k, stride, ceil)
+    ph, pw = max((ho - 1) * stride + k - h, 0), max((wo - 1) * stride + k - w, 0)
+    padded = np.pad(a.astype(np.int64), ((0, 0), (0, 0), (0, ph), (0, pw)))
+    ones = np.pad(np.ones((h, w), np.int64), ((0, ph), (0, pw)))
+    total = np.zeros((n_, c, ho, wo), np.int64)
+    count = np.zeros((ho, wo), np.int64)
+    for dy in range(k):
+        for dx in range(k):
+            sl = (slice(dy, dy + stride * (ho - 1) + 1, stride),
+                  slice(dx, dx + stride * (wo - 1) + 1, stride))
+            total += padded[(slice(None), slice(None), *sl)]
+            count += ones[sl]
+    return ((total + count // 2) // count).astype(a.dtype)
+
+
+def max_pool(a: np.ndarray, k: int, stride: int, ceil: bool = True) -> np.ndarray:
+    """Max-pool of (N, C, H, W); ceil mode clips the windows at the border."""
     n, c, h, w = a.shape
-    ho, wo = pool_out(h, k, stride), pool_out(w, k, stride)
+    ho, wo = pool_out(h, k, stride, ceil), pool_out(w, k, stride, ceil)
     ph, pw = (ho - 1) * stride + k - h, (wo - 1) * stride + k - w
     # Padding with the minimum value never wins a max (activations are unsigned).
     padded = np.pad(a, ((0, 0), (0, 0), (0, max(ph, 0)), (0, max(pw, 0))), constant_values=0)
@@ -363,32 +389,43 @@ def run(chip: Chip, images, image_ids=None, trace: bool = False, batch: int = 12
     return RunResult(np.concatenate(logits) if n else np.zeros((0, n_cls), np.int64), tr)
 
 
-def _run_batch(chip: Chip, a: np.ndarray, ids: np.ndarray, trace: bool):
+def _run_batch(chip: Chip, image: np.ndarray, ids: np.ndarray, trace: bool):
     net, cfg, dig = chip.mapping.network, chip.config, chip.digital
     weight_names = [layer.name for layer in net.weight_layers()]
     # Activations wider than a byte must not wrap (the contract clamps at act_max).
     act = np.uint8 if cfg.act_bits <= 8 else np.uint16
-    out = {}
-    for layer in net.layers:
-        if isinstance(layer, Conv):
+    outs: dict[str, np.ndarray] = {}
+    for i, layer in enumerate(net.layers):
+        src = net.source(i)
+        a = image if src is None else outs[src]
+        n = a.shape[0]
+        if isinstance(layer, (Conv, Dense)):
             li = weight_names.index(layer.name)
-            x = conv_patches(a, layer.k)
-            psum = layer_psums(chip, li, layer.name, x, ids)
-            q = requantize(psum, dig.requant_mult[layer.name], dig.requant_shift[layer.name], cfg)
-            ho, wo = chip.mapping.layer(layer.name).out_hw
-            a = q.transpose(0, 2, 1).reshape(a.shape[0], layer.out_ch, ho, wo).astype(act)
-        elif isinstance(layer, Pool):
-            a = max_pool(a, layer.k, layer.stride)
-        elif isinstance(layer, Dense):
-            li = weight_names.index(layer.name)
-            x = a.reshape(a.shape[0], 1, -1)
-            psum = layer_psums(chip, li, layer.name, x, ids)[:, 0, :]
-            if layer.name == weight_names[-1]:
-                a = psum
+            if isinstance(layer, Conv):
+                x = conv_patches(a, layer.k, layer.stride, layer.pad)
             else:
-                q = requantize(psum, dig.requant_mult[layer.name],
-                               dig.requant_shift[layer.name], cfg)
-                a = q.astype(act)
-        if trace:
-            out[layer.name] = a.copy()
-    return a, out
+                x = a.reshape(n, 1, -1)
+            psum = layer_psums(chip, li, layer.name, x, ids)       # (N, P, n_out)
+            if layer.bias:
+                psum = psum + np.asarray(dig.bias[layer.name], dtype=np.int64)
+            if layer.name == weight_names[-1]:
+                a = psum[:, 0, :]
+            else:
+                m, s = dig.requant_mult[layer.name], dig.requant_shift[layer.name]
+                # Without ReLU the rescaled sum stays signed; the add that reads it clamps.
+                q = requantize(psum, m, s, cfg).astype(act) if layer.relu else \
+                    rescale(psum, m, s)
+                if isinstance(layer, Conv):
+                    ho, wo = chip.mapping.layer(layer.name).out_hw
+                    a = q.transpose(0, 2, 1).reshape(n, layer.out_ch, ho, wo)
+                else:
+                    a = q[:, 0, :]
+        elif isinstance(layer, Pool):
+            a = (max_pool if layer.mode == "max" else avg_pool)(a, layer.k, layer.stride,
+                                                                 layer.ceil)
+        elif isinstance(layer, Add):
+            other = rescale(outs[layer.other], dig.requant_mult[layer.name],
+                            dig.requant_shift[layer.name])
+            a = np.clip(a + other, 0, cfg.act_max).astype(act)
+        outs[layer.name] = a
+    return a, ({k: v.copy() for k, v in outs.items()} if trace else {})

@@ -4,9 +4,14 @@ Layout of the file, for a network with weight layers ``L``:
 
 * ``<L>.weight``        float32, :func:`cim_spec.network.weight_shape` of the layer;
 * ``<L>.weight_scale``  0-d float64, the fake-quantization weight scale ``s_w`` (> 0);
-* ``<L>.act_scale``     0-d float64, for each weight layer followed by ReLU (> 0);
+* ``<L>.act_scale``     0-d float64, for each layer whose output is an activation map (every
+  weight layer followed by ReLU, and every residual add) (> 0);
+* ``<L>.bias``          float32 (n_out,), for each weight layer with a bias;
 * ``network``           0-d unicode, the network name;
-* ``meta``              0-d unicode, a JSON object (seed, epochs, accuracies, date, ...).
+* ``network_json``      0-d unicode, optional: the network description
+  (:meth:`cim_spec.network.Network.to_dict`), which imported networks carry;
+* ``meta``              0-d unicode, a JSON object (seed, epochs, accuracies, date, and for an
+  imported network where it came from and what its activation scales were calibrated on).
 
 The quantized weights are ``clip(round(weight / weight_scale), -7, 7)``, the quantized
 activations ``clip(round(a / act_scale), 0, 255)`` (see :mod:`golden.float_model`).
@@ -42,6 +47,7 @@ class TrainedModel:
     weight_scales: dict[str, float]
     act_scales: dict[str, float]
     meta: dict = field(default_factory=dict)
+    biases: dict[str, np.ndarray] = field(default_factory=dict)
 
     def quant_spec(self):
         """The :class:`golden.float_model.QuantSpec` of this model (frozen scales)."""
@@ -58,7 +64,7 @@ class TrainedModel:
 
 
 def _relu_layers(net: Network) -> list[str]:
-    return [layer.name for layer in net.weight_layers()[:-1]]
+    return net.act_layers()
 
 
 def validate(model: TrainedModel, net: Network, where: str = "model") -> None:
@@ -79,6 +85,16 @@ def validate(model: TrainedModel, net: Network, where: str = "model") -> None:
         if not np.all(np.isfinite(w)):
             raise ModelFileError(f"{where}: layer {name!r} weight has non-finite values")
         _check_scale(model.weight_scales, name, "weight scale", where)
+    for layer in net.weight_layers():
+        want = (weight_shape(layer)[0],) if layer.bias else None
+        b = model.biases.get(layer.name)
+        if want is None and b is not None:
+            raise ModelFileError(f"{where}: layer {layer.name!r} has a bias the network does "
+                                 f"not have")
+        if want is not None and (b is None or np.shape(b) != want
+                                 or not np.all(np.isfinite(b))):
+            raise ModelFileError(f"{where}: layer {layer.name!r} needs a finite bias of shape "
+                                 f"{want}")
     for name in _relu_layers(net):
         _check_scale(model.act_scales, name, "activation scale", where)
 
@@ -93,11 +109,18 @@ def _check_scale(scales: dict, name: str, what: str, where: str) -> None:
         raise ModelFileError(f"{where}: {what} of layer {name!r} must be positive, got {v}")
 
 
-def save(model: TrainedModel, path: str | Path, net: Network | None = None) -> None:
-    """Write ``model`` as a compressed npz (validated against ``net`` when given)."""
+def save(model: TrainedModel, path: str | Path, net: Network | None = None,
+         describe: bool = False) -> None:
+    """Write ``model`` as a compressed npz (validated against ``net`` when given; with
+    ``describe`` the file also carries ``net``'s description, as imported networks do)."""
     if net is not None:
         validate(model, net)
     arrays: dict[str, np.ndarray] = {}
+    if describe:
+        arrays["network_json"] = np.array(json.dumps(net.to_dict(), sort_keys=True),
+                                          dtype=np.str_)
+    for name, b in model.biases.items():
+        arrays[f"{name}.bias"] = np.asarray(b, dtype=np.float32)
     for name, w in model.weights.items():
         arrays[f"{name}.weight"] = np.asarray(w, dtype=np.float32)
         arrays[f"{name}.weight_scale"] = np.array(float(model.weight_scales[name]))
@@ -143,6 +166,14 @@ def load(path: str | Path, net: Network) -> TrainedModel:
         wscales[layer.name] = scalar(f"{layer.name}.weight_scale")
     for name in _relu_layers(net):
         ascales[name] = scalar(f"{name}.act_scale")
+    biases = {}
+    for layer in net.weight_layers():
+        if layer.bias:
+            b = get(f"{layer.name}.bias")
+            if b.dtype.kind != "f":
+                raise ModelFileError(f"{path}: array '{layer.name}.bias' has dtype {b.dtype}, "
+                                     f"expected float")
+            biases[layer.name] = b.astype(np.float32)
     network = text("network")
     try:
         meta = json.loads(text("meta"))
@@ -151,14 +182,38 @@ def load(path: str | Path, net: Network) -> TrainedModel:
     if not isinstance(meta, dict):
         raise ModelFileError(f"{path}: array 'meta' must hold a JSON object")
     known = {f"{n}.{kind}" for n in weights for kind in ("weight", "weight_scale")}
-    known |= {f"{n}.act_scale" for n in ascales} | {"network", "meta"}
+    known |= {f"{n}.act_scale" for n in ascales} | {"network", "meta", "network_json"}
+    known |= {f"{n}.bias" for n in biases}
     unknown = files - known
     if unknown:
         raise ModelFileError(f"{path}: unexpected arrays {sorted(unknown)} (a model of "
                              f"another network?)")
-    model = TrainedModel(network, weights, wscales, ascales, meta)
+    model = TrainedModel(network, weights, wscales, ascales, meta, biases)
     validate(model, net, str(path))
     return model
+
+
+def network_of(path: str | Path) -> Network:
+    """The network a model file is for: its stored description (imported networks), else the
+    mCNN (the files `cim train` writes)."""
+    from cim_spec.network import MCNN
+    path = Path(path)
+    npz = read_npz(path, ModelFileError, "model file")
+    if "network_json" not in npz:
+        return MCNN
+    a = npz["network_json"]
+    if a.shape != () or a.dtype.kind != "U":
+        raise ModelFileError(f"{path}: array 'network_json' must be a 0-d string")
+    try:
+        return Network.from_dict(json.loads(str(a)))
+    except (json.JSONDecodeError, ValueError, TypeError) as e:
+        raise ModelFileError(f"{path}: bad network description: {e}") from None
+
+
+def load_any(path: str | Path) -> tuple[Network, TrainedModel]:
+    """(network, model) of a model file of any network."""
+    net = network_of(path)
+    return net, load(path, net)
 
 
 def load_bundled(net: Network | None = None) -> TrainedModel:

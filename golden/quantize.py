@@ -13,13 +13,14 @@ import math
 import numpy as np
 
 from cim_spec.mapping import Mapping
-from cim_spec.network import Conv
+from cim_spec.network import Add, Conv, Pool
 from cim_spec.program import (
     Chip,
     Digital,
     Program,
     dac_inputs,
     input_step,
+    requant_layers,
     target_conductance,
 )
 from golden import chip_model
@@ -48,6 +49,17 @@ def requant_params(factor: float, mult_bits: int = 16) -> tuple[int, int]:
     return mult, shift
 
 
+def scale_of(net, model, name: str | None, input_scale: float) -> float:
+    """Float value of one step of the unsigned activation map that layer `name` outputs (None:
+    the network's input); pools keep the scale of the map they pool."""
+    while name is not None:
+        i = [layer.name for layer in net.layers].index(name)
+        if not isinstance(net.layers[i], Pool):
+            return float(model.act_scales[name])
+        name = net.source(i)
+    return input_scale
+
+
 def compile_model(model, mapping: Mapping, calib_images: np.ndarray, *,
                   percentile: float = 100.0, read_noise: int = 0,
                   noise_seed: int = 0) -> Program:
@@ -55,26 +67,34 @@ def compile_model(model, mapping: Mapping, calib_images: np.ndarray, *,
 
     Calibration runs the ideal chip layer by layer on `calib_images`: a layer's ADC full
     scale is the given percentile of its nonzero line currents, and its requantization maps
-    the integer partial sums to the next layer's activation scale.
+    the integer partial sums to the next layer's activation scale (the scale of the add it
+    feeds, for a layer without ReLU). A bias becomes integers in partial-sum units.
     """
     cfg = mapping.config
     net = mapping.network
     levels = weight_levels(model, mapping)
     target = target_conductance(mapping, levels)
     names = [layer.name for layer in net.weight_layers()]
-    in_scale = {}
-    s = input_step(cfg.input_bits)
-    for name in names:
-        in_scale[name] = s
-        s = model.act_scales.get(name, None) if name != names[-1] else None
+    index = {layer.name: i for i, layer in enumerate(net.layers)}
+    s_input = input_step(cfg.input_bits)
+    in_scale = {name: scale_of(net, model, net.source(index[name]), s_input) for name in names}
+    biases = getattr(model, "biases", {}) or {}
 
     gains = {n: 1 for n in names}
-    mults = {n: 1 for n in names[:-1]}
-    shifts = {n: 1 for n in names[:-1]}
+    rq = requant_layers(net)
+    mults = {n: 1 for n in rq}
+    shifts = {n: 1 for n in rq}
+    for layer in net.layers:
+        if isinstance(layer, Add):   # the map it adds, to its output's scale
+            mults[layer.name], shifts[layer.name] = requant_params(
+                scale_of(net, model, layer.other, s_input) / model.act_scales[layer.name])
+    bias_int = {layer.name: (0,) * (layer.out_ch if isinstance(layer, Conv) else layer.n_out)
+                for layer in net.weight_layers() if layer.bias}
     frac = 2 ** cfg.adc_gain_frac_bits
     logit_scale = 1.0
     for li, name in enumerate(names):
-        digital = Digital(dict(gains), dict(mults), dict(shifts))
+        layer = net.layers[index[name]]
+        digital = Digital(dict(gains), dict(mults), dict(shifts), bias=dict(bias_int))
         chip = Chip(mapping, target, digital)
         x = layer_inputs(chip, calib_images, li)
         currents = []
@@ -87,13 +107,17 @@ def compile_model(model, mapping: Mapping, calib_images: np.ndarray, *,
         gains[name] = max(1, int(math.floor(cfg.adc_max * frac / full_scale)))
         unit = in_scale[name] * model.weight_scales[name] * frac / (gains[name]
                                                                     * cfg.state_step_code)
+        if layer.bias:
+            b = np.rint(np.asarray(biases[name], dtype=np.float64) / unit)
+            bias_int[name] = tuple(int(v) for v in np.clip(b, -2 ** 31, 2 ** 31 - 1))
         if name == names[-1]:
             logit_scale = unit
         else:
-            act = model.act_scales[name]
-            mults[name], shifts[name] = requant_params(unit / act)
-    digital = Digital(gains, mults, shifts, read_noise=read_noise,
-                                 noise_seed=noise_seed)
+            # A layer without ReLU feeds an add: it is requantized to the add's scale.
+            out = name if layer.relu else net.consumers(name)[0]
+            mults[name], shifts[name] = requant_params(unit / model.act_scales[out])
+    digital = Digital(gains, mults, shifts, read_noise=read_noise, noise_seed=noise_seed,
+                      bias=bias_int)
     return Program(levels, target, digital, logit_scale, dict(model.weight_scales), in_scale)
 
 
@@ -101,13 +125,12 @@ def layer_inputs(chip: Chip, images: np.ndarray, layer_index: int) -> np.ndarray
     """Input vectors (N, P, n_in) that weight layer `layer_index` reads, on this chip."""
     net = chip.mapping.network
     images = chip_model.check_images(images, net.input_shape)
-    wl = net.weight_layers()
-    target = wl[layer_index]
-    if layer_index == 0:
+    target = net.weight_layers()[layer_index]
+    src = net.source(net.layers.index(target))
+    if src is None:
         a = dac_inputs(images, chip.config.input_bits)
     else:
-        prev = net.layers[net.layers.index(target) - 1]
-        a = chip_model.run(chip, images, trace=True).trace[prev.name]
+        a = chip_model.run(chip, images, trace=True).trace[src]
     if isinstance(target, Conv):
-        return chip_model.conv_patches(a, target.k)
+        return chip_model.conv_patches(a, target.k, target.stride, target.pad)
     return a.reshape(a.shape[0], 1, -1)

@@ -7,7 +7,7 @@ only imports the mapping (which block reads which position), never the numerics.
 
 from __future__ import annotations
 
-from cim_spec.network import Conv, Pool, pool_out
+from cim_spec.network import Add, Conv, Pool, pool_out
 
 _M = 0xFFFFFFFF
 
@@ -58,29 +58,49 @@ def read_vector(x, g, gain, cfg, noise=None):
     return [acc[2 * o] - acc[2 * o + 1] for o in range(n_lines // 2)]
 
 
+def _round_shift(v: int, m: int, s: int) -> int:
+    # Python's >> on negative integers is a floor shift, as the contract says.
+    return (v * m + (1 << (s - 1))) >> s
+
+
 def run_image(chip, image, image_id: int = 0):
     """Logits of one image (a C x H x W nested list or array) and every layer's output."""
     mapping, cfg, dig = chip.mapping, chip.config, chip.digital
     net = mapping.network
     weight_names = [layer.name for layer in net.weight_layers()]
+    top = 2 ** cfg.act_bits - 1
     c0, h0, w0 = net.input_shape
     # The first layer's input: the 8-bit pixel's top input_bits bits (all of it if the DAC is
     # as wide or wider), docs/datapath.md section 0.
     drop = max(0, 8 - cfg.input_bits)
-    a = [[[int(image[c][y][x]) >> drop for x in range(w0)] for y in range(h0)]
-         for c in range(c0)]
+    pixels = [[[int(image[c][y][x]) >> drop for x in range(w0)] for y in range(h0)]
+              for c in range(c0)]
     trace = {}
-    for layer in net.layers:
+    for i, layer in enumerate(net.layers):
+        src = net.source(i)
+        a = pixels if src is None else trace[src]
         if isinstance(layer, Pool):
-            a = _pool(a, layer.k, layer.stride)
+            a = _pool(a, layer.k, layer.stride, layer.ceil, layer.mode)
+        elif isinstance(layer, Add):
+            m, s = dig.requant_mult[layer.name], dig.requant_shift[layer.name]
+            b = trace[layer.other]
+            a = [[[min(max(a[c][y][x] + _round_shift(b[c][y][x], m, s), 0), top)
+                   for x in range(len(a[0][0]))] for y in range(len(a[0]))]
+                 for c in range(len(a))]
         else:
             li = weight_names.index(layer.name)
             lm = mapping.layer(layer.name)
             assign = mapping.assign(layer.name)
             if isinstance(layer, Conv):
                 ho, wo = lm.out_hw
-                vectors = [[a[c][y + dy][x + dx] for c in range(layer.in_ch)
-                            for dy in range(layer.k) for dx in range(layer.k)]
+                h, w = len(a[0]), len(a[0][0])
+                k, st, pd = layer.k, layer.stride, layer.pad
+
+                def at(c, y, x, a=a, h=h, w=w):
+                    return a[c][y][x] if 0 <= y < h and 0 <= x < w else 0   # zero padding
+
+                vectors = [[at(c, y * st + dy - pd, x * st + dx - pd) for c in range(layer.in_ch)
+                            for dy in range(k) for dx in range(k)]
                            for y in range(ho) for x in range(wo)]
             else:
                 vectors = [[v for ch in a for row in ch for v in row]] if isinstance(a[0], list) \
@@ -99,14 +119,18 @@ def run_image(chip, image, image_id: int = 0):
                     part = read_vector(vec[b.in0:b.in0 + b.n_in], g, dig.adc_gain[layer.name],
                                        cfg, nz)
                     total = [t + q for t, q in zip(total, part, strict=True)]
+                if layer.bias:
+                    total = [t + int(v) for t, v in zip(total, dig.bias[layer.name],
+                                                        strict=True)]
                 psums.append(total)
             last = layer.name == weight_names[-1]
             if last:
                 a = psums[0]
             else:
                 m, s = dig.requant_mult[layer.name], dig.requant_shift[layer.name]
-                q = [[min(max((v * m + (1 << (s - 1))) >> s, 0), 2 ** cfg.act_bits - 1)
-                      for v in ps] for ps in psums]
+                # Without ReLU the rescaled sum stays signed (the add after it clamps).
+                lo, hi = (0, top) if layer.relu else (-(1 << 62), 1 << 62)
+                q = [[min(max(_round_shift(v, m, s), lo), hi) for v in ps] for ps in psums]
                 if isinstance(layer, Conv):
                     ho, wo = lm.out_hw
                     a = [[[q[y * wo + x][o] for x in range(wo)] for y in range(ho)]
@@ -117,11 +141,19 @@ def run_image(chip, image, image_id: int = 0):
     return a, trace
 
 
-def _pool(a, k, stride):
+def _pool(a, k, stride, ceil=True, mode="max"):
     h, w = len(a[0]), len(a[0][0])
-    ho, wo = pool_out(h, k, stride), pool_out(w, k, stride)
-    return [[[max(a[c][y][x]
-                  for y in range(oy * stride, min(oy * stride + k, h))
-                  for x in range(ox * stride, min(ox * stride + k, w)))
-              for ox in range(wo)] for oy in range(ho)] for c in range(len(a))]
-
+    ho, wo = pool_out(h, k, stride, ceil), pool_out(w, k, stride, ceil)
+    out = []
+    for c in range(len(a)):
+        rows = []
+        for oy in range(ho):
+            row = []
+            for ox in range(wo):
+                win = [a[c][y][x] for y in range(oy * stride, min(oy * stride + k, h))
+                       for x in range(ox * stride, min(ox * stride + k, w))]
+                # The mean rounded half up: floor((sum + n // 2) / n), docs/datapath.md.
+                row.append(max(win) if mode == "max" else (sum(win) + len(win) // 2) // len(win))
+            rows.append(row)
+        out.append(rows)
+    return out

@@ -42,8 +42,10 @@ def test_network_dimensions_are_the_documented_ones():
     assert MCNN.shapes() == [(8, 26, 26), (8, 9, 9), (12, 7, 7), (12, 4, 4), (10,)]
     kinds = [(type(la).__name__, getattr(la, "k", None), getattr(la, "stride", None))
              for la in MCNN.layers]
-    assert kinds == [("Conv", 3, None), ("Pool", 3, 3), ("Conv", 3, None), ("Pool", 2, 2),
+    assert kinds == [("Conv", 3, 1), ("Pool", 3, 3), ("Conv", 3, 1), ("Pool", 2, 2),
                      ("Dense", None, None)]
+    # "stride 1, no padding and no bias"
+    assert all(la.pad == 0 and not la.bias for la in MCNN.layers if type(la).__name__ == "Conv")
     assert [int(np.prod(weight_shape(la))) for la in MCNN.weight_layers()] == [72, 864, 1920]
     # S2's last window starts at row 24 and S4's at row 6, as the page says.
     assert (doc_pool_out(26, 3, 3) - 1) * 3 == 24 and (doc_pool_out(7, 2, 2) - 1) * 2 == 6
