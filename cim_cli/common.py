@@ -36,6 +36,7 @@ NUMBERS = {
     "epochs": (True, 0, 10 ** 6, True),
     "qat_epochs": (True, 0, 10 ** 6, True),
     "batch": (True, 1, 10 ** 6, True),
+    "calib_images": (True, 1, 10 ** 7, True),
     "seed": (True, 0, _I64, True),
     "drift_seed": (True, 0, _I64, True),
     "replication": (True, 1, None, True),

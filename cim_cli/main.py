@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from . import board_cmds, chip_cmds, flow_cmds, model_cmds, rtl_cmds, sweep_cmds
+from . import board_cmds, chip_cmds, flow_cmds, model_cmds, onnx_cmds, rtl_cmds, sweep_cmds
 from .common import Parser, UsageError, check_numbers
 
 
@@ -16,7 +16,8 @@ def build_parser() -> Parser:
                "mapping, RTL flows for the Yao 2020 mCNN.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    for commands in (model_cmds, chip_cmds, flow_cmds, rtl_cmds, sweep_cmds, board_cmds):
+    for commands in (model_cmds, chip_cmds, flow_cmds, rtl_cmds, sweep_cmds, board_cmds,
+                     onnx_cmds):
         commands.register(sub)
     return p
 

@@ -18,7 +18,13 @@ CALIB_IMAGES = 500
 
 
 def load_model(path=None):
-    return model_file.load_bundled(MCNN) if path is None else model_file.load(path, MCNN)
+    """The bundled mCNN, or a model file of any network (its network: :func:`network`)."""
+    return model_file.load_bundled(MCNN) if path is None else model_file.load_any(path)[1]
+
+
+def network(model):
+    """The network of a loaded model (the mCNN unless the file described another)."""
+    return model.net if model.net is not None else MCNN
 
 
 def calibration_images() -> np.ndarray:
@@ -27,12 +33,16 @@ def calibration_images() -> np.ndarray:
 
 
 def ideal_program(config: SystemConfig, model) -> tuple[Mapping, Program]:
-    mapping = map_network(config, MCNN)
+    mapping = map_network(config, network(model))
     return mapping, compile_model(model, mapping, calibration_images())
 
 
 def float_accuracy(model, images, labels) -> float:
-    return float_model.accuracy(MCNN, model.weights, images, labels)
+    from golden import net_float
+    net = network(model)
+    if net_float.uses(net):
+        return net_float.accuracy(net, net_float.model_params(model), images, labels)
+    return float_model.accuracy(net, model.weights, images, labels)
 
 
 def chip_accuracy(chip: program.Chip, images, labels, progress: bool = True,

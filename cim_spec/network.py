@@ -223,8 +223,7 @@ class Network:
                 if seen[layer.other] != shape:
                     raise ValueError(f"layer {layer.name!r} adds maps of shapes {shape} and "
                                      f"{seen[layer.other]}")
-                producer = self.layers[names_index(self, src)] if src is not None else None
-                if not isinstance(producer, (Conv, Dense)) or producer.relu:
+                if not self.is_signed(src):
                     raise ValueError(f"layer {layer.name!r}: the input of an add must be a "
                                      f"conv or dense layer with relu=false")
             else:
@@ -238,10 +237,9 @@ class Network:
             users = self.consumers(layer.name)
             if isinstance(layer, (Conv, Dense)) and not layer.relu and layer is not last:
                 if len(users) != 1 or not isinstance(self.layers[names_index(self, users[0])],
-                                                     Add) \
-                        or self.layers[names_index(self, users[0])].other == layer.name:
+                                                     Add):
                     raise ValueError(f"layer {layer.name!r} has relu=false: its only reader "
-                                     f"must be an add (as its input)")
+                                     f"must be an add")
             if layer is not last and not users:
                 raise ValueError(f"layer {layer.name!r}: its output is never read")
             if layer is last and users:
@@ -251,6 +249,15 @@ class Network:
 
     def weight_layers(self) -> list[Conv | Dense]:
         return [layer for layer in self.layers if isinstance(layer, (Conv, Dense))]
+
+    def is_signed(self, name: str | None) -> bool:
+        """Whether layer `name` outputs a signed map: a weight layer without ReLU (not the
+        logits), which only a residual add reads."""
+        if name is None:
+            return False
+        layer = self.layers[names_index(self, name)]
+        return isinstance(layer, (Conv, Dense)) and not layer.relu \
+            and layer is not self.layers[-1]
 
     def act_layers(self) -> list[str]:
         """Layers whose output is an unsigned activation map with its own scale: every weight

@@ -64,10 +64,12 @@ class Digital:
 
 def requant_layers(net) -> list[str]:
     """Layers with a requantization (M, S): every weight layer but the last, and every add
-    (which scales the map it adds; docs/datapath.md section 4)."""
+    whose other operand is an unsigned activation map (the add scales it to its own scale;
+    a signed operand is at that scale already; docs/datapath.md section 4)."""
     from .network import Add
     return [layer.name for layer in net.weight_layers()[:-1]] + \
-        [layer.name for layer in net.layers if isinstance(layer, Add)]
+        [layer.name for layer in net.layers
+         if isinstance(layer, Add) and not net.is_signed(layer.other)]
 
 
 @dataclass

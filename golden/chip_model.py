@@ -412,9 +412,10 @@ def _run_batch(chip: Chip, image: np.ndarray, ids: np.ndarray, trace: bool):
                 a = psum[:, 0, :]
             else:
                 m, s = dig.requant_mult[layer.name], dig.requant_shift[layer.name]
-                # Without ReLU the rescaled sum stays signed; the add that reads it clamps.
+                # Without ReLU the rescaled sum stays signed, A+1 bits with the sign, for the
+                # add that reads it.
                 q = requantize(psum, m, s, cfg).astype(act) if layer.relu else \
-                    rescale(psum, m, s)
+                    np.clip(rescale(psum, m, s), -cfg.act_max, cfg.act_max)
                 if isinstance(layer, Conv):
                     ho, wo = chip.mapping.layer(layer.name).out_hw
                     a = q.transpose(0, 2, 1).reshape(n, layer.out_ch, ho, wo)
@@ -424,8 +425,10 @@ def _run_batch(chip: Chip, image: np.ndarray, ids: np.ndarray, trace: bool):
             a = (max_pool if layer.mode == "max" else avg_pool)(a, layer.k, layer.stride,
                                                                  layer.ceil)
         elif isinstance(layer, Add):
-            other = rescale(outs[layer.other], dig.requant_mult[layer.name],
-                            dig.requant_shift[layer.name])
+            other = outs[layer.other]
+            if not net.is_signed(layer.other):   # an activation map: to the add's scale
+                other = rescale(other, dig.requant_mult[layer.name],
+                                dig.requant_shift[layer.name])
             a = np.clip(a + other, 0, cfg.act_max).astype(act)
         outs[layer.name] = a
     return a, ({k: v.copy() for k, v in outs.items()} if trace else {})

@@ -48,6 +48,8 @@ class TrainedModel:
     act_scales: dict[str, float]
     meta: dict = field(default_factory=dict)
     biases: dict[str, np.ndarray] = field(default_factory=dict)
+    # The network the model was loaded for (set by load; not stored apart from network_json).
+    net: Network | None = field(default=None, compare=False, repr=False)
 
     def quant_spec(self):
         """The :class:`golden.float_model.QuantSpec` of this model (frozen scales)."""
@@ -188,7 +190,7 @@ def load(path: str | Path, net: Network) -> TrainedModel:
     if unknown:
         raise ModelFileError(f"{path}: unexpected arrays {sorted(unknown)} (a model of "
                              f"another network?)")
-    model = TrainedModel(network, weights, wscales, ascales, meta, biases)
+    model = TrainedModel(network, weights, wscales, ascales, meta, biases, net)
     validate(model, net, str(path))
     return model
 

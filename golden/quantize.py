@@ -85,7 +85,7 @@ def compile_model(model, mapping: Mapping, calib_images: np.ndarray, *,
     mults = {n: 1 for n in rq}
     shifts = {n: 1 for n in rq}
     for layer in net.layers:
-        if isinstance(layer, Add):   # the map it adds, to its output's scale
+        if isinstance(layer, Add) and not net.is_signed(layer.other):   # to its scale
             mults[layer.name], shifts[layer.name] = requant_params(
                 scale_of(net, model, layer.other, s_input) / model.act_scales[layer.name])
     bias_int = {layer.name: (0,) * (layer.out_ch if isinstance(layer, Conv) else layer.n_out)

@@ -82,8 +82,11 @@ def run_image(chip, image, image_id: int = 0):
         if isinstance(layer, Pool):
             a = _pool(a, layer.k, layer.stride, layer.ceil, layer.mode)
         elif isinstance(layer, Add):
-            m, s = dig.requant_mult[layer.name], dig.requant_shift[layer.name]
             b = trace[layer.other]
+            if net.is_signed(layer.other):      # already at this add's scale
+                m, s = 2, 1                     # (2v + 1) >> 1 = v
+            else:
+                m, s = dig.requant_mult[layer.name], dig.requant_shift[layer.name]
             a = [[[min(max(a[c][y][x] + _round_shift(b[c][y][x], m, s), 0), top)
                    for x in range(len(a[0][0]))] for y in range(len(a[0]))]
                  for c in range(len(a))]
@@ -128,8 +131,8 @@ def run_image(chip, image, image_id: int = 0):
                 a = psums[0]
             else:
                 m, s = dig.requant_mult[layer.name], dig.requant_shift[layer.name]
-                # Without ReLU the rescaled sum stays signed (the add after it clamps).
-                lo, hi = (0, top) if layer.relu else (-(1 << 62), 1 << 62)
+                # Without ReLU the rescaled sum stays signed: -top..top (A bits and a sign).
+                lo, hi = (0, top) if layer.relu else (-top, top)
                 q = [[min(max(_round_shift(v, m, s), lo), hi) for v in ps] for ps in psums]
                 if isinstance(layer, Conv):
                     ho, wo = lm.out_hw

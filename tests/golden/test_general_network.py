@@ -17,7 +17,7 @@ RES = Network("res", (1, 9, 9), (
     Conv("B", 4, 4, 3, pad=1, bias=True, relu=False),
     Add("R", other="A"),
     Conv("D", 4, 6, 3, stride=2, pad=1, relu=False),
-    Conv("P", 4, 6, 1, stride=2, src="R", bias=True),
+    Conv("P", 4, 6, 1, stride=2, src="R", bias=True, relu=False),   # a signed shortcut
     Add("R2", other="P", src="D"),
     Pool("G", 2, 2, mode="avg"),
     Pool("M", 2, 1, ceil=False),

@@ -1,0 +1,50 @@
+"""`cim export` and `cim import`: the mCNN through ONNX and back evaluates the same; a graph
+the chip cannot compute is refused in one line with exit status 2."""
+
+import json
+from pathlib import Path
+
+from onnx import TensorProto, helper, numpy_helper
+
+from cim_cli.main import main
+from golden import data, model_file
+
+
+def test_export_import_eval_round_trip(tmp_path, capsys):
+    onnx_path, net = tmp_path / "mcnn.onnx", tmp_path / "mcnn.npz"
+    assert main(["export", "--out", str(onnx_path)]) == 0
+    assert main(["export", "--out", str(onnx_path)]) == 2          # exists, no --force
+    assert main(["import", str(onnx_path), "--out", str(net), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["network"]["name"] == "mcnn"
+    accs = []
+    for weights in ([], ["--weights", str(net)]):
+        assert main(["eval", "--stage", "quant", "--limit", "50", "--json", *weights]) == 0
+        accs.append(json.loads(capsys.readouterr().out)["accuracy"])
+    assert accs[0] == accs[1]
+    # Recalibrated on data: the file records what it was calibrated on.
+    again = tmp_path / "recal.npz"
+    assert main(["import", str(onnx_path), "--out", str(again), "--recalibrate", "--json"]) == 2
+    assert "--recalibrate needs" in capsys.readouterr().err
+    subset = Path(data.__file__).parent / "data" / "mnist_subset.npz"
+    assert main(["import", str(onnx_path), "--out", str(again), "--recalibrate", "--data",
+                 str(subset), "--calib-images", "300", "--json"]) == 0
+    cal = json.loads(capsys.readouterr().out)["calibration"]
+    assert cal["data"] == str(subset) and cal["images"] == 300 and cal["first"] == 300
+    assert model_file.load_any(again)[1].meta["calibration"] == cal
+
+
+def test_unsupported_operator_exits_2_with_one_line(tmp_path, capsys):
+    w = numpy_helper.from_array(__import__("numpy").ones((10, 784), "float32"), "w")
+    g = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["f"], name="flat"),
+         helper.make_node("Gemm", ["f", "w"], ["y"], name="fc", transB=1),
+         helper.make_node("Tanh", ["y"], ["z"], name="squash")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 28, 28])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 10])], [w])
+    p = tmp_path / "tanh.onnx"
+    p.write_bytes(helper.make_model(g).SerializeToString())
+    assert main(["import", str(p), "--out", str(tmp_path / "n.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "node 'squash' (Tanh)" in err
+    assert not (tmp_path / "n.npz").exists()
