@@ -28,7 +28,10 @@ from golden.float_model import (
     fake_quant_weight,
     images_to_input,
     softmax_xent,
+    weight_scale,
 )
+
+__all__ = ["A_LEVELS", "QuantSpec", "images_to_input", "weight_scale"]   # as float_model's
 
 
 def bias_key(name: str) -> str:
@@ -215,13 +218,15 @@ def loss_and_grads(net: Network, params, x, labels, quant: QuantSpec | None = No
         if layer.bias:
             grads[bias_key(layer.name)] = g.sum(axis=(0, 2, 3) if g.ndim == 4 else 0)
         if isinstance(layer, Conv):
-            g2 = g.transpose(0, 2, 3, 1).reshape(-1, len(w))
-            grads[layer.name] = (g2.T @ cols.reshape(len(g2), -1)).reshape(w.shape)
+            g2 = np.ascontiguousarray(g.transpose(0, 2, 3, 1)).reshape(-1, len(w))
+            # A contiguous left operand: numpy's matmul leaves BLAS for a strided one (~80x).
+            grads[layer.name] = (np.ascontiguousarray(g2.T) @ cols.reshape(len(g2), -1))\
+                .reshape(w.shape)
             if src is not None:
                 dcols = (g2 @ w.reshape(len(w), -1)).reshape(cols.shape)
                 send(src, _col2im(dcols, shape, layer.k, layer.stride, layer.pad))
         else:
-            grads[layer.name] = g.T @ cols
+            grads[layer.name] = np.ascontiguousarray(g.T) @ cols
             if src is not None:
                 send(src, (g @ w).reshape(shape))
     return loss, grads, logits

@@ -29,7 +29,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from tqdm import tqdm
 
 from cim_spec.network import Network
-from golden import float_model as fm
+from golden import float_model, net_float
 from golden.data import Mnist
 from golden.hwa import HwaNoise
 from golden.model_file import TrainedModel
@@ -85,8 +85,15 @@ def random_shift(images: np.ndarray, max_shift: int, rng: np.random.Generator) -
     return win[np.arange(n), dy, dx]
 
 
+def _fm(net: Network):
+    """The float model of `net`: golden.float_model for the mCNN-shaped networks (which gave
+    the bundled weights), golden.net_float for those with padding, stride, biases, adds."""
+    return net_float if net_float.uses(net) else float_model
+
+
 def _epoch(net, params, opt, images, labels, rng, *, batch, lr_at, step0, quant, shift,
            track: Callable[[dict], None] | None, desc, progress, mix=0.0) -> tuple[float, int]:
+    fm = _fm(net)
     order = rng.permutation(len(labels))
     n_batches = -(-len(order) // batch)
     bar = tqdm(range(n_batches), desc=desc, disable=not progress, leave=True,
@@ -126,11 +133,14 @@ def train(net: Network, data: Mnist, epochs: int = 20, seed: int = 0, *, qat_epo
     if epochs < 0 or qat_epochs < 0 or epochs + qat_epochs == 0:
         raise ValueError("need at least one epoch of training")
     log = log or (lambda s: None)
+    fm = _fm(net)
     t0 = time.time()
     rng = np.random.default_rng(seed)
     params = fm.init_params(net, seed=int(rng.integers(2**31)))
     if init is not None:
-        params = {k: np.array(init.weights[k], dtype=np.float32) for k in params}
+        params = {k: np.array(init.weights[k] if k in init.weights
+                              else init.biases[k.removesuffix(".bias")], dtype=np.float32)
+                  for k in params}
     images, labels = data.train_images, data.train_labels.astype(np.int64)
     n_batches = -(-len(labels) // batch_size)
 
@@ -209,8 +219,12 @@ def train(net: Network, data: Mnist, epochs: int = 20, seed: int = 0, *, qat_epo
         "act_rule": "a_q = clip(round(relu / s_a), 0, 255)",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    model = TrainedModel(net.name, {k: v.astype(np.float32) for k, v in params.items()},
-                         weight_scales, dict(act_scales), meta)
+    names = {layer.name for layer in net.weight_layers()}
+    model = TrainedModel(net.name, {k: v.astype(np.float32) for k, v in params.items()
+                                    if k in names},
+                         weight_scales, dict(act_scales), meta,
+                         {k.removesuffix(".bias"): v.astype(np.float32)
+                          for k, v in params.items() if k not in names}, net)
     if evaluate and data.n_test:
         meta.update(evaluate_model(net, model, data))
         log(f"test accuracy: float {meta['float_accuracy']:.4f}, "
@@ -221,8 +235,10 @@ def train(net: Network, data: Mnist, epochs: int = 20, seed: int = 0, *, qat_epo
 
 def evaluate_model(net: Network, model: TrainedModel, data: Mnist) -> dict:
     """Test-set accuracies of the float and the fake-quantized network."""
-    acc_f = fm.accuracy(net, model.weights, data.test_images, data.test_labels)
-    acc_q = fm.accuracy(net, model.weights, data.test_images, data.test_labels,
+    fm = _fm(net)
+    params = net_float.model_params(model) if fm is net_float else model.weights
+    acc_f = fm.accuracy(net, params, data.test_images, data.test_labels)
+    acc_q = fm.accuracy(net, params, data.test_images, data.test_labels,
                         model.quant_spec())
     return {"float_accuracy": round(acc_f, 6), "quant_accuracy": round(acc_q, 6),
             "test_images": int(data.n_test)}

@@ -1,0 +1,90 @@
+"""Train the networks shipped as ONNX files (golden/data/lenet5.onnx, golden/data/resnet8.onnx)
+on MNIST with the numpy trainer (golden/train.py), and write them with `cim export`'s writer.
+
+    python tools/train_onnx_nets.py --data /path/to/mnist [--epochs 3] [--qat-epochs 1]
+
+Short runs on purpose (a few epochs): the figures in docs/onnx.md are for these settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from threadpoolctl import threadpool_limits
+
+from cim_flows import onnx_io
+from cim_spec import files
+from cim_spec.network import Add, Conv, Dense, Network, Pool
+from golden import data, train
+
+# LeNet-5 (LeCun 1998) for 28 x 28 inputs: C1 padded to keep 28 x 28 as the 32 x 32 original
+# did; F5 and F6 narrowed from 120 / 84 to 64 / 48 outputs: a layer's outputs must fit one
+# array's 128 source lines (64 differential pairs) until the mapping splits outputs.
+LENET5 = Network("lenet5", (1, 28, 28), (
+    Conv("C1", 1, 6, 5, pad=2, bias=True), Pool("S2", 2, 2, mode="avg"),
+    Conv("C3", 6, 16, 5, bias=True), Pool("S4", 2, 2, mode="avg"),
+    Dense("F5", 400, 64, bias=True), Dense("F6", 64, 48, bias=True),
+    Dense("F7", 48, 10, bias=True)))
+
+# A small residual network: a stem, three basic blocks (the second and third with stride 2 and
+# a 1 x 1 projection shortcut), global average pooling and the logits layer.
+RESNET8 = Network("resnet8", (1, 28, 28), (
+    Conv("stem", 1, 8, 3, pad=1, bias=True),
+    Conv("b1c1", 8, 8, 3, pad=1, bias=True),
+    Conv("b1c2", 8, 8, 3, pad=1, bias=True, relu=False),
+    Add("b1add", other="stem"),
+    Conv("b2c1", 8, 16, 3, stride=2, pad=1, bias=True),
+    Conv("b2c2", 16, 16, 3, pad=1, bias=True, relu=False),
+    Conv("b2proj", 8, 16, 1, stride=2, bias=True, relu=False, src="b1add"),
+    Add("b2add", other="b2c2"),
+    Conv("b3c1", 16, 32, 3, stride=2, pad=1, bias=True),
+    Conv("b3c2", 32, 32, 3, pad=1, bias=True, relu=False),
+    Conv("b3proj", 16, 32, 1, stride=2, bias=True, relu=False, src="b2add"),
+    Add("b3add", other="b3c2"),
+    Pool("gap", 7, 7, mode="avg"),
+    Dense("fc", 32, 10, bias=True)))
+
+NETWORKS = {"lenet5": LENET5, "resnet8": RESNET8}
+OUT = Path(__file__).resolve().parents[1] / "golden" / "data"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--nets", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--qat-epochs", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--float-mix", type=float, default=0.0,
+                    help="weight of the float loss in the QAT epochs (0: QAT loss only)")
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--force", action="store_true")
+    args = ap.parse_args(argv)
+    d = data.load(args.data)
+    # One BLAS thread: the skinny products of numpy training lose far more to thread
+    # contention than they gain (measured 0.85 s against 2-6 s per batch on a busy machine).
+    with threadpool_limits(1):
+        for name in args.nets:
+            _one(args, d, name)
+    return 0
+
+
+def _one(args, d, name) -> None:
+    net = NETWORKS[name]
+    path = args.out / f"{name}.onnx"
+    files.check_output(path, {files.OTHER}, args.force)
+    model = train.train(net, d, epochs=args.epochs, qat_epochs=args.qat_epochs, lr=args.lr,
+                        float_mix=args.float_mix, progress=sys.stderr.isatty(),
+                        log=lambda s: print(s, file=sys.stderr))
+    files.write_bytes(path, onnx_io.to_onnx(net, model.weights, model.biases,
+                                            model.weight_scales, model.act_scales))
+    keys = ("float_accuracy", "quant_accuracy", "test_images", "train_seconds")
+    print(json.dumps({"net": name, "out": str(path), **{k: model.meta.get(k) for k in keys}}),
+          flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
