@@ -371,7 +371,7 @@ def load(path: str | Path) -> ChipState:
         raise ChipStateError(f"{where}: bad configuration: {e}") from None
     network = _read_network(m, where)
     try:
-        mapping = map_network(config, network)
+        mapping = map_network(config, network, _replicated(m))
     except ConfigError as e:
         raise ChipStateError(f"{where}: the configuration cannot map the network: {e}") from None
     if _need(m, "mapping", dict, where) != _jsonable(mapping.to_dict()):
@@ -422,6 +422,15 @@ def load(path: str | Path) -> ChipState:
     return ChipState(config, mapping, device, seed, state["g_us"], state["target"],
                      state["stuck"], state["gain"], state["pulses"], state["verified"],
                      state["levels"], digital, scales, history)
+
+
+def _replicated(m: dict):
+    """The conv layers the stored mapping replicates (named replication), or None (all)."""
+    layers = m.get("mapping", {}).get("layers") if isinstance(m.get("mapping"), dict) else None
+    if not isinstance(layers, list) or not all(isinstance(lm, dict) for lm in layers):
+        return None     # the comparison with the recomputed mapping reports it
+    names = [lm.get("name") for lm in layers if lm.get("kind") == "conv" and lm.get("replicated")]
+    return names if all(isinstance(n, str) for n in names) else None
 
 
 def _read_network(m: dict, where: str) -> Network:

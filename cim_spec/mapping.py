@@ -168,18 +168,17 @@ class Mapping:
         return json.dumps(self.to_dict(), indent=1)
 
 
-def _layer_maps(config: SystemConfig, net: Network) -> list[LayerMap]:
+def _layer_maps(config: SystemConfig, net: Network, replicate) -> list[LayerMap]:
     out = []
     for layer in net.weight_layers():
-        in_shape = net.input_shape_of(layer.name)
         out_shape = net.output_shape_of(layer.name)
         if isinstance(layer, Conv):
             per_ch = layer.k * layer.k
-            if per_ch > config.array_cols:
-                raise MappingError(
-                    f"layer {layer.name}: a {layer.k}x{layer.k} patch of one channel "
-                    f"({per_ch} inputs) exceeds the array's {config.array_cols} input lines")
-            n_in, chunk = layer.in_ch * per_ch, (config.array_cols // per_ch) * per_ch
+            # Whole channels per chunk where a channel's patch fits the bit lines; a larger
+            # patch (5 x 5 on 16 lines) is cut into chunks of array_cols inputs.
+            n_in = layer.in_ch * per_ch
+            chunk = (config.array_cols // per_ch) * per_ch if per_ch <= config.array_cols \
+                else config.array_cols
             n_out, hw = layer.out_ch, (out_shape[1], out_shape[2])
         else:
             n_in, chunk = layer.n_in, config.array_cols
@@ -189,7 +188,7 @@ def _layer_maps(config: SystemConfig, net: Network) -> list[LayerMap]:
                 f"layer {layer.name}: {n_out} outputs need {2 * n_out} source lines, more than "
                 f"the array's {config.array_rows}")
         positions = hw[0] * hw[1]
-        replicated = isinstance(layer, Conv)
+        replicated = isinstance(layer, Conv) and (replicate is None or layer.name in replicate)
         k = config.replication if replicated else 1
         if k > positions:
             raise MappingError(f"layer {layer.name}: replication={k} exceeds its {positions} "
@@ -197,9 +196,8 @@ def _layer_maps(config: SystemConfig, net: Network) -> list[LayerMap]:
         bounds = [(p * k // positions) for p in range(positions)]
         ranges = tuple((bounds.index(g), len(bounds) - bounds[::-1].index(g))
                        for g in range(k))
-        del in_shape
-        out.append(LayerMap(layer.name, "conv" if replicated else "dense", n_in, n_out, chunk,
-                            -(-n_in // chunk), positions, hw, replicated, ranges))
+        out.append(LayerMap(layer.name, "conv" if isinstance(layer, Conv) else "dense", n_in,
+                            n_out, chunk, -(-n_in // chunk), positions, hw, replicated, ranges))
     return out
 
 
@@ -257,23 +255,71 @@ def _pack(items: list[_Item], rows: int, limit: int, what: str):
                        f"fit in the {limit} PE(s) available for it")
 
 
-def map_network(config: SystemConfig, net: Network) -> Mapping:
-    """Map `net` onto the arrays of `config`, or raise MappingError saying why not."""
-    layers = _layer_maps(config, net)
-    conv_items, dense_items = [], []
+def _items(config: SystemConfig, layers: list[LayerMap]):
+    conv_items, shared_items = [], []
     for lm in layers:
         for c in range(lm.n_chunks):
             it = _Item(lm.name, c, 2 * lm.n_out, lm.positions / (config.replication
                                                                  if lm.replicated else 1))
-            (conv_items if lm.replicated else dense_items).append(it)
+            (conv_items if lm.replicated else shared_items).append(it)
+    return conv_items, shared_items
+
+
+def pes_needed(config: SystemConfig, net: Network, replicate=None) -> int:
+    """PEs the network needs at the configuration's array size and replication (the number
+    of PEs of `config` aside): the shared layers' PEs plus `replication` x one group's."""
+    layers = _layer_maps(config, net, _check_replicate(net, replicate))
+    conv_items, shared_items = _items(config, layers)
+    rows = config.array_rows
+    many = sum(it.rows for it in conv_items + shared_items) // rows + len(conv_items) + \
+        len(shared_items) + 1
+    n_shared = _pack(shared_items, rows, many, "")[0] if shared_items else 0
+    n_group = _pack(conv_items, rows, many, "")[0] if conv_items else 0
+    return n_shared + config.replication * n_group
+
+
+def _check_replicate(net: Network, replicate):
+    if replicate is None:
+        return None
+    convs = [layer.name for layer in net.weight_layers() if isinstance(layer, Conv)]
+    bad = sorted(set(replicate) - set(convs))
+    if bad:
+        raise MappingError(f"replicate: {bad} are not conv layers of {net.name!r} "
+                           f"(its conv layers: {convs})")
+    return tuple(n for n in convs if n in set(replicate))
+
+
+def map_network(config: SystemConfig, net: Network, replicate=None) -> Mapping:
+    """Map `net` onto the arrays of `config`, or raise MappingError saying why not.
+
+    `replicate` names the conv layers that get `config.replication` groups of PEs (default:
+    every conv layer); the other layers are shared, each block once."""
+    replicate = _check_replicate(net, replicate)
+    try:
+        return _map(config, net, replicate)
+    except MappingError as e:
+        try:
+            need = pes_needed(config, net, replicate)
+        except MappingError:
+            raise e from None
+        if need <= config.n_pe:
+            raise
+        raise MappingError(f"network {net.name!r} needs {need} PEs of {config.array_rows} x "
+                           f"{config.array_cols} at replication {config.replication}, the "
+                           f"configuration has {config.n_pe} ({e})") from None
+
+
+def _map(config: SystemConfig, net: Network, replicate) -> Mapping:
+    layers = _layer_maps(config, net, replicate)
+    conv_items, dense_items = _items(config, layers)
     k = config.replication
     n_dense, dense_place = (0, []) if not dense_items else _pack(
-        dense_items, config.array_rows, config.n_pe, "the dense layers")
+        dense_items, config.array_rows, config.n_pe, "the shared layers")
     room = config.n_pe - n_dense
     if conv_items:
         if room < k:
             raise MappingError(f"replication={k} needs at least {k} PEs for the conv groups, but "
-                               f"only {room} of {config.n_pe} are left after the dense layers")
+                               f"only {room} of {config.n_pe} are left after the shared layers")
         n_group, conv_place = _pack(conv_items, config.array_rows, room // k,
                                     f"one group of conv kernels (replication={k})")
     else:

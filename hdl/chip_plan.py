@@ -144,6 +144,11 @@ class ChipPlan:
 
 def _layer_sequence(net):
     """[(weight layer, pool window or 1)]; refuses what the gateware cannot sequence."""
+    if not net.is_sequential():
+        # Padding, stride, biases, residual adds, average and floor-mode pooling are in the
+        # golden model (docs/datapath.md) but not yet in the feeders, mergers and writers.
+        raise ChipPlanError(f"network {net.name!r}: the RTL does not yet support padding, "
+                            f"stride, biases, residual adds or average pooling")
     seq = []
     layers = list(net.layers)
     i = 0
@@ -178,6 +183,10 @@ def plan_chip(chip: Chip) -> ChipPlan:
     mapping, cfg, dig = chip.mapping, chip.config, chip.digital
     net = mapping.network
     seq = _layer_sequence(net)
+    shared = [lm.name for lm in mapping.layers if lm.kind == "conv" and not lm.replicated]
+    if shared:
+        raise ChipPlanError(f"conv layers {shared} are outside the replica groups (named "
+                            f"replication): the RTL's schedule does not support that yet")
     c0, h0, w0 = net.input_shape
     if c0 != 1:
         raise ChipPlanError(f"the RTL's image input takes single-channel images, the network "

@@ -294,3 +294,32 @@ def test_bad_config_and_device_and_digital(saved):
     bad["digital"]["requant_shift"]["C1"] = 0
     write_raw(saved, arrays, bad)
     refused(saved, "bad digital parameters: requant_shift\\[C1\\]")
+
+
+def test_a_residual_network_with_named_replication_round_trips(tmp_path):
+    from cim_spec.network import Add
+    res = Network("res", (1, 8, 8), (
+        Conv("A", 1, 4, 3, pad=1, bias=True), Conv("B", 4, 4, 3, pad=1, relu=False),
+        Add("R", other="A"), Pool("G", 2, 2, mode="avg"), Dense("F", 64, 3, bias=True)))
+    cfg = SystemConfig(n_pe=6, array_rows=32, array_cols=16, replication=2)
+    mapping = map_network(cfg, res, replicate=["B"])
+    rng = np.random.default_rng(3)
+    levels = {la.name: rng.integers(-7, 8, (weight_shape(la)[0],
+                                            int(np.prod(weight_shape(la)[1:]))))
+              for la in res.weight_layers()}
+    target = program.target_conductance(mapping, levels)
+    dig = program.Digital({n: 100 + i for i, n in enumerate(["A", "B", "F"])},
+                          {"A": 3000, "B": 2000, "R": 1500}, {"A": 12, "B": 12, "R": 12},
+                          bias={"A": (1, -2, 3, -4), "F": (5, 6, -7)})
+    prog = program.Program(levels, target, dig, 0.01, {n: 0.1 for n in levels},
+                           {n: 0.01 for n in levels})
+    state = transfer.program_chip(mapping, prog, device_params.load_preset("yao2020"), 2)
+    chipstate.save(state, tmp_path / "res")
+    back = chipstate.load(tmp_path / "res")
+    assert back.mapping.network == res and back.digital == state.digital
+    assert back.mapping.to_dict() == mapping.to_dict()
+    assert not back.mapping.layer("A").replicated and back.mapping.layer("B").replicated
+    # A bias of the wrong length is refused by the digital checks.
+    with pytest.raises(ValueError, match=r"bias\[F\] must be 3 integers"):
+        program.Digital(dig.adc_gain, dig.requant_mult, dig.requant_shift,
+                        bias={"A": (1, 2, 3, 4), "F": (1,)}).check(mapping)

@@ -48,9 +48,6 @@ def test_paper_counts():
 
 
 def test_unmappable_networks_are_refused():
-    big_kernel = Network("k5", (1, 12, 12), (Conv("C", 1, 2, 5), Dense("D", 128, 2)))
-    with pytest.raises(MappingError, match=r"5x5 patch of one channel \(25 inputs\) exceeds"):
-        map_network(SystemConfig(), big_kernel)
     wide = Network("w", (1, 4, 4), (Conv("C", 1, 70, 3), Dense("D", 280, 2)))
     with pytest.raises(MappingError, match="70 outputs need 140 source lines"):
         map_network(SystemConfig(), wide)
@@ -67,3 +64,30 @@ def test_smaller_arrays_need_more_pes():
     cfg = SystemConfig(array_rows=64, n_pe=16)
     m = map_network(cfg, MCNN)
     assert len(m.group_pes[0]) == 4 and len(m.shared_pes) == 4
+
+
+def test_a_patch_larger_than_the_bit_lines_is_cut_into_chunks():
+    big_kernel = Network("k5", (2, 12, 12), (Conv("C", 2, 2, 5), Dense("D", 128, 2)))
+    lm = map_network(SystemConfig(), big_kernel).layer("C")
+    assert (lm.n_in, lm.chunk_size, lm.n_chunks) == (50, 16, 4)
+    assert [lm.chunk_inputs(c) for c in range(4)] == [(0, 16), (16, 16), (32, 16), (48, 2)]
+
+
+def test_named_replication_and_the_pes_a_network_needs():
+    from cim_spec.mapping import pes_needed
+    cfg = SystemConfig(replication=3)
+    m = map_network(cfg, MCNN, replicate=["C1"])
+    assert m.layer("C1").replicated and not m.layer("C3").replicated
+    assert len(m.layer("C1").group_ranges) == 3 and m.layer("C3").group_ranges == ((0, 49),)
+    # Every (position, chunk) of C3 is read from its one shared copy per chunk.
+    assert {m.blocks[i].group for i in m.assign("C3").ravel()} == {0}
+    assert {m.blocks[i].pe for i in m.assign("C3").ravel()} <= set(m.shared_pes)
+    assert sorted({m.blocks[i].group for i in m.assign("C1").ravel()}) == [0, 1, 2]
+    with pytest.raises(MappingError, match=r"\['FC'\] are not conv layers"):
+        map_network(cfg, MCNN, replicate=["FC"])
+    # The mCNN at replication 4: 2 PEs for FC and 2 per conv group.
+    assert pes_needed(SystemConfig(replication=4), MCNN) == 10
+    with pytest.raises(MappingError, match=r"'mcnn' needs 10 PEs of 128 x 16 at replication 4, "
+                                           r"the configuration has 8"):
+        map_network(SystemConfig(replication=4), MCNN)
+    assert len(map_network(SystemConfig(replication=4, n_pe=10), MCNN).used_pes()) == 10
