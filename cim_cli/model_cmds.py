@@ -14,14 +14,28 @@ from .common import add_common, add_force, config_from, emit, load_data, note, r
 
 
 def cmd_map(args) -> int:
+    from cim_flows import stages
     from cim_spec.mapping import map_network
-    from cim_spec.network import MCNN
-    m = map_network(config_from(args), MCNN)
+    net = stages.network(stages.load_model(args.weights)) if args.weights else None
+    if net is None:
+        from cim_spec.network import MCNN
+        net = MCNN
+    m = map_network(config_from(args), net, replicate_names(args))
     if args.json:
         print(m.to_json())
     else:
         print(m.table())
     return 0
+
+
+def replicate_names(args):
+    """`--replicate A,B`: the conv layers to replicate (None: all of them)."""
+    if getattr(args, "replicate", None) is None:
+        return None
+    names = [n for n in args.replicate.split(",") if n]
+    if not names:
+        raise ConfigError("--replicate needs conv layer names, e.g. --replicate C1,C3")
+    return names
 
 
 def cmd_train(args) -> int:
@@ -186,8 +200,12 @@ def _write_run(out: Path, result: dict, state) -> None:
 
 
 def register(sub) -> None:
-    sp = sub.add_parser("map", help="print the mapping of the mCNN onto the PEs")
+    sp = sub.add_parser("map", help="print the mapping of a network onto the PEs")
     add_common(sp, data=False)
+    sp.add_argument("--weights", type=Path, help="model file of the network (default: the "
+                    "bundled mCNN; `cim import` writes one for an ONNX network)")
+    sp.add_argument("--replicate", metavar="LAYERS", help="comma-separated conv layers to "
+                    "replicate --replication times (default: every conv layer)")
     sp.set_defaults(func=cmd_map)
 
     sp = sub.add_parser("train", help="train the mCNN ex situ (quantization-aware)")
