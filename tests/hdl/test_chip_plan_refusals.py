@@ -1,0 +1,43 @@
+"""The RTL's plan refuses what its schedule cannot run yet: networks with padding, stride,
+biases, residual adds or average pooling (golden model only, docs/datapath.md section 4a),
+and conv layers outside the replica groups (named replication)."""
+
+import numpy as np
+import pytest
+
+from cim_spec import program
+from cim_spec.config import SystemConfig
+from cim_spec.mapping import map_network
+from cim_spec.network import MCNN, Add, Conv, Dense, Network, Pool
+from hdl.chip_plan import ChipPlanError, plan_chip
+
+
+def chip(net, cfg, replicate=None):
+    mapping = map_network(cfg, net, replicate)
+    rq = program.requant_layers(net)
+    names = [lm.name for lm in mapping.layers]
+    bias = {la.name: (0,) * (la.out_ch if isinstance(la, Conv) else la.n_out)
+            for la in net.weight_layers() if la.bias}
+    g = np.zeros((cfg.n_pe, cfg.array_rows, cfg.array_cols), np.int64)
+    dig = program.Digital({n: 1000 for n in names}, {n: 1 << 15 for n in rq},
+                          {n: 20 for n in rq}, bias=bias)
+    return program.Chip(mapping, g, dig)
+
+
+@pytest.mark.parametrize("net", [
+    Network("pad", (1, 8, 8), (Conv("A", 1, 2, 3, pad=1), Pool("P", 2, 2), Dense("F", 32, 3))),
+    Network("stride", (1, 9, 9), (Conv("A", 1, 2, 3, stride=2), Dense("F", 32, 3))),
+    Network("avg", (1, 8, 8), (Conv("A", 1, 2, 3), Pool("P", 2, 2, mode="avg"),
+                               Dense("F", 18, 3))),
+    Network("res", (1, 6, 6), (Conv("A", 1, 2, 3), Conv("B", 2, 2, 1, relu=False),
+                               Add("R", other="A"), Dense("F", 32, 3))),
+], ids=lambda n: n.name)
+def test_networks_beyond_the_rtl_are_refused(net):
+    with pytest.raises(ChipPlanError, match="does not yet support"):
+        plan_chip(chip(net, SystemConfig()))
+
+
+def test_shared_conv_layers_are_refused_and_the_mcnn_still_plans():
+    with pytest.raises(ChipPlanError, match=r"\['C3'\] are outside the replica groups"):
+        plan_chip(chip(MCNN, SystemConfig(replication=3), replicate=["C1"]))
+    assert plan_chip(chip(MCNN, SystemConfig(replication=3))).layers
