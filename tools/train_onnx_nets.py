@@ -30,7 +30,9 @@ LENET5 = Network("lenet5", (1, 28, 28), (
     Dense("F7", 48, 10, bias=True)))
 
 # A small residual network: a padded stem and a max-pool to 14 x 14, two basic blocks (the
-# second with stride 2 and a 1 x 1 projection shortcut), global average pooling, the logits.
+# second with stride 2 and a 1 x 1 projection shortcut), a 2 x 2 average pool (ceil mode: 7 x 7
+# to 4 x 4) and the logits layer. (Global average pooling instead reached 95% after two epochs:
+# too little for 16 channels.)
 RESNET6 = Network("resnet6", (1, 28, 28), (
     Conv("stem", 1, 8, 3, pad=1, bias=True),
     Pool("pool", 2, 2),
@@ -41,8 +43,8 @@ RESNET6 = Network("resnet6", (1, 28, 28), (
     Conv("b2c2", 16, 16, 3, pad=1, bias=True, relu=False),
     Conv("b2proj", 8, 16, 1, stride=2, bias=True, relu=False, src="b1add"),
     Add("b2add", other="b2c2"),
-    Pool("gap", 7, 7, mode="avg"),
-    Dense("fc", 16, 10, bias=True)))
+    Pool("avg", 2, 2, mode="avg"),
+    Dense("fc", 256, 10, bias=True)))
 
 NETWORKS = {"lenet5": LENET5, "resnet6": RESNET6}
 OUT = Path(__file__).resolve().parents[1] / "golden" / "data"
