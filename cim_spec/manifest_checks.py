@@ -92,7 +92,7 @@ def _check_history(history: list, where: str) -> None:
             raise ChipStateError(f"{where}: manifest {at} must be an object, got "
                                  f"{type(entry).__name__}")
         stage = entry.get("stage")
-        if stage not in HISTORY_FIELDS:
+        if not isinstance(stage, str) or stage not in HISTORY_FIELDS:   # a list is unhashable
             raise ChipStateError(f"{where}: manifest {at}.stage is {stage!r}, not one of "
                                  f"{sorted(HISTORY_FIELDS)}")
         fields = HISTORY_FIELDS[stage]
