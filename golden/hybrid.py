@@ -92,7 +92,7 @@ def fc_cells(state: ChipState) -> tuple[np.ndarray, np.ndarray]:
 def fc_inputs(state: ChipState, images, image_ids, progress: bool = False) -> np.ndarray:
     """The FC layer's input vectors (N, n_in) uint8, as the chip computes them."""
     net = state.mapping.network
-    prev = net.layers[net.layers.index(net.weight_layers()[-1]) - 1].name
+    prev = net.source(net.layers.index(net.weight_layers()[-1]))   # the layer it reads
     chip = state.chip
     out = []
     step = 1000
@@ -109,8 +109,10 @@ def fc_inputs(state: ChipState, images, image_ids, progress: bool = False) -> np
 def fc_logits(chip: program.Chip, x: np.ndarray, image_ids: np.ndarray) -> np.ndarray:
     """Integer logits of FC inputs x (N, n_in) on the chip (golden integer model)."""
     wl = chip.mapping.network.weight_layers()
-    return chip_model.layer_psums(chip, len(wl) - 1, wl[-1].name, x[:, None, :],
+    psum = chip_model.layer_psums(chip, len(wl) - 1, wl[-1].name, x[:, None, :],
                                   np.asarray(image_ids, dtype=np.int64))[:, 0, :]
+    bias = chip.digital.bias.get(wl[-1].name)      # imported networks' logits have a bias
+    return psum if bias is None else psum + np.asarray(bias, dtype=np.int64)
 
 
 def softmax_grad(logits_float: np.ndarray, labels: np.ndarray) -> np.ndarray:

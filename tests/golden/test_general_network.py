@@ -129,3 +129,14 @@ def test_compiled_residual_network_follows_its_float_model(tmp_path):
     # The chip's logits follow the float model's within a few percent of their range.
     err = np.abs(logits - ref).max() / np.abs(ref).max()
     assert err < 0.1, err
+
+
+def test_hybrid_training_logits_include_the_bias():
+    from golden import hybrid
+    rng = np.random.default_rng(9)
+    chip = random_chip(RES, SystemConfig(), rng, noise=500)
+    images = rng.integers(0, 256, size=(4, 9, 9)).astype(np.uint8)
+    ids = np.arange(4) + 11
+    run = chip_model.run(chip, images, image_ids=ids, trace=True)
+    x = run.trace["M"].reshape(4, -1).astype(np.uint8)     # what F reads
+    assert np.array_equal(hybrid.fc_logits(chip, x, ids), run.logits)
