@@ -9,10 +9,11 @@ cycles are `PEParams.adc_cycles` (docs/pe.md, "Timing").
 from __future__ import annotations
 
 from amaranth import Array, Module, Mux, Signal
+from amaranth.hdl import Assert
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from . import layouts
+from . import checks, layouts
 from .params import CrossbarForm, PEParams, check_form
 
 
@@ -45,7 +46,7 @@ class AdcBank(wiring.Component):
 
     def elaborate(self, platform):
         if self.form is CrossbarForm.AMARANTH:
-            return self.elaborate_shared()
+            return self.elaborate_shared(platform)
         m = Module()
         p = self.p
         held = Signal(layouts.currents(p))
@@ -82,9 +83,18 @@ class AdcBank(wiring.Component):
                                 convert(held.current[line], held.ctx.gain, p))
                 with m.If(rnd + 1 >= n_rounds):
                     m.d.sync += [converting.eq(0), self.o.valid.eq(1)]
+        if checks.enabled(platform):
+            checks.stream_contract(m, self.o, name="adc.o")
+            m.d.comb += [Assert(~(converting & self.o.valid), "adc: codes overwritten"),
+                         Assert(timer < p.adc_conv_cycles, "adc: timer out of range")]
+            with m.If(converting):
+                m.d.comb += Assert((rnd < n_rounds) | (rnd == 0), "adc: round out of range")
+            with m.If(self.i.valid):
+                m.d.comb += checks.on_input(platform)(
+                    self.i.payload.ctx.n_lines <= p.max_lines, "adc: more lines than max_lines")
         return m
 
-    def elaborate_shared(self):
+    def elaborate_shared(self, platform=None):
         """The FPGA form: `gain_mults` multipliers; on cycle t of a conversion multiplier j
         takes line t*gain_mults + j into its product register, whose code is written the
         next cycle. The codes are handed on after max(modelled rounds, groups + 1) cycles."""
@@ -138,4 +148,12 @@ class AdcBank(wiring.Component):
                                         clamp(products[j], p))
             with m.If(t + 1 >= need):
                 m.d.sync += [converting.eq(0), self.o.valid.eq(1)]
+        if checks.enabled(platform):
+            checks.stream_contract(m, self.o, name="adc.o")
+            m.d.comb += Assert(~(converting & self.o.valid), "adc: codes overwritten")
+            with m.If(self.i.valid):
+                m.d.comb += checks.on_input(platform)(
+                    n_lines <= p.max_lines, "adc: more lines than max_lines")
+            with m.If(converting):
+                m.d.comb += Assert(t < need, "adc: conversion overran")
         return m

@@ -20,7 +20,7 @@ from amaranth import ClockSignal, Const, Instance, Module, ResetSignal, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from . import layouts
+from . import checks, layouts
 from .crossbar_fpga import emulate
 from .params import CrossbarForm, PEParams, check_form
 
@@ -68,6 +68,8 @@ class Crossbar(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        if checks.enabled(platform):
+            checks.stream_contract(m, self.o, name="crossbar.o")
         if self.form is CrossbarForm.AMARANTH:
             emulate(m, self)
             return m

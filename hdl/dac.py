@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from amaranth import Cat, Module, Signal
+from amaranth.hdl import Assert
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from . import layouts
+from . import checks, layouts
 from .params import PEParams
 
 
@@ -63,4 +64,9 @@ class DacDriver(wiring.Component):
                 m.d.sync += [k.eq(0), active.eq(0)]
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [req.eq(self.i.payload), active.eq(1), k.eq(0), timer.eq(0)]
+        if checks.enabled(platform):
+            checks.stream_contract(m, self.o, name="dac.o")
+            m.d.comb += [Assert(k < p.input_bits, "dac: slot index out of range"),
+                         Assert(timer < p.pulse_cycles, "dac: pulse timer out of range"),
+                         Assert(active | ((k == 0) & (timer == 0)), "dac: idle mid-vector")]
         return m

@@ -13,7 +13,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from . import layouts, noise
+from . import checks, layouts, noise
 from .chip_plan import ChipPlan
 
 
@@ -172,6 +172,8 @@ class Feeder(wiring.Component):
                         m.next = "POSITION"
                     with m.Else():
                         m.next = "LOAD"
+        if checks.enabled(platform):
+            checks.stream_contract(m, self.req, name="feeder.req")
         return m
 
     def _request(self, m, req, entry, first, last, window, pos):

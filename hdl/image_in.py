@@ -4,10 +4,12 @@ image loads while the chip still reads the current one."""
 from __future__ import annotations
 
 from amaranth import Module, Signal
+from amaranth.hdl import Assert
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from . import checks
 from .chip_plan import Buffer
 
 
@@ -62,4 +64,9 @@ class ImageInput(wiring.Component):
                 m.d.sync += [wp.eq(0), full.bit_select(wb, 1).eq(1), wb.eq(~wb)]
         with m.If(self.release):
             m.d.sync += [full.bit_select(rb, 1).eq(0), rb.eq(~rb)]
+        if checks.enabled(platform):
+            m.d.comb += Assert(wp < depth, "image input: pixel address out of range")
+            with m.If(self.release):
+                m.d.comb += checks.on_input(platform)(self.avail,
+                                                      "image input: released an empty bank")
         return m

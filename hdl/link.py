@@ -9,11 +9,15 @@ uses the payload bytes must hold them until `ok`: a frame is valid only as a who
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from cim_spec import link
+
+from . import checks
 
 
 def _crc_step(crc: int, byte: int) -> int:
@@ -200,4 +204,8 @@ class FrameTx(wiring.Component):
                 with m.If(send):
                     m.next = "IDLE"
             m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        if checks.enabled(platform):
+            # The byte to the UART is a stream without the stream signature.
+            checks.stream_contract(m, SimpleNamespace(valid=self.valid, ready=self.ready,
+                                                      payload=self.data), name="frame_tx")
         return m

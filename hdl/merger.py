@@ -12,7 +12,7 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from . import layouts
+from . import checks, layouts
 from .chip_plan import ChipPlan
 from .pool import pool_write
 
@@ -165,6 +165,11 @@ class Merger(wiring.Component):
                     with m.If(port.ready):
                         advance()
                         m.next = "COLLECT"
+        if checks.enabled(platform):
+            for d, port in enumerate(self.wr):
+                checks.stream_contract(m, port, name=f"merger.wr{d}")
+            if self.logits_layer is not None:
+                checks.stream_contract(m, self.logits, name="merger.logits")
         return m
 
     def _requantize(self, m, active, acc, ch, word, n_out, prod, pch, pvalid):

@@ -6,7 +6,7 @@ from amaranth import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from . import layouts
+from . import checks, layouts
 from .params import PEParams
 
 
@@ -48,4 +48,6 @@ class ShiftAdd(wiring.Component):
                     m.d.sync += self.o.payload[o].eq(new)
             with m.If(done):
                 m.d.sync += self.o.valid.eq(1)
+        if checks.enabled(platform):
+            checks.stream_contract(m, self.o, name="shift_add.o")
         return m
