@@ -29,7 +29,7 @@ def main():
     sources = build.generate(PE(p, init=g, form=CrossbarForm.VERILOG), "pe", build_dir)
     t_gen = time.perf_counter() - t0
     t0 = time.perf_counter()
-    runner.build(sources, "pe", build_dir)
+    runner.build(sources, "pe", build_dir, asserts=False)   # as generated: no assertions
     t_build = time.perf_counter() - t0
     runner.test("pe", "testbench.pe_bench_tests", build_dir,
                 env={"CIM_BENCH_CYCLES": args.cycles, "CIM_BENCH_NOISE": args.noise})

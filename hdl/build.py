@@ -15,15 +15,19 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
+from . import checks
 from .crossbar import BEHAVIORAL_SOURCE, BLACKBOX_SOURCE
 from .params import CrossbarForm, check_form
 
 WAIVERS = Path(__file__).resolve().parent / "verilator_waivers.vlt"
 
 
-def verilog_text(component, name: str) -> str:
-    """The component's Verilog; no source locations, so the text depends only on the design."""
-    return verilog.convert(component, name=name, emit_src=False)
+def verilog_text(component, name: str, asserts: bool = False) -> str:
+    """The component's Verilog; no source locations, so the text depends only on the design.
+    With `asserts` the blocks' invariants are in it as SystemVerilog immediate assertions
+    (hdl/checks.py): for simulators only, as yosys's plain Verilog reader refuses them."""
+    return verilog.convert(component, name=name, emit_src=False,
+                           platform=checks.ASSERTS if asserts else None)
 
 
 @contextmanager
@@ -49,12 +53,13 @@ def write_if_changed(path: Path, text: str) -> bool:
 
 
 def generate(component, name: str, out_dir: Path,
-             form: CrossbarForm = CrossbarForm.VERILOG) -> list[Path]:
-    """Write `<name>_gen.v` and return the Verilog sources a simulator or synthesizer needs."""
+             form: CrossbarForm = CrossbarForm.VERILOG, asserts: bool = False) -> list[Path]:
+    """Write `<name>_gen.v` and return the Verilog sources a simulator or synthesizer needs
+    (`asserts`: with the invariants, for verification builds)."""
     out_dir = Path(out_dir)
     with locked(out_dir):
         path = out_dir / f"{name}_gen.v"
-        write_if_changed(path, verilog_text(component, name))
+        write_if_changed(path, verilog_text(component, name, asserts))
     return [path, *macro_sources(form)]
 
 

@@ -44,7 +44,7 @@ def build_board(chip: program.Chip, divisor: int = SIM_DIVISOR) -> Path:
     sources = [build_dir / f"{TOPLEVEL}_gen.v", *build.macro_sources(CrossbarForm.VERILOG)]
     if not stamp.exists():
         sources = build.generate(board_top(chip, divisor), TOPLEVEL, build_dir,
-                                 CrossbarForm.VERILOG)
+                                 CrossbarForm.VERILOG, asserts=True)
         stamp.write_text("")
     runner.build(sources, TOPLEVEL, build_dir, quiet=True)
     return build_dir

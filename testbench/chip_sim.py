@@ -48,9 +48,10 @@ def chip_digest(chip: program.Chip, form: CrossbarForm) -> str:
 
 def generate(chip: program.Chip, out_dir: Path,
              form: CrossbarForm = CrossbarForm.VERILOG) -> list[Path]:
-    """Write the chip's simulation top (harness + chip) and return its Verilog sources."""
+    """Write the chip's simulation top (harness + chip), with the RTL's assertions, and
+    return its Verilog sources."""
     harness = SimHarness(plan_chip(chip), form)
-    return [*build.generate(harness, TOPLEVEL, out_dir, form), LOADER_SOURCE]
+    return [*build.generate(harness, TOPLEVEL, out_dir, form, asserts=True), LOADER_SOURCE]
 
 
 def build_chip(chip: program.Chip, build_dir: Path | None = None,

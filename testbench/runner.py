@@ -29,14 +29,21 @@ def setup_env() -> None:
     os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
 
 
-BUILD_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
+BUILD_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast",
               "--no-public-flat-rw", "--public-depth", "1"]
 
 
+def build_args(asserts: bool) -> list[str]:
+    """Verilator checks immediate assertions unless told not to; a failing one stops the
+    simulation ($stop), which fails the running cocotb test. Benchmarks build without."""
+    return BUILD_ARGS if asserts else [*BUILD_ARGS, "--no-assert"]
+
+
 def build(sources, toplevel: str, build_dir: Path, waves: bool = False,
-          quiet: bool = False) -> None:
+          quiet: bool = False, asserts: bool = True) -> None:
     """Compile with Verilator (make skips it when nothing changed); `quiet` logs to
-    build.log in the build directory instead of the terminal."""
+    build.log in the build directory instead of the terminal. `asserts` keeps the
+    assertions of the generated Verilog (hdl.build.generate(..., asserts=True)) checked."""
     setup_env()
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -45,7 +52,8 @@ def build(sources, toplevel: str, build_dir: Path, waves: bool = False,
     # others then find it up to date. The lock is not the one generation takes.
     with locked(build_dir, ".build.lock"):
         runner.build(sources=[VerilatorControlFile(WAIVERS), *map(str, sources)],
-                     hdl_toplevel=toplevel, build_dir=build_dir, build_args=BUILD_ARGS,
+                     hdl_toplevel=toplevel, build_dir=build_dir,
+                     build_args=build_args(asserts),
                      waves=waves, always=False,
                      log_file=build_dir / "build.log" if quiet else None)
 
@@ -60,11 +68,16 @@ def test(toplevel: str, test_module: str, build_dir: Path, env: dict | None = No
     from cocotb_tools.runner import get_results
     setup_env()
     test_dir = Path(test_dir or build_dir)
-    results = get_runner("verilator").test(
-        hdl_toplevel=toplevel, hdl_toplevel_lang="verilog", test_module=test_module,
-        build_dir=build_dir, test_dir=test_dir,
-        extra_env={k: str(v) for k, v in (env or {}).items()}, testcase=testcase, waves=waves,
-        log_file=test_dir / "sim.log" if quiet else None)
+    try:
+        results = get_runner("verilator").test(
+            hdl_toplevel=toplevel, hdl_toplevel_lang="verilog", test_module=test_module,
+            build_dir=build_dir, test_dir=test_dir,
+            extra_env={k: str(v) for k, v in (env or {}).items()}, testcase=testcase,
+            waves=waves, log_file=test_dir / "sim.log" if quiet else None)
+    except RuntimeError as exc:
+        # A failing RTL assertion stops the simulator ($stop) with a non-zero exit status.
+        raise AssertionError(f"the simulation of {test_module} stopped ({exc}); a failed "
+                             f"assertion is reported in its log (in {test_dir})") from exc
     total, failed = get_results(results)
     if failed:
         raise AssertionError(f"{failed} of {total} cocotb tests failed in {test_module} "

@@ -47,7 +47,7 @@ def prepare(name: str, seed: int = 1):
     build_dir = runner.BUILD_ROOT / f"pe_{name}_{build.digest(p, g.tobytes(), form.value)}"
     # The array's codes are elaborated into the Verilog (the macro's INIT parameter, or the
     # emulation's memory contents).
-    sources = build.generate(PE(p, init=g, form=form), "pe", build_dir, form)
+    sources = build.generate(PE(p, init=g, form=form), "pe", build_dir, form, asserts=True)
     meta = dict(config=cfg.to_dict(), params=p.__dict__, seed=seed, gap=0.15, stall=0.25,
                 form=form.value)
     np.savez(build_dir / "stimulus.npz", g=g, meta=json.dumps(meta),
