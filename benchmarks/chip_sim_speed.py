@@ -2,6 +2,10 @@
 cycles per second of wall time and of the simulator's own CPU time.
 
     python benchmarks/chip_sim_speed.py [--images N] [--replication R] [--noise RN]
+                                        [--no-asserts]
+
+Verification builds check the RTL's assertions (docs/verification.md); `--no-asserts` builds
+without them, to measure what they cost.
 """
 
 import argparse
@@ -23,6 +27,8 @@ def main():
     ap.add_argument("--replication", type=int, default=3)
     ap.add_argument("--noise", type=int, default=0, help="read-noise amplitude")
     ap.add_argument("--shards", type=int, default=1)
+    ap.add_argument("--no-asserts", dest="asserts", action="store_false",
+                    help="build without the RTL's assertions")
     args = ap.parse_args()
     cfg = SystemConfig(replication=args.replication)
     mapping, prog = stages.ideal_program(cfg, stages.load_model())
@@ -32,14 +38,16 @@ def main():
     base = data.load_bundled().test_images
     images = np.resize(base, (args.images, *base.shape[1:]))
     t0 = time.perf_counter()
-    rtl_sim.build_chip(chip)
+    rtl_sim.build_chip(chip, asserts=args.asserts)
     t_build = time.perf_counter() - t0
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    res = rtl_sim.simulate(chip, images, shards=args.shards, progress=False)
+    res = rtl_sim.simulate(chip, images, shards=args.shards, progress=False,
+                           asserts=args.asserts)
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     cycles = res.cycles_per_image * res.images
-    print(f"build (cached if unchanged): {t_build:.1f} s")
+    print(f"build (cached if unchanged), assertions {'on' if args.asserts else 'off'}: "
+          f"{t_build:.1f} s")
     print(f"{res.images} images, replication {args.replication}, {args.shards} shard(s): "
           f"{res.bitexact} bit-exact, {res.cycles_per_image:.0f} cycles/image")
     print(f"wall: {res.sim_seconds:.1f} s = {res.sim_images_per_s:.1f} images/s = "

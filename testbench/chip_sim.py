@@ -46,28 +46,30 @@ def chip_digest(chip: program.Chip, form: CrossbarForm) -> str:
                         runner.package_digest(hdl, cim_spec))
 
 
-def generate(chip: program.Chip, out_dir: Path,
-             form: CrossbarForm = CrossbarForm.VERILOG) -> list[Path]:
-    """Write the chip's simulation top (harness + chip), with the RTL's assertions, and
-    return its Verilog sources."""
+def generate(chip: program.Chip, out_dir: Path, form: CrossbarForm = CrossbarForm.VERILOG,
+             asserts: bool = True) -> list[Path]:
+    """Write the chip's simulation top (harness + chip), with the RTL's assertions unless
+    told otherwise (benchmarks), and return its Verilog sources."""
     harness = SimHarness(plan_chip(chip), form)
-    return [*build.generate(harness, TOPLEVEL, out_dir, form, asserts=True), LOADER_SOURCE]
+    return [*build.generate(harness, TOPLEVEL, out_dir, form, asserts=asserts), LOADER_SOURCE]
 
 
 def build_chip(chip: program.Chip, build_dir: Path | None = None,
-               waves: bool = False) -> tuple[Path, float]:
-    """Generate and compile (cached by content); returns the build directory and seconds."""
+               waves: bool = False, asserts: bool = True) -> tuple[Path, float]:
+    """Generate and compile (cached by content); returns the build directory and seconds.
+    `asserts=False` (benchmarks only) leaves the RTL's assertions out."""
     build_dir = Path(build_dir or runner.BUILD_ROOT /
-                     f"chip_{chip_digest(chip, CrossbarForm.VERILOG)}{'_waves' if waves else ''}")
+                     f"chip_{chip_digest(chip, CrossbarForm.VERILOG)}{'_waves' if waves else ''}"
+                     f"{'' if asserts else '_noassert'}")
     t0 = time.perf_counter()
     stamp = build_dir / "generated.ok"
     if stamp.exists():   # the directory name is the digest of everything that went in
         sources = [build_dir / f"{TOPLEVEL}_gen.v", *build.macro_sources(CrossbarForm.VERILOG),
                    LOADER_SOURCE]
     else:
-        sources = generate(chip, build_dir)
+        sources = generate(chip, build_dir, asserts=asserts)
         stamp.write_text("")
-    runner.build(sources, TOPLEVEL, build_dir, waves=waves, quiet=True)
+    runner.build(sources, TOPLEVEL, build_dir, waves=waves, quiet=True, asserts=asserts)
     return build_dir, time.perf_counter() - t0
 
 
@@ -161,9 +163,10 @@ def golden_logits(chip: program.Chip, images: np.ndarray, ids: np.ndarray,
 def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: int = 1,
              waves: bool = False, progress: bool = True,
              golden: program.Chip | None = None, pauses: int | None = None,
-             writes=None) -> SimResult:
-    """Run `images` through the RTL; the testbench's scoreboard compares every logit with
-    the golden model of `golden` (by default the same chip).
+             writes=None, asserts: bool = True) -> SimResult:
+    """Run `images` through the RTL (with its assertions; `asserts=False` for benchmarks);
+    the testbench's scoreboard compares every logit with the golden model of `golden` (by
+    default the same chip).
 
     `pauses` (a seed) turns on random traffic: idle cycles between load beats, gaps between
     images, back-pressure bursts on the result port, monitors on every handshake. `writes`
@@ -176,7 +179,7 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
     n = len(images)
     ids = np.arange(n, dtype=np.int64) if image_ids is None else np.asarray(image_ids, np.int64)
     writes = check_writes(chip, writes, n)
-    build_dir, build_s = build_chip(chip, waves=waves)
+    build_dir, build_s = build_chip(chip, waves=waves, asserts=asserts)
     plan = plan_chip(chip)
     meta = job_meta(plan, chip, pauses)
     gold = golden_logits(golden or chip, images, ids, writes)
