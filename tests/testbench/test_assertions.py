@@ -36,3 +36,12 @@ def test_a_failing_assertion_fails_the_cocotb_test(tmp_path):
         run_dac(DroppingDac, tmp_path)
     log = (tmp_path / "sim.log").read_text()
     assert "dac.o: valid withdrawn before ready" in log, log[-2000:]
+
+
+def test_only_verification_builds_carry_assertions(tmp_path):
+    """Synthesis and the exported Verilog read plain Verilog, which has no `assert`: the
+    assertions are in the text only when asked for."""
+    plain = build.verilog_text(DacDriver(TINY), "dac")
+    checked = build.verilog_text(DacDriver(TINY), "dac", asserts=True)
+    assert "assert" not in plain
+    assert checked.count("assert (") >= 5 and "dac.o: valid withdrawn before ready" in checked
