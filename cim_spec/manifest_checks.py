@@ -81,6 +81,11 @@ HISTORY_FIELDS = {
     # images it read, and the ADC gains it set (also in `digital`, the ones in use).
     "compensated": {"age_s": _NONNEG, "images": _INT1, "gains": _GAINS},
 }
+# Fields an entry may have: where hybrid training's forward passes ran, when not on the golden
+# model (`cim hybrid --on`; the arrays are the same either way, docs/device.md section 4).
+OPTIONAL_HISTORY_FIELDS = {
+    "hybrid": {"on": (lambda v: v in ("rtl", "board"), "'rtl' or 'board'")},
+}
 TOP_FIELDS = ("schema", "schema_version", "network", "stage", "seed", "config", "mapping",
               "device", "digital", "scales", "history", "arrays", "checksum")
 
@@ -96,9 +101,11 @@ def _check_history(history: list, where: str) -> None:
             raise ChipStateError(f"{where}: manifest {at}.stage is {stage!r}, not one of "
                                  f"{sorted(HISTORY_FIELDS)}")
         fields = HISTORY_FIELDS[stage]
-        _exact_keys(entry, ["stage", *fields], where, at)
-        for k, (ok, what) in fields.items():
-            if not ok(entry[k]):
+        optional = OPTIONAL_HISTORY_FIELDS.get(stage, {})
+        _exact_keys({k: v for k, v in entry.items() if k not in optional},
+                    ["stage", *fields], where, at)
+        for k, (ok, what) in [*fields.items(), *optional.items()]:
+            if k in entry and not ok(entry[k]):
                 raise ChipStateError(f"{where}: manifest {at}.{k} must be {what}, got "
                                      f"{entry[k]!r}")
 

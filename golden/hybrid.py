@@ -124,61 +124,114 @@ def softmax_grad(logits_float: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return p / len(labels)
 
 
+class Trainer:
+    """The host's side of hybrid training, one mini-batch at a time, whatever computes the
+    forward passes (the golden model in `train`, the chip's RTL or a board in cim_flows):
+
+        for idx in trainer.batches():           # indices into the training images
+            logits, x = <the chip's logits and FC inputs of images[idx], ids trainer.ids[idx]>
+            cells = trainer.step(idx, logits, x)  # flat indices of the cells pulsed
+            <write trainer.codes()[cells] into the chip>
+        new_state, report = trainer.result()
+
+    The draws (shuffling, pulse noise) come from one generator in a fixed order, so the same
+    logits and inputs give the same state bit for bit."""
+
+    def __init__(self, state: ChipState, labels, params: HybridParams = HybridParams()):
+        labels = np.asarray(labels, dtype=np.int64)
+        if len(labels) == 0:
+            raise ConfigError("hybrid training needs at least one labelled image")
+        self.state, self.labels, self.params = state, labels, params
+        cfg = state.config
+        self.name = fc_name(state)
+        self.ids = TRAIN_ID_BASE + np.arange(len(labels), dtype=np.int64)
+        self.input_scale = state.scales["input_scales"][self.name]
+        # Wanted float-weight change -> wanted differential conductance change (uS).
+        self.us_per_weight = cfg.state_step_us / state.scales["weight_scales"][self.name]
+        self.pos, self.neg = fc_cells(state)
+        self.g = state.g_us.reshape(-1).copy()
+        self.stuck, self.gain = state.stuck.reshape(-1), state.gain.reshape(-1)
+        self.pulses = state.pulses.reshape(-1).copy()
+        self.acc = np.zeros(self.pos.shape)
+        self.rng = np.random.default_rng([HYBRID_STREAM, state.seed, params.seed])
+        self.fired = self.saturated = 0
+        self.train_acc: list[float] = []
+        self.n_batches = -(-len(labels) // params.batch)
+
+    def batches(self):
+        """The mini-batches in training order: each epoch a new permutation."""
+        n = len(self.labels)
+        for _ in range(self.params.epochs):
+            order = self.rng.permutation(n)
+            self._correct = 0
+            for s in range(0, n, self.params.batch):
+                yield order[s:s + self.params.batch]
+            self.train_acc.append(self._correct / n)
+
+    def codes(self) -> np.ndarray:
+        """The conductance codes the chip holds now (flat)."""
+        return device_params.to_codes(self.g, self.state.config)
+
+    def chip(self) -> program.Chip:
+        return program.Chip(self.state.mapping, self.codes().reshape(self.state.g_us.shape),
+                            self.state.digital)
+
+    def step(self, idx, logits, x) -> np.ndarray:
+        """One batch's update from the chip's `logits` (B, n_out) and FC inputs `x`
+        (B, n_in) of images `idx`; returns the flat indices of the cells it pulsed."""
+        labels = self.labels[idx]
+        logits = np.asarray(logits)
+        self._correct += int((np.argmax(logits, axis=1) == labels).sum())
+        x_float = np.asarray(x).astype(np.float64) * self.input_scale
+        d = softmax_grad(logits * self.state.logit_scale, labels)
+        self.acc -= self.params.lr * (d.T @ x_float) * self.us_per_weight
+        before = self.pulses.copy()
+        f, s_ = _apply_threshold(self.g, self.acc, self.pos, self.neg, self.stuck, self.gain,
+                                 self.pulses, self.state.config, self.state.device,
+                                 self.params, self.rng)
+        self.fired += f
+        self.saturated += s_
+        return np.flatnonzero(self.pulses != before)
+
+    def result(self, on: str = "golden") -> tuple[ChipState, HybridReport]:
+        """The new chip state (its history records the run, and where the forward passes
+        ran unless on the golden model) and the report."""
+        state, params = self.state, self.params
+        codes_shape = state.g_us.shape
+        new_pulses = self.pulses.reshape(codes_shape)
+        applied = int(new_pulses.sum() - state.pulses.sum())
+        report = HybridReport(len(self.labels), params.epochs, applied, self.fired,
+                              self.saturated, self.train_acc)
+        entry = {"stage": "hybrid", "images": len(self.labels), "epochs": params.epochs,
+                 "batch": params.batch, "lr": params.lr, "threshold_us": params.threshold_us,
+                 "seed": params.seed, "pulses": applied}
+        if on != "golden":
+            entry["on"] = on
+        new = replace(state, g_us=self.g.reshape(codes_shape), pulses=new_pulses,
+                      history=state.history + [entry])
+        return new, report
+
+
 def train(state: ChipState, images, labels, params: HybridParams = HybridParams(),
           progress: bool = True) -> tuple[ChipState, HybridReport]:
-    """Retrain the FC cells of `state` in situ; returns the new state and a report."""
+    """Retrain the FC cells of `state` in situ on the golden model; returns the new state
+    and a report."""
     images = np.asarray(images)
     labels = np.asarray(labels, dtype=np.int64)
     if len(images) == 0 or len(images) != len(labels):
         raise ConfigError(f"hybrid training needs images with one label each, got "
                           f"{len(images)} images and {len(labels)} labels")
-    cfg, dev = state.config, state.device
-    name = fc_name(state)
-    ids = TRAIN_ID_BASE + np.arange(len(images), dtype=np.int64)
-    x = fc_inputs(state, images, ids, progress)
-    x_float = x.astype(np.float64) * state.scales["input_scales"][name]
-    # Wanted float-weight change -> wanted differential conductance change (uS).
-    us_per_weight = cfg.state_step_us / state.scales["weight_scales"][name]
-    pos, neg = fc_cells(state)
-    g = state.g_us.reshape(-1).copy()
-    stuck, gain = state.stuck.reshape(-1), state.gain.reshape(-1)
-    pulses = state.pulses.reshape(-1).copy()
-    acc = np.zeros(pos.shape)
-    rng = np.random.default_rng([HYBRID_STREAM, state.seed, params.seed])
-    codes_shape = state.g_us.shape
-    fired = saturated = 0
-    train_acc = []
-    n_batches = -(-len(images) // params.batch)
-    bar = tqdm(total=params.epochs * n_batches, desc="hybrid training", unit="batch",
+    tr = Trainer(state, labels, params)
+    x = fc_inputs(state, images, tr.ids, progress)
+    bar = tqdm(total=params.epochs * tr.n_batches, desc="hybrid training", unit="batch",
                disable=not progress, leave=False)
-    for _ in range(params.epochs):
-        order = rng.permutation(len(images))
-        correct = 0
-        for s in range(0, len(images), params.batch):
-            idx = order[s:s + params.batch]
-            chip = program.Chip(state.mapping, device_params.to_codes(g, cfg).reshape(codes_shape),
-                                   state.digital)
-            logits = fc_logits(chip, x[idx], ids[idx])
-            correct += int((np.argmax(logits, axis=1) == labels[idx]).sum())
-            d = softmax_grad(logits * state.logit_scale, labels[idx])
-            acc -= params.lr * (d.T @ x_float[idx]) * us_per_weight
-            f, s_ = _apply_threshold(g, acc, pos, neg, stuck, gain, pulses, cfg, dev, params,
-                                     rng)
-            fired += f
-            saturated += s_
-            bar.update(1)
-        train_acc.append(correct / len(images))
-        bar.set_postfix(train_acc=f"{100 * train_acc[-1]:.2f}%")
+    for idx in tr.batches():
+        tr.step(idx, fc_logits(tr.chip(), x[idx], tr.ids[idx]), x[idx])
+        bar.update(1)
+        if tr.train_acc:
+            bar.set_postfix(train_acc=f"{100 * tr.train_acc[-1]:.2f}%")
     bar.close()
-    new_pulses = pulses.reshape(codes_shape)
-    applied = int(new_pulses.sum() - state.pulses.sum())
-    report = HybridReport(len(images), params.epochs, applied, fired, saturated, train_acc)
-    history = state.history + [{"stage": "hybrid", "images": len(images),
-                                "epochs": params.epochs, "batch": params.batch,
-                                "lr": params.lr, "threshold_us": params.threshold_us,
-                                "seed": params.seed, "pulses": applied}]
-    new = replace(state, g_us=g.reshape(codes_shape), pulses=new_pulses, history=history)
-    return new, report
+    return tr.result()
 
 
 def _apply_threshold(g, acc, pos, neg, stuck, gain, pulses, cfg, dev, params, rng):

@@ -21,6 +21,7 @@ from amaranth.utils import ceil_log2
 
 from . import noise
 from .chip_plan import ChipPlan
+from .features import FeatureReader
 from .feeder import Feeder
 from .image_in import ImageInput
 from .merger import Merger
@@ -53,6 +54,11 @@ def gain_layout(plan: ChipPlan) -> data.StructLayout:
     """One gain write: a weight layer's index and its new ADC gain (docs/chip.md)."""
     return data.StructLayout({"layer": range(max(len(plan.layers), 2)),
                               "gain": plan.pes[0].params.gain_bits})
+
+
+def feature_buffer(plan: ChipPlan):
+    """The map the `features` stream carries: the last weight layer's input (mCNN: S4)."""
+    return plan.buffers[plan.layers[-1].src]
 
 
 def tapped_buffers(plan: ChipPlan) -> list[str]:
@@ -90,22 +96,31 @@ def argmax_first(values: list):
 class CimChip(wiring.Component):
     """The chip. With `debug_taps`, every feature-map write is also visible at the ports:
     `tap[i]` repeats the write port of the memory of `tapped_buffers(plan)[i]`, so a
-    testbench can find the first layer that differs."""
+    testbench can find the first layer that differs. With `features`, the `features` stream
+    carries the last weight layer's input map of every image (`feature_buffer(plan)`, word by
+    word, before the image's last layer finishes): what a host doing hybrid training needs
+    besides the logits."""
 
     def __init__(self, plan: ChipPlan, form: CrossbarForm = CrossbarForm.VERILOG,
-                 debug_taps: bool = False):
+                 debug_taps: bool = False, features: bool = False):
         if not isinstance(plan, ChipPlan):
             raise TypeError(f"CimChip needs a ChipPlan (hdl.chip_plan.plan_chip), got "
                             f"{type(plan).__name__}")
         self.plan = plan
         self.form, self.debug_taps = check_form(form), debug_taps
+        self.features_on = bool(features)
+        if self.features_on and feature_buffer(plan).name == "img":
+            raise ValueError("the features stream needs a last layer that reads a feature "
+                             "map, not the image")
         n_layers = len(self.plan.layers)
-        taps = {}
+        optional = {}
         if debug_taps:
             # The write port's signature flipped: the chip drives every member.
-            taps["tap"] = In(tap_signature(plan)).array(len(tapped_buffers(plan)))
+            optional["tap"] = In(tap_signature(plan)).array(len(tapped_buffers(plan)))
+        if self.features_on:
+            optional["features"] = Out(stream.Signature(feature_buffer(plan).word_bits))
         super().__init__({
-            **taps,
+            **optional,
             "pixels": In(stream.Signature(self.plan.buffers["img"].bits)),
             "image_id": In(32),
             "result": Out(stream.Signature(result_layout(self.plan))),
@@ -143,6 +158,10 @@ class CimChip(wiring.Component):
                      self.pixels.ready.eq(img_in.pixels.ready),
                      img_in.image_id.eq(self.image_id)]
         pools = {}
+        reader = None
+        if self.features_on:
+            m.submodules.features = reader = FeatureReader(feature_buffer(plan))
+            wiring.connect(m, reader.o, wiring.flipped(self.features))
         taps = tapped_buffers(plan)
         for name, buf in plan.buffers.items():
             if name == "img":
@@ -164,6 +183,8 @@ class CimChip(wiring.Component):
                 wr = mem.write_port()
                 wiring.connect(m, pw.rd, mem.read_port())
                 wiring.connect(m, pw.wr, wr)
+                if reader is not None and name == reader.buf.name:
+                    wiring.connect(m, reader.rd, mem.read_port())
                 if self.debug_taps:
                     tap = self.tap[taps.index(name)]
                     m.d.comb += [tap.addr.eq(wr.addr), tap.data.eq(wr.data), tap.en.eq(wr.en)]
@@ -185,12 +206,12 @@ class CimChip(wiring.Component):
         for i in range(len(lg.payload)):
             m.d.comb += self.result.payload.logits[i].eq(lg.payload[i])
 
-        self._sequencer(m, plan, img_in, feeders, mergers, pools, pes)
+        self._sequencer(m, plan, img_in, feeders, mergers, pools, pes, reader)
         self._programming(m, pes)
         self._gains(m, feeders)
         return m
 
-    def _sequencer(self, m, plan, img_in, feeders, mergers, pools, pes):
+    def _sequencer(self, m, plan, img_in, feeders, mergers, pools, pes, reader):
         layers = plan.layers
         layer = Signal(range(max(len(layers), 2)))
         start = Signal()
@@ -199,7 +220,8 @@ class CimChip(wiring.Component):
         units_done = Signal()
         m.d.comb += units_done.eq(
             all_of([fd.done for fd in feeders] + [mg.done for mg in mergers]
-                   + [~pw.busy for pw in pools.values()] + [~pe.busy for pe in pes]))
+                   + [~pw.busy for pw in pools.values()] + [~pe.busy for pe in pes]
+                   + ([reader.done] if reader is not None else [])))
         for unit in feeders + mergers:
             m.d.comb += [unit.start.eq(start), unit.layer.eq(layer)]
         for fd in feeders:
@@ -215,6 +237,8 @@ class CimChip(wiring.Component):
                     m.next = "START"
             with m.State("START"):
                 m.d.comb += start.eq(1)
+                if reader is not None:
+                    m.d.comb += reader.start.eq(layer == len(layers) - 1)
                 for lp in layers:
                     if lp.dst is not None:
                         with m.If(layer == lp.index):

@@ -9,7 +9,7 @@ from amaranth import ClockDomain, ClockSignal, Instance, Module, ResetSignal, Si
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .chip import CimChip, gain_layout, program_layout, result_layout
+from .chip import CimChip, feature_buffer, gain_layout, program_layout, result_layout
 from .crossbar import VERILOG_DIR
 from .params import CrossbarForm
 
@@ -25,13 +25,22 @@ def beat_layout(bits: int) -> data.StructLayout:
                               "image_id": 32})
 
 
+def harness_result_layout(plan) -> data.StructLayout:
+    """The harness's result: the chip's result and, gathered from the chip's `features`
+    stream, the words of the image's last-layer input map (word 0 first), in one beat."""
+    buf = feature_buffer(plan)
+    return data.StructLayout({"result": result_layout(plan),
+                              "features": data.ArrayLayout(buf.word_bits, buf.depth)})
+
+
 class SimHarness(wiring.Component):
     """The chip for simulation: a byte-wide image loader and registered host ports. The
     chip's debug taps are ports of the harness too (`tap__<i>__addr/data/en` in Verilog,
-    i indexing `hdl.chip.tapped_buffers(plan)`)."""
+    i indexing `hdl.chip.tapped_buffers(plan)`). The chip's feature words leave with the
+    image's result (`harness_result_layout`), so the testbench is woken once per result."""
 
     def __init__(self, plan, form: CrossbarForm = CrossbarForm.VERILOG):
-        self.chip = CimChip(plan, form, debug_taps=True)
+        self.chip = CimChip(plan, form, debug_taps=True, features=True)
         plan = self.chip.plan
         img = plan.buffers["img"]
         self.n_pixels, self.pixel_bits = img.depth * img.channels, img.bits
@@ -39,7 +48,7 @@ class SimHarness(wiring.Component):
             "clk": In(1),
             "tap": self.chip.signature.members["tap"],
             "load": In(stream.Signature(beat_layout(img.bits))),
-            "result": Out(stream.Signature(result_layout(plan))),
+            "result": Out(stream.Signature(harness_result_layout(plan))),
             "prog": In(stream.Signature(program_layout(plan))),
             "gain": In(stream.Signature(gain_layout(plan))),
             "busy": Out(1),
@@ -65,7 +74,7 @@ class SimHarness(wiring.Component):
             i_load_payload=self.load.payload, o_load_ready=self.load.ready,
             o_pix_valid=chip.pixels.valid, o_pix_data=chip.pixels.payload,
             o_pix_id=chip.image_id, i_pix_ready=chip.pixels.ready)
-        self._register(m, chip.result, self.result)
+        self._result(m, chip)
         self._register(m, self.prog, chip.prog)
         self._register(m, self.gain, chip.gain)
         for outer, inner in zip(self.tap, chip.tap, strict=True):
@@ -74,6 +83,31 @@ class SimHarness(wiring.Component):
                      self.cycles_image.eq(chip.cycles_image),
                      self.cycles_layer.eq(chip.cycles_layer)]
         return m
+
+    def _result(self, m, chip):
+        """The chip's result in a one-deep register, handed on once all of its image's
+        feature words are in: they arrive before the result (the reader starts with the last
+        layer), but the check keeps the pairing right whatever the order."""
+        depth = feature_buffer(chip.plan).depth
+        words = Signal(data.ArrayLayout(len(chip.features.payload), depth))
+        count = Signal(range(depth + 1))
+        full = Signal()
+        held = Signal.like(chip.result.payload)
+        m.d.comb += [self.result.valid.eq(full & (count == depth)),
+                     self.result.payload.result.eq(held),
+                     self.result.payload.features.eq(words),
+                     chip.result.ready.eq(~full),
+                     chip.features.ready.eq(count != depth)]
+        with m.If(chip.features.valid & chip.features.ready):
+            m.d.sync += count.eq(count + 1)
+            with m.Switch(count):
+                for i in range(depth):
+                    with m.Case(i):
+                        m.d.sync += words[i].eq(chip.features.payload)
+        with m.If(chip.result.valid & ~full):
+            m.d.sync += [full.eq(1), held.eq(chip.result.payload)]
+        with m.If(self.result.valid & self.result.ready):
+            m.d.sync += [full.eq(0), count.eq(0)]
 
     @staticmethod
     def _register(m, src, dst):

@@ -80,17 +80,25 @@ class Answer:
     mismatches: np.ndarray          # indices the scoreboard found differing
     meta: dict                      # counters of the chip and the traffic seen
     taps: dict = field(default_factory=dict)   # feature-map writes (debug runs)
+    features: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    # (n, n_in) the last weight layer's input vector of each image, read from the chip
+
+
+def _rows(a, n: int) -> np.ndarray:
+    """`a` as n rows (numpy cannot infer a row length from zero rows)."""
+    a = np.asarray(a, np.int64)
+    return a.reshape(n, -1) if n else a.reshape(0, a.shape[-1] if a.ndim == 2 else 0)
 
 
 def write_answer(path: Path, ans: Answer) -> None:
-    np.savez(path, **ans.taps, logits=np.asarray(ans.logits, np.int64).reshape(
-                 len(ans.labels), -1),
+    np.savez(path, **ans.taps, logits=_rows(ans.logits, len(ans.labels)),
              labels=np.asarray(ans.labels, np.int64), done_at=np.asarray(ans.done_at, np.int64),
-             mismatches=np.asarray(ans.mismatches, np.int64), meta=json.dumps(ans.meta))
+             mismatches=np.asarray(ans.mismatches, np.int64), meta=json.dumps(ans.meta),
+             features=_rows(ans.features, len(ans.labels)))
 
 
 def read_answer(path) -> Answer:
     with np.load(path, allow_pickle=False) as f:
         taps = {k: f[k] for k in f.files if k.startswith("tap_")}
         return Answer(f["logits"], f["labels"], f["done_at"], f["mismatches"],
-                      json.loads(str(f["meta"])), taps)
+                      json.loads(str(f["meta"])), taps, f["features"])

@@ -22,7 +22,13 @@ import hdl
 from cim_spec import program
 from golden import chip_model
 from hdl import build
-from hdl.chip import gain_layout, program_layout, tapped_buffers
+from hdl.chip import (
+    feature_buffer,
+    gain_layout,
+    program_layout,
+    result_layout,
+    tapped_buffers,
+)
 from hdl.chip_plan import plan_chip
 from hdl.harness import LOADER_SOURCE, PIXELS_PER_BEAT, SimHarness
 from hdl.params import CrossbarForm
@@ -88,6 +94,9 @@ class SimResult:
     build_dir: Path | None = None
     run_dir: Path | None = None          # kept (with the waveforms) only when asked for
     traffic: dict = field(default_factory=dict)   # what the monitors saw (random traffic)
+    # (images, n_in) the last weight layer's input vectors the chip streamed out (its
+    # `features` port), in the golden model's order
+    features: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
 
     @property
     def bitexact(self) -> int:
@@ -245,7 +254,8 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
                if k.startswith(("load_", "result_", "prog_", "gain_", "gap_"))}
     return SimResult(n, logits, labels, gold, mismatches, int(last["cycles_image"]),
                      dict(zip(names, last["cycles_layer"], strict=True)), per_image, sim_s,
-                     build_s, build_dir, run_dir if waves else None, traffic)
+                     build_s, build_dir, run_dir if waves else None, traffic,
+                     np.concatenate([o.features for o in outs]))
 
 
 def job_meta(plan, chip: program.Chip | None = None, pauses: int | None = None) -> dict:
@@ -254,7 +264,10 @@ def job_meta(plan, chip: program.Chip | None = None, pauses: int | None = None) 
     if chip is not None:    # the read-slot bound of an image: the scale of random gaps
         hint = sum(chip.mapping.slot_bound(lp.name) for lp in plan.layers) * \
             chip.config.pulse_cycles
+    fb = feature_buffer(plan)
     return dict(n_out=plan.layers[-1].n_out, acc_bits=plan.acc_bits, n_layers=len(plan.layers),
+                label_bits=result_layout(plan)["label"].shape.width,
+                features=[fb.channels, fb.depth, fb.bits],
                 pixels_per_beat=PIXELS_PER_BEAT, pixel_bits=plan.buffers["img"].bits,
                 buffers={n: [plan.buffers[n].channels, plan.buffers[n].depth,
                              plan.buffers[n].bits] for n in tapped_buffers(plan)},

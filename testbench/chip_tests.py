@@ -68,12 +68,23 @@ def pack_beats(image: np.ndarray, image_id: int, per_beat: int, bits: int) -> li
     return beats
 
 
-def unpack_result(value: int, n: int, acc_bits: int) -> tuple[list[int], int]:
+def unpack_result(value: int, meta: dict) -> tuple[list[int], int, list[int]]:
+    """The harness's result beat (hdl.harness.harness_result_layout): the logits, the label
+    and the last layer's input vector in the golden model's order (channel-major: channel c
+    of word p at index c * depth + p)."""
+    n, acc_bits, label_bits = meta["n_out"], meta["acc_bits"], meta["label_bits"]
     logits = []
     for i in range(n):
         v = (value >> (i * acc_bits)) & ((1 << acc_bits) - 1)
         logits.append(v - (1 << acc_bits) if v >> (acc_bits - 1) else v)
-    return logits, value >> (n * acc_bits)
+    value >>= n * acc_bits
+    label = value & ((1 << label_bits) - 1)
+    channels, depth, bits = meta["features"]
+    words = value >> label_bits
+    mask = (1 << bits) - 1
+    per_word = [(words >> (p * channels * bits)) for p in range(depth)]
+    feats = [(per_word[p] >> (c * bits)) & mask for c in range(channels) for p in range(depth)]
+    return logits, label, feats
 
 
 class TapMonitor:
@@ -198,8 +209,9 @@ class ChipTB:
                 await ReadOnly()
             await RisingEdge(self.clk)
 
-    async def next_result(self, i: int) -> tuple[list[int], int, int]:
-        """Image i's logits, label and the cycle its result was taken."""
+    async def next_result(self, i: int) -> tuple[list[int], int, int, list[int]]:
+        """Image i's logits, label, the cycle its result was taken and the last layer's
+        input vector."""
         try:
             # A chip that stops answering fails the test instead of hanging it.
             tr = await with_timeout(self.result.recv(), RESULT_TIMEOUT_CYCLES * PERIOD_NS, "ns")
@@ -210,8 +222,8 @@ class ChipTB:
         self._result_seen.set()
         if self.taps is not None:
             self.taps.image += 1
-        logits, label = unpack_result(tr.payload, self.meta["n_out"], self.meta["acc_bits"])
-        return logits, label, tr.time_ns // PERIOD_NS
+        logits, label, feats = unpack_result(tr.payload, self.meta)
+        return logits, label, tr.time_ns // PERIOD_NS, feats
 
     def traffic(self) -> dict:
         """What the monitors saw (random traffic only)."""
@@ -239,12 +251,13 @@ async def run_images(dut):
     sb = Scoreboard(job.expected, job.image_ids, "logits")
     t0 = time.perf_counter()
     feeder = cocotb.start_soon(tb.feed())
-    labels, done_at = [], []
+    labels, done_at, feats = [], [], []
     for i in range(n):
-        logits, label, cycle = await tb.next_result(i)
+        logits, label, cycle, feat = await tb.next_result(i)
         sb.add(logits)
         labels.append(label)
         done_at.append(cycle)
+        feats.append(feat)
         if (i + 1) % 20 == 0:
             with open("progress", "w") as fh:
                 fh.write(str(i + 1))
@@ -262,4 +275,4 @@ async def run_images(dut):
     chip_job.write_answer(os.environ["CIM_CHIP_OUT"], chip_job.Answer(
         np.array(sb.received, dtype=np.int64), np.array(labels), np.array(done_at),
         np.array([m.index for m in sb.mismatches]), meta,
-        tb.taps.arrays() if tb.taps else {}))
+        tb.taps.arrays() if tb.taps else {}, np.array(feats, dtype=np.int64)))

@@ -323,3 +323,22 @@ def test_a_residual_network_with_named_replication_round_trips(tmp_path):
     with pytest.raises(ValueError, match=r"bias\[F\] must be 3 integers"):
         program.Digital(dig.adc_gain, dig.requant_mult, dig.requant_shift,
                         bias={"A": (1, 2, 3, 4), "F": (1,)}).check(mapping)
+
+
+def test_hybrid_history_records_where_it_ran(programmed, tmp_path):
+    """A hybrid entry may say where its forward passes ran (`cim hybrid --on`), only with a
+    known value and only on a hybrid entry."""
+    from dataclasses import replace
+    state = make_state(programmed)
+    entry = {"stage": "hybrid", "images": 10, "epochs": 1, "batch": 5, "lr": 0.05,
+             "threshold_us": 0.3, "seed": 0, "pulses": 3}
+    for on in (None, "rtl", "board"):
+        e = dict(entry) if on is None else dict(entry, on=on)
+        chipstate.save(replace(state, history=state.history + [e]), tmp_path / f"ok{on}")
+        assert chipstate.load(tmp_path / f"ok{on}").history[-1] == e
+    bad = [state.history + [dict(entry, on="gpu")], state.history + [dict(entry, on=1)],
+           [dict(state.history[0], on="rtl"), entry]]
+    for i, history in enumerate(bad):
+        chipstate.save(replace(state, history=history), tmp_path / f"bad{i}")
+        with pytest.raises(ChipStateError, match="on"):
+            chipstate.load(tmp_path / f"bad{i}")

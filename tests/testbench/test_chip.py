@@ -98,6 +98,18 @@ def test_random_traffic_and_programming_between_images():
     plain = chip_model.run(chip, images, image_ids=ids).logits
     assert (plain[:2] == res.golden_logits[:2]).all()
     assert (plain[2:] != res.golden_logits[2:]).any(axis=1).all()
+    # The FC inputs the chip streamed out (its `features` port, stalled whenever a result
+    # was held back): the golden model's S4 map of each image on the chip as it was then.
+    net = chip.mapping.network
+    s4 = net.layers[net.layers.index(net.weight_layers()[-1]) - 1].name
+    g = chip.conductance.copy()
+    for k in range(n):
+        for w in writes:
+            if w.before == k:
+                g[w.pe, w.row, w.col] = w.code
+        want = chip_model.run(program.Chip(chip.mapping, g.copy(), chip.digital), images[k:k + 1],
+                              image_ids=ids[k:k + 1], trace=True).trace[s4].reshape(-1)
+        np.testing.assert_array_equal(res.features[k], want)
     t = res.traffic
     beats = -(-images[0].size // rtl_sim.PIXELS_PER_BEAT)
     assert (t["load_transfers"], t["result_transfers"], t["prog_transfers"]) == (
