@@ -51,15 +51,17 @@ def clock_lpf(freq_mhz: float, out_dir: Path) -> str:
     return name
 
 
-def _netlist(cfg, design_name, out_dir, progress, board):
-    """Flattened synth_ecp5 netlist (nextpnr places flat designs) of the FPGA view."""
+def _netlist(cfg, design_name, out_dir, progress, board, freq):
+    """Flattened synth_ecp5 netlist (nextpnr places flat designs) of the FPGA view; the
+    chip's board top gets its PLL set to `freq`."""
     label = f"timing {design_name}" + (f"/{board}" if board else "")
     if board:
         from cim_flows.board import board_top
         from hdl.build import generate
         from hdl.params import CrossbarForm
         top = f"cim_{design_name}_{board}"
-        sources = local_sources(generate(board_top(cfg, design_name), top, out_dir,
+        kw = {"clock_mhz": freq} if design_name == "chip" else {}
+        sources = local_sources(generate(board_top(cfg, design_name, **kw), top, out_dir,
                                          CrossbarForm.AMARANTH), out_dir)
     else:
         top, sources = generate_verilog(cfg, design_name, "fpga", out_dir)
@@ -94,7 +96,7 @@ def place_and_route(cfg: SystemConfig, design_name: str, out_dir: Path,
     out_dir = Path(out_dir)
     work = out_dir / (f"timing_{design_name}" + (f"_{board}" if board else ""))
     work.mkdir(parents=True, exist_ok=True)
-    top, net, label = _netlist(cfg, design_name, work, progress, board)
+    top, net, label = _netlist(cfg, design_name, work, progress, board, freq)
     name = artifact(design_name, board)
     over = overflow(json.loads((work / "stat.json").read_text()))
     if over:
