@@ -61,7 +61,11 @@ def _netlist(cfg, design_name, out_dir, progress, board, freq):
         from hdl.params import CrossbarForm
         top = f"cim_{design_name}_{board}"
         kw = {"clock_mhz": freq} if design_name == "chip" else {}
-        sources = local_sources(generate(board_top(cfg, design_name, **kw), top, out_dir,
+        try:
+            design = board_top(cfg, design_name, **kw)
+        except ValueError as e:      # no PLL setting or UART rate for this clock
+            raise SynthError(f"--freq {freq:g}: {e}") from None
+        sources = local_sources(generate(design, top, out_dir,
                                          CrossbarForm.AMARANTH), out_dir)
     else:
         top, sources = generate_verilog(cfg, design_name, "fpga", out_dir)

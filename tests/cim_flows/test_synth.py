@@ -97,6 +97,9 @@ def test_table_text_and_fit_verdict(runs):
     (["synth", "--view", "gate"], ["unknown view", "gate"]),
     (["synth", "--design", "gpu"], ["unknown design", "gpu"]),
     (["timing", "--board", "arty"], ["unknown board", "arty"]),
+    # The chip board's PLL is set to --freq: 37 MHz is no EHXPLLL output from 25 MHz.
+    (["timing", "--design", "chip", "--board", "ulx3s", "--freq", "37"],
+     ["--freq 37", "EHXPLLL", "37.5"]),
 ])
 def test_bad_requests_are_named(argv, words, capsys, tmp_path):
     assert main([*argv, "--out", str(tmp_path)]) == 2
