@@ -386,7 +386,9 @@ def s_timing(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
             continue
         where = r.get("board") or "out of context"
         c = r.get("config", {})
-        design = f"{r['design']} ({c.get('array_rows', '?')} x {c.get('array_cols', '?')})"
+        design = f"{r['design']} ({c.get('array_rows', '?')} x {c.get('array_cols', '?')}" + \
+            (f", replication {c['replication']})" if r["design"] == "chip" and
+             "replication" in c else ")")
         if r.get("fits") is False:
             rows.append([design, where, "-", "-", "does not fit: " + ", ".join(
                 f"{k} {n:,} > {cap:,}" for k, (n, cap) in r["over"].items()), "-", "-", "-"])
@@ -397,11 +399,14 @@ def s_timing(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
                          if k in util)
         rows.append([design, where, f"{r['fmax_mhz']:.1f}",
                      f"{r['target_mhz']:g}", "met" if r["met"] else "NOT met",
-                     Path(r["bitstream"]).name if r.get("bitstream") else "-",
+                     f"{Path(r['bitstream']).name} ({r['bitstream_bytes']:,} bytes)"
+                     if r.get("bitstream") else "-",
                      used or "-", f"{r['seconds']:,.0f}" if r.get("seconds") else "-"])
         cp = r.get("critical_path")
         if cp:
-            paths.append(f"<p>{_e(f.name)}: critical path {cp['delay_ns']:.2f} ns from "
+            paths.append(f"<p>{_e(f.name)}: critical path {cp['delay_ns']:.2f} ns "
+                         f"({cp.get('logic_ns', 0):.2f} logic, {cp.get('routing_ns', 0):.2f} "
+                         f"routing) from "
                          f"<code>{_e(cp['start'])}</code> to <code>{_e(cp['end'])}</code> "
                          f"through {_e(' -> '.join(cp['through']) or '?')}</p>")
     for f in sorted(pg.run.glob("board_run*.json")):
@@ -412,6 +417,15 @@ def s_timing(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
                          f"golden model, {b['images_per_s']} images/s measured; the link's "
                          f"rate allows {b.get('link_bound_images_per_s')} images/s "
                          f"(docs/board.md)</p>")
+    for f in sorted(pg.run.glob("post_synth*.json")):
+        b = load_json(f) or {}
+        if "images" in b:
+            paths.append(f"<p>{_e(f.name)}: the chip's ECP5 netlist (synth_ecp5, replication "
+                         f"{b.get('replication', '?')}) on {_e(str(b.get('simulator')))}: "
+                         f"{b['bitexact']} of {b['images']} images bit-exact against the "
+                         f"golden model ({b.get('total_s', '?')} s: synthesis "
+                         f"{b.get('synth_s', '?')}, build {b.get('build_s', '?')}, simulation "
+                         f"{b.get('sim_s', '?')})</p>")
     pg.status["timing"] = "ok"
     return _table(["design", "placement", "Fmax (MHz)", "target (MHz)", "timing",
                    "bitstream", "used / available", "build (s)"], rows, left=2) + \

@@ -51,15 +51,21 @@ def clock_lpf(freq_mhz: float, out_dir: Path) -> str:
     return name
 
 
-def _netlist(cfg, design_name, out_dir, progress, board):
-    """Flattened synth_ecp5 netlist (nextpnr places flat designs) of the FPGA view."""
+def _netlist(cfg, design_name, out_dir, progress, board, freq):
+    """Flattened synth_ecp5 netlist (nextpnr places flat designs) of the FPGA view; the
+    chip's board top gets its PLL set to `freq`."""
     label = f"timing {design_name}" + (f"/{board}" if board else "")
     if board:
         from cim_flows.board import board_top
         from hdl.build import generate
         from hdl.params import CrossbarForm
         top = f"cim_{design_name}_{board}"
-        sources = local_sources(generate(board_top(cfg, design_name), top, out_dir,
+        kw = {"clock_mhz": freq} if design_name == "chip" else {}
+        try:
+            design = board_top(cfg, design_name, **kw)
+        except ValueError as e:      # no PLL setting or UART rate for this clock
+            raise SynthError(f"--freq {freq:g}: {e}") from None
+        sources = local_sources(generate(design, top, out_dir,
                                          CrossbarForm.AMARANTH), out_dir)
     else:
         top, sources = generate_verilog(cfg, design_name, "fpga", out_dir)
@@ -94,7 +100,7 @@ def place_and_route(cfg: SystemConfig, design_name: str, out_dir: Path,
     out_dir = Path(out_dir)
     work = out_dir / (f"timing_{design_name}" + (f"_{board}" if board else ""))
     work.mkdir(parents=True, exist_ok=True)
-    top, net, label = _netlist(cfg, design_name, work, progress, board)
+    top, net, label = _netlist(cfg, design_name, work, progress, board, freq)
     name = artifact(design_name, board)
     over = overflow(json.loads((work / "stat.json").read_text()))
     if over:
@@ -128,6 +134,7 @@ def place_and_route(cfg: SystemConfig, design_name: str, out_dir: Path,
         raise SynthError(_explain_failure(log, e)) from None
     result = parse_report(json.loads((work / "report.json").read_text()), top,
                           source_modules(work))
+    result["modules"] = module_cells(json.loads((work / net).read_text()), top)
     result.update(design=design_name, board=board, top=top, target_mhz=freq, seed=seed,
                   device=BOARDS[board]["device"] if board else "LFE5U-85F-6BG381C "
                   "(out of context)", seconds=round(seconds, 1), work_dir=str(work),
@@ -158,6 +165,32 @@ def overflow(stat: dict) -> dict[str, tuple[int, int]]:
             "MULT18X18D": cells.get("MULT18X18D", 0),
             "DP16KD": cells.get("DP16KD", 0) + cells.get("PDPW16KD", 0)}
     return {k: (n, CAPACITY[k]) for k, n in need.items() if n > CAPACITY[k]}
+
+
+def module_cells(netlist: dict, top: str) -> dict[str, dict[str, int]]:
+    """The placed netlist's cells per module, from their hierarchical names (the flat netlist
+    keeps them: `host.chip.pe0.adc.$146_TRELLIS_FF_Q`). yosys names a cell after the net it
+    drives, so a cell sits in the module of that net; a memory's cells (`....cells.0.1`) in
+    the memory's own row. Under the chip, PEs keep their blocks (`pe0.adc`); deeper names
+    fold into their first level. TRELLIS_COMB counts as in `overflow`."""
+    out: dict[str, dict[str, int]] = {}
+    for name, cell in netlist["modules"][top]["cells"].items():
+        parts = name.lstrip("\\").split(".")
+        memory = parts[-1].isdigit()
+        parts = [x for x in parts if not x.isdigit()]
+        path = parts if memory else parts[:-1]
+        if path[:2] == ["host", "chip"]:
+            rest = path[2:]
+            depth = 2 if rest and rest[0][:2] == "pe" and rest[0][2:].isdigit() else 1
+            key = "chip" + "".join("." + x for x in rest[:depth])
+        else:
+            key = ".".join(path[:2]) or "(board top)"
+        row = out.setdefault(key, {})
+        kind = cell["type"]
+        row[kind] = row.get(kind, 0) + 1
+        if kind in ("LUT4", "CCU2C", "TRELLIS_DPR16X4"):
+            row["TRELLIS_COMB"] = row.get("TRELLIS_COMB", 0) + (1 if kind == "LUT4" else 2)
+    return dict(sorted(out.items()))
 
 
 def _explain_failure(log: Path, err: SynthError) -> str:

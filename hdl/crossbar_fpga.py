@@ -40,16 +40,21 @@ def emulate(m: Module, xb) -> None:
     lanes = p.lanes
     groups = -(-p.max_lines // lanes)
 
+    # Only the control flags (computing, b_valid, o.valid) are reset. Everything else here
+    # is datapath, written on a slot's sample or while `computing` before anything reads it
+    # (reads are gated by computing / b_valid), so it needs no reset: on an FPGA a reset is a
+    # load on the reset net per flip-flop (the registered cells below are 6 lanes x 128
+    # cells), and that net's fan-out limited the placed chip's clock.
     computing = Signal()
-    group = Signal(range(max(groups, 2)))     # the group whose cells arrive this cycle
-    base = Signal(p.row_bits)                 # its first row
-    nxt = Signal(p.row_bits)                  # the first row of the group addressed now
-    left = Signal(range(p.max_lines + 1))     # selected lines from `base` on
-    bits = Signal(p.cols)
-    nonce = Signal(32)
-    slot = Signal(p.slot_bits)
+    group = Signal(range(max(groups, 2)), reset_less=True)  # the group arriving this cycle
+    base = Signal(p.row_bits, reset_less=True)              # its first row
+    nxt = Signal(p.row_bits, reset_less=True)       # the first row of the group addressed now
+    left = Signal(range(p.max_lines + 1), reset_less=True)  # selected lines from `base` on
+    bits = Signal(p.cols, reset_less=True)
+    nonce = Signal(32, reset_less=True)
+    slot = Signal(p.slot_bits, reset_less=True)
     b_valid = Signal()                          # stage B has a group this cycle
-    b_last = Signal()                           # ... and it is the slot's last
+    b_last = Signal(reset_less=True)            # ... and it is the slot's last
     b_group = Signal.like(group)
     b_base = Signal.like(base)
     b_left = Signal.like(left)
@@ -84,8 +89,8 @@ def emulate(m: Module, xb) -> None:
         cells.append(rd.data)
 
     # Stage A: the arriving group's cells, masked by the slot's bits, into registers.
-    masked = [Signal(data.ArrayLayout(p.code_bits, p.cols), name=f"masked_{lane}")
-              for lane in range(lanes)]
+    masked = [Signal(data.ArrayLayout(p.code_bits, p.cols), name=f"masked_{lane}",
+                     reset_less=True) for lane in range(lanes)]
     m.d.comb += xb.busy.eq(computing | b_valid | o.valid)
     m.d.sync += b_valid.eq(computing)
     with m.If(computing):

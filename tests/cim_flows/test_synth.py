@@ -97,6 +97,9 @@ def test_table_text_and_fit_verdict(runs):
     (["synth", "--view", "gate"], ["unknown view", "gate"]),
     (["synth", "--design", "gpu"], ["unknown design", "gpu"]),
     (["timing", "--board", "arty"], ["unknown board", "arty"]),
+    # The chip board's PLL is set to --freq: 37 MHz is no EHXPLLL output from 25 MHz.
+    (["timing", "--design", "chip", "--board", "ulx3s", "--freq", "37"],
+     ["--freq 37", "EHXPLLL", "37.5"]),
 ])
 def test_bad_requests_are_named(argv, words, capsys, tmp_path):
     assert main([*argv, "--out", str(tmp_path)]) == 2
@@ -182,3 +185,29 @@ def test_reporter_says_pass_and_the_signature():
     sim.add_testbench(tb)
     sim.run()
     assert "".join(line) == "PASS 1234abcd\r\n"
+
+
+def test_placed_cells_are_grouped_by_module():
+    """The flat netlist's hierarchical cell names give the per-module table: PEs keep their
+    blocks, a memory's cells go to the memory, the board's own cells to the board top."""
+    from cim_flows.timing import module_cells
+    names = {"host.chip.pe0.adc.$146_TRELLIS_FF_Q": "TRELLIS_FF",
+             "host.chip.pe0.adc.x_LUT4_Z": "LUT4",
+             "host.chip.pe0.crossbar.cells.2.1": "DP16KD",
+             "host.chip.pe0.crossbar.sum0_1_2_CCU2C_S0": "CCU2C",
+             "host.chip.merger0.$139_MULT18X18D_P9": "MULT18X18D",
+             "host.chip.C1_out_mem.0.3": "TRELLIS_DPR16X4",
+             "host.chip.C1_out_mem.0.3_RDATA_LUT4_Z": "LUT4",
+             "host.chip.cycles_image_TRELLIS_FF_Q": "TRELLIS_FF",
+             "host.frx.count_TRELLIS_FF_Q": "TRELLIS_FF",
+             "rst$18_TRELLIS_FF_Q": "TRELLIS_FF", "pll": "EHXPLLL"}
+    net = {"modules": {"top": {"cells": {n: {"type": t} for n, t in names.items()}}}}
+    got = module_cells(net, "top")
+    assert got == {
+        "(board top)": {"TRELLIS_FF": 1, "EHXPLLL": 1},
+        "chip": {"TRELLIS_FF": 1},
+        "chip.C1_out_mem": {"TRELLIS_DPR16X4": 1, "LUT4": 1, "TRELLIS_COMB": 3},
+        "chip.merger0": {"MULT18X18D": 1},
+        "chip.pe0.adc": {"TRELLIS_FF": 1, "LUT4": 1, "TRELLIS_COMB": 1},
+        "chip.pe0.crossbar": {"DP16KD": 1, "CCU2C": 1, "TRELLIS_COMB": 2},
+        "host.frx": {"TRELLIS_FF": 1}}
