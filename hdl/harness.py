@@ -5,7 +5,7 @@ of once per pixel. Simulation infrastructure, not part of the chip; its Verilog 
 
 from __future__ import annotations
 
-from amaranth import ClockDomain, ClockSignal, Instance, Module, ResetSignal, Signal
+from amaranth import ClockDomain, ClockSignal, Instance, Module, Mux, ResetSignal, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -33,20 +33,35 @@ def harness_result_layout(plan) -> data.StructLayout:
                               "features": data.ArrayLayout(buf.word_bits, buf.depth)})
 
 
+# Cycles the harness holds a gate-level chip in reset after power-up (its flip-flops have
+# no initial values).
+POR_CYCLES = 4
+
+
 class SimHarness(wiring.Component):
     """The chip for simulation: a byte-wide image loader and registered host ports. The
     chip's debug taps are ports of the harness too (`tap__<i>__addr/data/en` in Verilog,
     i indexing `hdl.chip.tapped_buffers(plan)`). The chip's feature words leave with the
-    image's result (`harness_result_layout`), so the testbench is woken once per result."""
+    image's result (`harness_result_layout`), so the testbench is woken once per result.
 
-    def __init__(self, plan, form: CrossbarForm = CrossbarForm.VERILOG):
-        self.chip = CimChip(plan, form, debug_taps=True, features=True)
+    With `netlist`, the chip is an instance of that Verilog module instead (the chip's
+    mapped gate-level netlist, ports named as `CimChip`'s top-level Verilog names them; no
+    taps, no feature stream: its results carry zero features): its flip-flops start unknown,
+    so the harness resets it for POR_CYCLES cycles and holds every port of it at 0 meanwhile
+    (no handshake happens before the reset is over).
+    """
+
+    def __init__(self, plan, form: CrossbarForm = CrossbarForm.VERILOG,
+                 netlist: str | None = None):
+        self.netlist = netlist
+        self.chip = CimChip(plan, form, debug_taps=netlist is None, features=netlist is None)
         plan = self.chip.plan
         img = plan.buffers["img"]
         self.n_pixels, self.pixel_bits = img.depth * img.channels, img.bits
+        taps = {} if netlist else {"tap": self.chip.signature.members["tap"]}
         super().__init__({
             "clk": In(1),
-            "tap": self.chip.signature.members["tap"],
+            **taps,
             "load": In(stream.Signature(beat_layout(img.bits))),
             "result": Out(stream.Signature(harness_result_layout(plan))),
             "prog": In(stream.Signature(program_layout(plan))),
@@ -66,7 +81,11 @@ class SimHarness(wiring.Component):
         # block, and the other inputs are registered before the chip sees them.
         m.domains.sync = ClockDomain("sync")
         m.d.comb += [ClockSignal("sync").eq(self.clk), ResetSignal("sync").eq(0)]
-        m.submodules.chip = chip = self.chip
+        chip = self.chip
+        if self.netlist:
+            self._instance(m)
+        else:
+            m.submodules.chip = chip
         m.submodules.loader = Instance(
             "cim_image_loader", p_N=self.n_pixels, p_BITS=self.pixel_bits,
             p_PER_BEAT=PIXELS_PER_BEAT,
@@ -77,8 +96,9 @@ class SimHarness(wiring.Component):
         self._result(m, chip)
         self._register(m, self.prog, chip.prog)
         self._register(m, self.gain, chip.gain)
-        for outer, inner in zip(self.tap, chip.tap, strict=True):
-            wiring.connect(m, wiring.flipped(outer), inner)
+        if not self.netlist:
+            for outer, inner in zip(self.tap, chip.tap, strict=True):
+                wiring.connect(m, wiring.flipped(outer), inner)
         m.d.comb += [self.busy.eq(chip.busy), self.images_done.eq(chip.images_done),
                      self.cycles_image.eq(chip.cycles_image),
                      self.cycles_layer.eq(chip.cycles_layer)]
@@ -88,15 +108,21 @@ class SimHarness(wiring.Component):
         """The chip's result in a one-deep register, handed on once all of its image's
         feature words are in: they arrive before the result (the reader starts with the last
         layer), but the check keeps the pairing right whatever the order."""
+        full = Signal()
+        held = Signal.like(chip.result.payload)
+        m.d.comb += [self.result.payload.result.eq(held), chip.result.ready.eq(~full)]
+        with m.If(chip.result.valid & ~full):
+            m.d.sync += [full.eq(1), held.eq(chip.result.payload)]
+        if self.netlist:     # no feature stream: the result alone, features left zero
+            m.d.comb += self.result.valid.eq(full)
+            with m.If(self.result.valid & self.result.ready):
+                m.d.sync += full.eq(0)
+            return
         depth = feature_buffer(chip.plan).depth
         words = Signal(data.ArrayLayout(len(chip.features.payload), depth))
         count = Signal(range(depth + 1))
-        full = Signal()
-        held = Signal.like(chip.result.payload)
         m.d.comb += [self.result.valid.eq(full & (count == depth)),
-                     self.result.payload.result.eq(held),
                      self.result.payload.features.eq(words),
-                     chip.result.ready.eq(~full),
                      chip.features.ready.eq(count != depth)]
         with m.If(chip.features.valid & chip.features.ready):
             m.d.sync += count.eq(count + 1)
@@ -104,10 +130,28 @@ class SimHarness(wiring.Component):
                 for i in range(depth):
                     with m.Case(i):
                         m.d.sync += words[i].eq(chip.features.payload)
-        with m.If(chip.result.valid & ~full):
-            m.d.sync += [full.eq(1), held.eq(chip.result.payload)]
         with m.If(self.result.valid & self.result.ready):
             m.d.sync += [full.eq(0), count.eq(0)]
+
+    def _instance(self, m):
+        """The netlist module in place of the chip, behind a power-on reset."""
+        por = Signal(range(POR_CYCLES + 1), init=POR_CYCLES)
+        with m.If(por != 0):
+            m.d.sync += por.eq(por - 1)
+        in_reset = Signal()
+        m.d.comb += in_reset.eq(por != 0)
+        ports = {}
+        for path, flow, value in self.chip.signature.flatten(self.chip):
+            name = "__".join(str(part) for part in path)
+            v = Value.cast(value)
+            if flow == In:
+                ports[f"i_{name}"] = Mux(in_reset, 0, v)
+            else:
+                raw = Signal(len(v), name=f"chip_{name}")
+                ports[f"o_{name}"] = raw
+                m.d.comb += v.eq(Mux(in_reset, 0, raw))
+        m.submodules.chip = Instance(self.netlist, i_clk=ClockSignal("sync"), i_rst=in_reset,
+                                     **ports)
 
     @staticmethod
     def _register(m, src, dst):

@@ -172,10 +172,13 @@ def golden_logits(chip: program.Chip, images: np.ndarray, ids: np.ndarray,
 def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: int = 1,
              waves: bool = False, progress: bool = True,
              golden: program.Chip | None = None, pauses: int | None = None,
-             writes=None, asserts: bool = True) -> SimResult:
+             writes=None, asserts: bool = True,
+             prebuilt: tuple[Path, float] | None = None) -> SimResult:
     """Run `images` through the RTL (with its assertions; `asserts=False` for benchmarks);
     the testbench's scoreboard compares every logit with the golden model of `golden` (by
-    default the same chip).
+    default the same chip). `prebuilt` (build directory, seconds) runs another compiled
+    harness of the same chip instead of building the RTL's (the gate-level netlist's:
+    testbench.gate_level.build_chip).
 
     `pauses` (a seed) turns on random traffic: idle cycles between load beats, gaps between
     images, back-pressure bursts on the result port, monitors on every handshake. `writes`
@@ -188,7 +191,7 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
     n = len(images)
     ids = np.arange(n, dtype=np.int64) if image_ids is None else np.asarray(image_ids, np.int64)
     writes = check_writes(chip, writes, n)
-    build_dir, build_s = build_chip(chip, waves=waves, asserts=asserts)
+    build_dir, build_s = prebuilt or build_chip(chip, waves=waves, asserts=asserts)
     plan = plan_chip(chip)
     meta = job_meta(plan, chip, pauses)
     gold = golden_logits(golden or chip, images, ids, writes)

@@ -38,7 +38,7 @@ def run(tmp_path_factory):
     cfg = d / "small.toml"
     cfg.write_text("[system]\n" + "".join(f"{k} = {v}\n" for k, v in SMALL.items()))
     rc, out, err = _cim("asic", "--design", "pe", "--config", str(cfg), "--vectors", "200",
-                        "--json", "--quiet", "--out", str(d))
+                        "--simulator", "icarus", "--json", "--quiet", "--out", str(d))
     assert rc == 0, err
     printed = json.loads(out)
     assert printed == json.loads((d / "asic_pe.json").read_text())
@@ -95,6 +95,31 @@ def test_gate_level_run_is_bit_exact(run):
     assert {"yosys_s", "sta_s", "gls_build_s", "gls_sim_s"} <= set(r["times"])
 
 
+def _gate_level(d, simulator, models, **kw):
+    cfg = SystemConfig(**SMALL)
+    return asic.gate_level(cfg, d / "asic_pe", "cim_pe_asic", PEParams.from_config(cfg), 200,
+                           progress=False, simulator=simulator, models=models, **kw)
+
+
+def test_liberty_cell_models_run_the_same_vectors_on_icarus(run):
+    """The cell models generated from the Liberty in place of the package's, same netlist,
+    same simulator and vectors: the same bit-exact partial sums and cycles."""
+    d, r = run
+    g = _gate_level(d, "icarus", "liberty")
+    assert g["models"] == "liberty" and r["gate_level"]["models"] == "package"
+    assert g["bitexact"] == g["sums"] == r["gate_level"]["sums"]
+    assert g["vector_cycles"] == r["gate_level"]["vector_cycles"]
+
+
+def test_verilator_runs_the_netlist_bit_exact(run):
+    """The fast path: Verilator with the Liberty's cell models, same vectors, same cycles."""
+    d, r = run
+    g = _gate_level(d, "verilator", "liberty")
+    assert g["simulator"].startswith("Verilator")
+    assert g["bitexact"] == g["sums"] == r["gate_level"]["sums"]
+    assert g["vector_cycles"] == r["gate_level"]["vector_cycles"]
+
+
 def test_liberty_view_has_the_black_box_pins():
     p = PEParams.from_config(SystemConfig(**SMALL))
     text = asic_liberty.liberty_text(p)
@@ -110,6 +135,8 @@ def test_liberty_view_has_the_black_box_pins():
     (["--design", "nope"], "unknown design"),
     (["--clock", "0"], "out of range"),
     (["--design", "chip", "--vectors", "3"], "PE only"),
+    (["--design", "pe", "--images", "3"], "chip only"),
+    (["--design", "chip", "--images", "3", "--simulator", "icarus"], "needs --simulator"),
     (["--vectors", "-1"], ">= 0"),
 ])
 def test_bad_requests_are_one_line_and_status_2(argv, msg, tmp_path):

@@ -1,0 +1,150 @@
+"""Power of a mapped netlist from OpenSTA, with the switching activity of a gate-level run.
+
+Debian's OpenSTA (2.0.17, 2019) has `report_power` (the Liberty's internal-power tables and
+leakage, switching power from the wire load model's and pins' capacitance) and
+`set_power_activity`, but reads neither VCD nor SAIF. The activity therefore comes the other
+way round: the gate-level simulation on Verilator writes a SAIF file (`--trace-saif`: per
+net, the toggle count TC and the time at 1, T1), this module reads it, turns every cell pin's
+toggles into OpenSTA's activity (transitions per clock period) and duty (T1 over the run),
+and writes one `set_power_activity -pins` per group of pins with the same rounded figures.
+Pins without a record (none, when the whole netlist was traced) keep the global default 0.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+
+_TOK = re.compile(r"\(|\)|(?:\\.|[^\s()\\])+")
+
+
+def _unescape(name: str) -> str:
+    return re.sub(r"\\(.)", r"\1", name)
+
+
+_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9, "ps": 1e-12, "fs": 1e-15}
+
+
+def read_saif(path: Path) -> tuple[float, dict[str, tuple[int, float]]]:
+    """The run's duration in seconds and, per net (scopes joined with `/`), its toggle count
+    and its time at 1 in seconds."""
+    text = Path(path).read_text()
+    stack: list[list] = [[]]
+    for m in _TOK.finditer(text):
+        t = m.group(0)
+        if t == "(":
+            stack.append([])
+        elif t == ")":
+            done = stack.pop()
+            stack[-1].append(done)
+        else:
+            stack[-1].append(t)
+    root = stack[0][0]
+    head = {x[0]: x[1:] for x in root if isinstance(x, list) and x and x[0] in
+            ("DURATION", "TIMESCALE")}
+    scale = "".join(head.get("TIMESCALE", ["1", "s"]))
+    m = re.fullmatch(r"(\d+)\s*([munpf]?s)", scale)
+    if not m or "DURATION" not in head:
+        raise ValueError(f"{path}: no DURATION or TIMESCALE ({scale!r}) in the SAIF header")
+    unit = int(m.group(1)) * _UNITS[m.group(2)]
+    duration = float(head["DURATION"][0]) * unit
+    nets: dict[str, tuple[int, float]] = {}
+
+    def walk(node, scope):
+        for item in node:
+            if not isinstance(item, list) or not item:
+                continue
+            if item[0] == "INSTANCE":
+                walk(item[2:], [*scope, _unescape(item[1])])
+            elif item[0] == "NET":
+                for net in item[1:]:
+                    fields = {f[0]: float(f[1]) for f in net[1:] if isinstance(f, list)}
+                    nets["/".join([*scope, _unescape(net[0])])] = (
+                        int(fields.get("TC", 0)), fields.get("T1", 0.0) * unit)
+
+    walk(root, [])
+    return duration, nets
+
+
+def find_scope(nets: dict, top: str) -> str:
+    """The SAIF scope of the netlist's top module (e.g. `TOP/cim_pe_asic`, or
+    `TOP/harness/chip` when a harness instantiates it as `chip`)."""
+    scopes = sorted({n.rsplit("/", 1)[0] for n in nets}, key=len)
+    for s in scopes:
+        if s.split("/")[-1] == top:
+            return s
+    raise ValueError(f"the SAIF has no scope named {top!r}")
+
+
+def pin_activity(nets: dict, duration: float, period: float, scope: str,
+                 cell_pins: dict[str, set[str]]) -> dict[str, tuple[float, float]]:
+    """OpenSTA pin name (`inst/inst/cell/PIN`) -> (transitions per clock period, duty) for
+    every cell pin the SAIF has under `scope` (find_scope). `duration` and the simulation's
+    clock `period` in seconds; `cell_pins`: instance path -> its pins (netlist_cells)."""
+    out = {}
+    prefix = scope.rstrip("/") + "/"
+    cycles = duration / period
+    for name, (tc, t1) in nets.items():
+        if not name.startswith(prefix):
+            continue
+        inst, _, pin = name[len(prefix):].rpartition("/")
+        if pin in cell_pins.get(inst, ()):
+            out[f"{inst}/{pin}"] = (tc / cycles, t1 / duration if duration else 0.0)
+    return out
+
+
+_INST = re.compile(r"^\s*(\\\S+|\w+)\s+(\\\S+|\w+)\s*\($", re.M)
+_MODULE = re.compile(r"^module\s+(\\\S+|\S+?)\s*\(", re.M)
+
+
+def netlist_cells(netlist: Path, cell_names: set[str], top: str) -> dict[str, str]:
+    """Instance path (`inst/inst/cell`) -> cell type of every standard cell in a yosys
+    netlist (hierarchy kept: submodule instances are followed from `top`)."""
+    text = Path(netlist).read_text()
+    bodies = {}
+    starts = [(m.start(), _unescape(m.group(1)).lstrip("\\")) for m in _MODULE.finditer(text)]
+    for k, (pos, name) in enumerate(starts):
+        end = starts[k + 1][0] if k + 1 < len(starts) else len(text)
+        bodies[name] = [(t.lstrip("\\"), i.lstrip("\\"))
+                        for t, i in _INST.findall(text[pos:end])]
+    out = {}
+
+    def walk(module, path):
+        for typ, inst in bodies.get(module, ()):
+            p = f"{path}/{inst}" if path else inst
+            if typ in cell_names:
+                out[p] = typ
+            elif typ in bodies:
+                walk(typ, p)
+
+    walk(top, "")
+    return out
+
+
+def activity_commands(acts: dict[str, tuple[float, float]], digits: int = 3,
+                      chunk: int = 2000) -> list[str]:
+    """`set_power_activity -pins` commands, pins grouped by their rounded activity and duty."""
+    groups = defaultdict(list)
+    for pin, (a, d) in acts.items():
+        groups[(float(f"{a:.{digits}g}"), round(d, 2))].append(pin)
+    cmds = []
+    for (a, d), pins in sorted(groups.items()):
+        for k in range(0, len(pins), chunk):
+            names = " ".join(pins[k:k + chunk])
+            cmds.append(f"set_power_activity -pins [get_pins {{{names}}}] -activity {a:g} "
+                        f"-duty {d:g}")
+    return cmds
+
+
+_TOTAL = re.compile(r"^Total\s+([\d.eE+-]+)\s+([\d.eE+-]+)\s+([\d.eE+-]+)\s+([\d.eE+-]+)",
+                    re.M)
+
+
+def parse_report_power(text: str) -> dict:
+    """Watts of the `Total` row of `report_power`: internal, switching, leakage, total."""
+    m = _TOTAL.search(text)
+    if not m:
+        raise ValueError("report_power printed no Total row")
+    keys = ("internal_w", "switching_w", "leakage_w", "total_w")
+    return dict(zip(keys, map(float, m.groups()), strict=True))
