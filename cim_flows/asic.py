@@ -356,9 +356,10 @@ def default_models(simulator: str) -> str:
 
 def gate_level(cfg: SystemConfig, work: Path, top: str, p, vectors: int, seed: int = 1,
                progress: bool = True, simulator: str = "verilator",
-               models: str | None = None) -> dict:
+               models: str | None = None, saif: bool = False) -> dict:
     """`vectors` random read vectors through the mapped PE (cell models + behavioral macro),
-    bit-exact against the golden model; AsicError if any partial sum differs."""
+    bit-exact against the golden model; AsicError if any partial sum differs. `saif`
+    (Verilator): the run's switching activity as `saif` in the result (for `power`)."""
     from hdl.crossbar import BEHAVIORAL_SOURCE
     from testbench import gate_level as gl
     models = models or default_models(simulator)
@@ -371,7 +372,8 @@ def gate_level(cfg: SystemConfig, work: Path, top: str, p, vectors: int, seed: i
                    f"({models} cell models)")
     try:
         res = gl.simulate([work / "mapped_sim.v", cells, BEHAVIORAL_SOURCE], top,
-                          work / f"gls_{simulator}_{models}", stimulus, simulator)
+                          work / f"gls_{simulator}_{models}{'_saif' if saif else ''}",
+                          stimulus, simulator, saif)
     except AssertionError as exc:
         raise AsicError(str(exc)) from None
     res.update(seed=seed, models=models)
@@ -379,40 +381,62 @@ def gate_level(cfg: SystemConfig, work: Path, top: str, p, vectors: int, seed: i
 
 
 def gate_level_chip(cfg: SystemConfig, work: Path, top: str, images: int,
-                    progress: bool = True, simulator: str = "verilator") -> dict:
+                    progress: bool = True, simulator: str = "verilator",
+                    clock_mhz: float | None = None, with_power: bool = False) -> dict:
     """The first `images` bundled test images through the chip's mapped netlist (cell models
     generated from the Liberty, the behavioral crossbar for the macros, the simulation
     harness around it), every logit compared with the golden model of the same chip (the
     ideal program `cim synth --design chip` builds). The macros are programmed through the
-    chip's programming port first."""
+    chip's programming port first.
+
+    `with_power`: the model records every net's activity (SAIF); a second run of the first
+    image alone is subtracted from it, which leaves the activity of images 2..N without the
+    programming, and OpenSTA's report_power turns it into watts and energy per image."""
     from golden import data
     from testbench import chip_sim
     from testbench import gate_level as gl
 
+    from . import asic_power
     from .stages import ideal_program, load_model
     if simulator != "verilator":
         raise AsicError("the chip's gate-level run needs Verilator (Icarus: hours per image)")
+    if with_power and images < 2:
+        raise AsicError("power needs at least 2 images (the first is subtracted)")
     mapping, prog = ideal_program(cfg, load_model())
     chip = prog.chip(mapping)
     cells = cell_models(work, "liberty")
     _say(progress, f"asic: building the chip's gate-level simulation ({simulator})")
     built = gl.build_chip(chip, [work / "mapped_sim.v", cells], top, work / "gls_chip",
-                          simulator)
+                          simulator, saif=with_power)
     d = data.load_bundled()
     writes = gl.chip_cell_writes(chip)
-    _say(progress, f"asic: {images} images through the netlist after {len(writes)} cell "
-                   f"writes")
-    res = chip_sim.simulate(chip, d.test_images[:images], np.arange(images),
-                            writes=writes, prebuilt=built, progress=progress)
-    if res.mismatches:
-        m = res.mismatches[0]
-        raise AsicError(f"gate-level chip: {len(res.mismatches)} of {images} images differ "
-                        f"from the golden model; first: image {m.image_id} netlist "
-                        f"{m.rtl} golden {m.golden}")
-    return {"simulator": gl.SIMULATORS[simulator], "models": "liberty", "images": images,
-            "bitexact": res.bitexact, "cells_programmed": len(writes),
-            "cycles_image": res.cycles_image, "cycles_layer": res.cycles_layer,
-            "build_s": round(res.build_seconds, 1), "sim_s": round(res.sim_seconds, 1)}
+    out = {"simulator": gl.SIMULATORS[simulator], "models": "liberty", "images": images,
+           "cells_programmed": len(writes), "build_s": round(built[1], 1), "sim_s": 0.0}
+    saifs = {}
+    for n in ([1, images] if with_power else [images]):
+        _say(progress, f"asic: {n} images through the netlist after {len(writes)} cell writes")
+        res = chip_sim.simulate(chip, d.test_images[:n], np.arange(n), writes=writes,
+                                prebuilt=built, progress=progress, waves=with_power)
+        if res.mismatches:
+            m = res.mismatches[0]
+            raise AsicError(f"gate-level chip: {len(res.mismatches)} of {n} images differ "
+                            f"from the golden model; first: image {m.image_id} netlist "
+                            f"{m.rtl} golden {m.golden}")
+        out["sim_s"] += round(res.sim_seconds, 1)
+        if with_power:
+            saifs[n] = asic_power.read_saif(res.run_dir / "shard0" / "dump.saif")
+            shutil.rmtree(res.run_dir, ignore_errors=True)
+    out.update(bitexact=res.bitexact, cycles_image=res.cycles_image,
+               cycles_layer=res.cycles_layer, cycles_per_image=res.cycles_per_image)
+    if with_power:
+        act = asic_power.difference(saifs[images], saifs[1])
+        clock = clock_mhz or cfg.clock_mhz
+        pw = power(work, top, clock, act, asic_power.find_scope(act[1], "chip"), progress)
+        cycles = act[0] / SIM_PERIOD_S / (images - 1)
+        pw.update(images=images - 1, cycles_per_image=round(cycles, 1),
+                  uj_per_image=round(pw["total_w"] * cycles / (clock * 1e6) * 1e6, 4))
+        out["power"] = pw
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,14 +445,16 @@ def gate_level_chip(cfg: SystemConfig, work: Path, top: str, images: int,
 SIM_PERIOD_S = 10e-9           # the testbenches' clock (testbench/chip_tests.PERIOD_NS)
 
 
-def power(work: Path, top: str, clock_mhz: float, saif: Path, scope: str | None = None,
+def power(work: Path, top: str, clock_mhz: float, saif, scope: str | None = None,
           progress: bool = True) -> dict:
     """`report_power` of `mapped.v` at `clock_mhz` with every cell pin's activity and duty
-    from the SAIF of a gate-level run (cim_flows.asic_power); watts by kind, the pins
-    annotated and the run's cycles."""
+    from a gate-level run: `saif` is its SAIF file, or (duration, nets) as
+    cim_flows.asic_power.read_saif / difference give them; `scope` the netlist's instance
+    in it (default: the scope named `top`). Watts by kind, the pins annotated and the run's
+    cycles."""
     from . import asic_power
     sta = need_tool("sta")
-    duration, nets = asic_power.read_saif(saif)
+    duration, nets = saif if isinstance(saif, tuple) else asic_power.read_saif(saif)
     scope = scope or asic_power.find_scope(nets, top)
     lib = asic_cells.parse_liberty((work / LIBERTY).read_text())
     pins_of = {c.args[0]: {p.args[0] for p in c.children("pin")} for c in asic_cells.cells(lib)}
@@ -460,7 +486,7 @@ def power(work: Path, top: str, clock_mhz: float, saif: Path, scope: str | None 
     cycles = duration / SIM_PERIOD_S
     return {**watts, "clock_mhz": clock_mhz, "pins_annotated": len(acts),
             "cell_pins": sum(len(v) for v in cell_pins.values()), "cells": len(cells),
-            "cycles": round(cycles), "saif": str(saif), "saif_scope": scope,
+            "cycles": round(cycles), "saif_scope": scope,
             "seconds": round(time.time() - t0, 1)}
 
 
@@ -477,7 +503,8 @@ def artifact(design_name: str) -> str:
 
 def check_request(cfg: SystemConfig, design_name: str, clock_mhz: float | None,
                   vectors: int | None, images: int | None = None,
-                  simulator: str = "verilator") -> tuple[float, int, int]:
+                  simulator: str = "verilator", with_power: bool = False
+                  ) -> tuple[float, int, int]:
     """The clock, the gate-level vector count (PE) and image count (chip) a request means,
     or AsicError; the tools it needs are installed. Cheap: call it before any work."""
     get_design(design_name)
@@ -497,6 +524,9 @@ def check_request(cfg: SystemConfig, design_name: str, clock_mhz: float | None,
                         f"gate-level run takes --vectors")
     if simulator not in SIMULATORS:
         raise AsicError(f"simulator must be one of {SIMULATORS}, got {simulator!r}")
+    if with_power and images < 2:
+        raise AsicError("--power needs the chip's gate-level run of at least 2 images "
+                        "(--images N; the first image's run is subtracted)")
     if images and simulator != "verilator":
         raise AsicError("the chip's gate-level run needs --simulator verilator (Icarus takes "
                         "hours per image)")
@@ -509,14 +539,14 @@ def check_request(cfg: SystemConfig, design_name: str, clock_mhz: float | None,
 
 def run(cfg: SystemConfig, design_name: str, out_dir: Path, clock_mhz: float | None = None,
         vectors: int | None = None, progress: bool = True, images: int | None = None,
-        simulator: str = "verilator") -> dict:
+        simulator: str = "verilator", with_power: bool = False) -> dict:
     """Synthesis onto OSU018, OpenSTA, and the gate-level run: for a PE `vectors` random read
-    vectors (default 2,000), for the chip `images` test images (default none), on
-    `simulator`; writes (and returns) `asic_<design>.json` in `out_dir`, the work files in
-    `asic_<design>/`."""
+    vectors (default 2,000), for the chip `images` test images (default none; `with_power`:
+    OpenSTA's power with their activity), on `simulator`; writes (and returns)
+    `asic_<design>.json` in `out_dir`, the work files in `asic_<design>/`."""
     from cim_spec import files
     clock_mhz, vectors, images = check_request(cfg, design_name, clock_mhz, vectors, images,
-                                               simulator)
+                                               simulator, with_power)
     out_dir = Path(out_dir).resolve()     # the simulator runs in another directory
     work = out_dir / f"asic_{design_name}"
     syn = synthesize(cfg, design_name, work, clock_mhz, progress)
@@ -531,7 +561,8 @@ def run(cfg: SystemConfig, design_name: str, out_dir: Path, clock_mhz: float | N
         gls = gate_level(cfg, work, syn["top"], syn["params"], vectors, progress=progress,
                          simulator=simulator)
     elif images:
-        gls = gate_level_chip(cfg, work, syn["top"], images, progress, simulator)
+        gls = gate_level_chip(cfg, work, syn["top"], images, progress, simulator, clock_mhz,
+                              with_power)
     if gls:
         times.update(gls_build_s=gls["build_s"], gls_sim_s=gls["sim_s"])
     p = syn["params"]

@@ -67,6 +67,22 @@ def read_saif(path: Path) -> tuple[float, dict[str, tuple[int, float]]]:
     return duration, nets
 
 
+def difference(longer: tuple[float, dict], shorter: tuple[float, dict]
+               ) -> tuple[float, dict[str, tuple[int, float]]]:
+    """The activity of what a longer run did beyond a shorter one with the same beginning
+    (read_saif results): toggle counts, times at 1 and durations subtracted. Two runs of N
+    and 1 images after the same programming leave the N - 1 images' own activity."""
+    d_long, n_long = longer
+    d_short, n_short = shorter
+    if d_long <= d_short:
+        raise ValueError(f"the longer run lasted {d_long:g} s, the shorter {d_short:g} s")
+    out = {}
+    for name, (tc, t1) in n_long.items():
+        tc0, t10 = n_short.get(name, (0, 0.0))
+        out[name] = (tc - tc0, t1 - t10)
+    return d_long - d_short, out
+
+
 def find_scope(nets: dict, top: str) -> str:
     """The SAIF scope of the netlist's top module (e.g. `TOP/cim_pe_asic`, or
     `TOP/harness/chip` when a harness instantiates it as `chip`)."""

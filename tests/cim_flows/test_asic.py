@@ -111,13 +111,37 @@ def test_liberty_cell_models_run_the_same_vectors_on_icarus(run):
     assert g["vector_cycles"] == r["gate_level"]["vector_cycles"]
 
 
-def test_verilator_runs_the_netlist_bit_exact(run):
-    """The fast path: Verilator with the Liberty's cell models, same vectors, same cycles."""
+def test_verilator_runs_the_netlist_bit_exact_and_gives_power(run):
+    """The fast path: Verilator with the Liberty's cell models, same vectors, same cycles;
+    its SAIF gives every cell pin's activity to OpenSTA's report_power."""
+    from cim_flows import asic_power
     d, r = run
-    g = _gate_level(d, "verilator", "liberty")
+    g = _gate_level(d, "verilator", "liberty", saif=True)
     assert g["simulator"].startswith("Verilator")
     assert g["bitexact"] == g["sums"] == r["gate_level"]["sums"]
     assert g["vector_cycles"] == r["gate_level"]["vector_cycles"]
+    work = d / "asic_pe"
+    pw = asic.power(work, "cim_pe_asic", 100.0, Path(g["saif"]), progress=False)
+    # Every pin of every cell was recorded; power has all three parts.
+    assert pw["pins_annotated"] == pw["cell_pins"] > 10_000
+    assert pw["total_w"] == pytest.approx(pw["internal_w"] + pw["switching_w"] + pw["leakage_w"],
+                                          rel=1e-3)
+    assert pw["switching_w"] > 0 and 0 < pw["leakage_w"] < 1e-3 * pw["total_w"]
+    # The activities are real counts: a flip-flop's clock pin toggles twice a cycle, its
+    # output at most once; the run lasted the testbench's cycles.
+    duration, nets = asic_power.read_saif(Path(g["saif"]))
+    lib = asic.asic_cells.parse_liberty((work / asic.LIBERTY).read_text())
+    pins_of = {c.args[0]: {p.args[0] for p in c.children("pin")}
+               for c in asic.asic_cells.cells(lib)}
+    cells = asic_power.netlist_cells(work / "mapped.v", set(pins_of), "cim_pe_asic")
+    acts = asic_power.pin_activity(nets, duration, asic.SIM_PERIOD_S,
+                                   asic_power.find_scope(nets, "cim_pe_asic"),
+                                   {i: pins_of[t] for i, t in cells.items()})
+    flops = [i for i, t in cells.items() if t.startswith("DFF")]
+    assert flops and all(abs(acts[f"{f}/CLK"][0] - 2) < 0.01 for f in flops)
+    assert all(acts[f"{f}/Q"][0] <= 1.0 for f in flops)
+    assert max(acts[f"{f}/Q"][0] for f in flops) > 0.1
+    assert pw["cycles"] > g["vector_cycles"]
 
 
 def test_liberty_view_has_the_black_box_pins():
@@ -137,6 +161,7 @@ def test_liberty_view_has_the_black_box_pins():
     (["--design", "chip", "--vectors", "3"], "PE only"),
     (["--design", "pe", "--images", "3"], "chip only"),
     (["--design", "chip", "--images", "3", "--simulator", "icarus"], "needs --simulator"),
+    (["--design", "chip", "--images", "1", "--power"], "at least 2 images"),
     (["--vectors", "-1"], ">= 0"),
 ])
 def test_bad_requests_are_one_line_and_status_2(argv, msg, tmp_path):
