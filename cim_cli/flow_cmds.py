@@ -78,6 +78,19 @@ def _run_inputs(run: Path | None) -> tuple[dict, float | None, list[str]]:
     return cycles, gates, notes
 
 
+def _periphery_pj(run: Path | None, notes: list[str]) -> tuple[float | None, int | None]:
+    """The periphery's measured energy per image (pJ at 130 nm) and the replication it
+    was measured at, if the run has it."""
+    from cim_flows.asic_report import periphery_energy
+    if run is None:
+        return None, None
+    pj, src, replication = periphery_energy(run)
+    if pj is not None:
+        notes.append(f"digital periphery {pj / 1e6:.3f} uJ per image at 130 nm (replication "
+                     f"{replication}) from {src}")
+    return pj, replication
+
+
 def cmd_energy(args) -> int:
     from cim_flows import energy
     from cim_spec import files
@@ -86,12 +99,16 @@ def cmd_energy(args) -> int:
         files.check_output(args.run, {files.DIRECTORY}, args.force)
         files.check_output(args.run / "energy.json", {files.JSON}, args.force, [args.config])
     cycles, gates, notes = _run_inputs(args.run)
+    periphery, periphery_rep = _periphery_pj(args.run, notes)
     if args.cycles is not None:
         cycles[cfg.replication] = args.cycles
     bench = energy.benchmark()
     reps = sorted({cfg.replication} | ({1, 3} if args.replication is None else set()))
     systems = {r: energy.system(cfg.with_(replication=r), cycles_per_image=cycles.get(r),
-                                digital_nand2_eq=gates) for r in reps}
+                                digital_nand2_eq=gates,
+                                periphery_pj_per_image=periphery if r == periphery_rep
+                                else None)
+               for r in reps}
     out = {"benchmark": bench, "systems": {str(r): s for r, s in systems.items()},
            "assumptions": energy.assumptions(), "inputs": notes}
     if args.run is not None:
@@ -116,7 +133,13 @@ def energy_text(bench: dict, systems: dict, notes: list[str]) -> str:
                   f"{s['energy_per_image_uj']:.3f} uJ/image, {s['images_per_s']:,.0f} "
                   f"images/s ({s['cycles_per_image']:,} cycles, {s['cycles_source']})",
                   "  " + ", ".join(f"{k} {v / 1e3:,.1f}" for k, v in s["energy_pj"].items())
-                  + " nJ/image", ""]
+                  + " nJ/image"]
+        if "periphery_pj_per_image" in s:
+            nj = s["periphery_pj_per_image"] / 1e3
+            lines.append(f"  with the gate-level periphery ({nj:,.1f} nJ/image) instead of "
+                         f"the digital estimates: "
+                         f"{s['gops_per_w_measured_periphery']:,.0f} GOPS/W")
+        lines.append("")
     lines += [f"inputs: {n}" for n in notes]
     lines.append("assumptions: docs/energy.md (or --json)")
     return "\n".join(lines)

@@ -52,6 +52,26 @@ def nand2_eq(run: Path) -> tuple[float | None, str | None]:
     return None, None
 
 
+# E ~ C V^2 with C ~ feature size: OSU018 (0.18 um, 1.8 V) -> the energy model's node (130 nm,
+# 1.2 V), as the energy model scales Horowitz's 45 nm figures (docs/energy.md).
+OSU018_TO_130NM = (0.13 / 0.18) * (1.2 / 1.8) ** 2
+
+
+def periphery_energy(run: Path) -> tuple[float | None, str | None, int | None]:
+    """The chip periphery's energy per image in pJ at the energy model's node, from `cim asic
+    --design chip --images N --power` (OpenSTA's report_power with the activity of N - 1
+    MNIST images through the netlist, scaled by OSU018_TO_130NM), the file and the chip's
+    replication; Nones without one."""
+    f = Path(run) / "asic_chip.json"
+    try:
+        r = json.loads(f.read_text())
+        uj = float(r["gate_level"]["power"]["uj_per_image"])
+        replication = int(r["config"].get("replication", 1))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None, None, None
+    return uj * 1e6 * OSU018_TO_130NM, f.name, replication
+
+
 def resources_html(pg, run: Path) -> str:
     """One table (and a bar chart) per ASIC result: cells, flip-flops and um^2 per module."""
     parts = []

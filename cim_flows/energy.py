@@ -266,12 +266,17 @@ def mapping_cycles(mapping) -> dict[str, int]:
 
 
 def system(cfg: SystemConfig, p: EnergyParams = EnergyParams(), a: AreaParams = AreaParams(),
-           cycles_per_image: int | None = None, digital_nand2_eq: float | None = None) -> dict:
+           cycles_per_image: int | None = None, digital_nand2_eq: float | None = None,
+           periphery_pj_per_image: float | None = None) -> dict:
     """GOPS/W and GOPS/mm^2 of the configured chip running the mCNN.
 
     `cycles_per_image`: measured (RTL simulation); default the mapping's lower bound.
     `digital_nand2_eq`: the chip's digital periphery from synthesis (ASIC view); without it
     only the analog macros are counted, as the paper's core figure does.
+    `periphery_pj_per_image`: the digital periphery's energy per image measured at gate level
+    (cim_flows.asic_report.periphery_energy, at this model's node); it is reported next to
+    the model's own figures (`gops_per_w_measured_periphery`: the analog terms plus it, in
+    place of the per-operation digital estimates).
     """
     from cim_spec.mapping import map_network
     from cim_spec.network import MCNN
@@ -303,7 +308,15 @@ def system(cfg: SystemConfig, p: EnergyParams = EnergyParams(), a: AreaParams = 
         events_per_layer={k: v.to_dict() for k, v in per_layer.items()},
         energy_per_layer_pj={k: sum(energy(v, p, cfg).values()) for k, v in per_layer.items()},
         macro_gops_per_mm2=res["gops"] / macro_mm2, adc_um2=a.adc)
+    if periphery_pj_per_image is not None:
+        analog = sum(e[k] for k in ANALOG)
+        res.update(periphery_pj_per_image=periphery_pj_per_image,
+                   gops_per_w_measured_periphery=ev.ops / (
+                       (analog + periphery_pj_per_image) * 1e-12) / 1e9)
     return res
+
+
+ANALOG = ("array", "drivers_mux", "sample_hold", "adc")
 
 
 def assumptions(p: EnergyParams = EnergyParams(), a: AreaParams = AreaParams()) -> list[str]:
