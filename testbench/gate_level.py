@@ -71,7 +71,9 @@ def build(sources: list[Path], top: str, build_dir: Path, simulator: str = "icar
         args = [*runner.BUILD_ARGS, "-Wno-UNOPTFLAT"]
         files = [VerilatorControlFile(WAIVERS), *files]
         if saif:
-            args.append("--trace-saif")    # with cocotb's --trace (waves): SAIF, not VCD
+            # With cocotb's --trace (waves): SAIF, not VCD. yosys names its nets and cell
+            # instances `_123_`, which Verilator leaves out of traces unless told.
+            args += ["--trace-saif", "--trace-underscore"]
     elif saif:
         raise ValueError("SAIF activity needs the Verilator build")
     sim = get_runner(simulator)
