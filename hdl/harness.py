@@ -83,6 +83,8 @@ class SimHarness(wiring.Component):
         m.d.comb += [ClockSignal("sync").eq(self.clk), ResetSignal("sync").eq(0)]
         chip = self.chip
         if self.netlist:
+            # Only the chip's interface is used (its ports), never its logic.
+            chip._MustUse__silence = True
             self._instance(m)
         else:
             m.submodules.chip = chip
@@ -141,10 +143,10 @@ class SimHarness(wiring.Component):
         in_reset = Signal()
         m.d.comb += in_reset.eq(por != 0)
         ports = {}
-        for path, flow, value in self.chip.signature.flatten(self.chip):
+        for path, member, value in self.chip.signature.flatten(self.chip):
             name = "__".join(str(part) for part in path)
             v = Value.cast(value)
-            if flow == In:
+            if member.flow == In:
                 ports[f"i_{name}"] = Mux(in_reset, 0, v)
             else:
                 raw = Signal(len(v), name=f"chip_{name}")
