@@ -57,6 +57,31 @@ def test_chip_verilog_of_the_smallest_plan_lints_clean(tmp_path):
     assert res.returncode == 0 and "%Warning" not in res.stderr, res.stderr[-3000:]
 
 
+def test_harness_around_a_chip_netlist_matches_its_ports(tmp_path):
+    """SimHarness(netlist=...) instantiates a module with exactly the chip's top-level ports
+    (the gate-level netlist's, docs/asic.md): linted together with the chip's own Verilog
+    under that module name, every port connects at its width; the harness has no taps."""
+    from hdl.chip import CimChip
+    cfg = SystemConfig(n_pe=2, array_rows=32, array_cols=16)
+    mapping = map_network(cfg, TINY)
+    names = [lm.name for lm in mapping.layers]
+    chip = program.Chip(mapping, np.zeros((2, 32, 16), dtype=np.int64), program.Digital(
+        adc_gain={n: 4000 for n in names}, requant_mult={"A": 2 ** 15}, requant_shift={"A": 18}))
+    plan = plan_chip(chip)
+    harness = SimHarness(plan, CrossbarForm.BLACKBOX, netlist="cim_chip_asic")
+    assert "tap" not in harness.signature.members
+    h = build.generate(harness, "harness", tmp_path / "h", CrossbarForm.VERILOG)
+    c = build.generate(CimChip(plan), "cim_chip_asic", tmp_path / "c")
+    text = h[0].read_text()
+    assert "cim_chip_asic chip (" in text and ".rst(in_reset)" in text
+    res = lint([h[0], c[0], BEHAVIORAL_SOURCE, LOADER_SOURCE], "harness", "-Wall",
+               "-Wno-fatal", "-Wno-UNUSEDSIGNAL", "-Wno-DECLFILENAME", "-Wno-UNUSEDPARAM")
+    assert res.returncode == 0, res.stderr[-3000:]
+    bad = [ln for ln in res.stderr.splitlines()
+           if ln.startswith("%Warning-") and ("PIN" in ln or "WIDTH" in ln) and "harness" in ln]
+    assert not bad, bad
+
+
 def test_crossbar_model_lints_clean_under_wall():
     res = lint([BEHAVIORAL_SOURCE], "cim_crossbar", "-Wall")
     assert res.returncode == 0 and "%Warning" not in res.stderr, res.stderr[-3000:]
