@@ -81,7 +81,7 @@ def build(sources: list[Path], top: str, build_dir: Path, simulator: str = "icar
     if simulator == "verilator":
         # The netlist's C++ is megabytes of straight-line code per ten thousand cells: g++ at
         # -O1 (the model's evaluation) and -O0 (its one-time initial settling) compiles it
-        # several times faster than Verilator's default -Os, for a slower simulation.
+        # faster than at Verilator's default -Os (docs/asic.md), for a slower simulation.
         os.environ["MAKEFLAGS"] = f"{make_flags} {MAKE_OPT}"
     try:
         # The netlist has no `timescale`; the cell models' is 1ns/10ps. The build log is
