@@ -458,21 +458,21 @@ def power(work: Path, top: str, clock_mhz: float, saif, scope: str | None = None
     scope = scope or asic_power.find_scope(nets, top)
     lib = asic_cells.parse_liberty((work / LIBERTY).read_text())
     pins_of = {c.args[0]: {p.args[0] for p in c.children("pin")} for c in asic_cells.cells(lib)}
+    outputs = {c.args[0]: [p.args[0] for p in c.children("pin")
+                           if p.attrs.get("direction") == "output"] for c in asic_cells.cells(lib)}
     cells = asic_power.netlist_cells(work / "mapped.v", set(pins_of), top)
     cell_pins = {inst: pins_of[t] for inst, t in cells.items()}
     acts = asic_power.pin_activity(nets, duration, SIM_PERIOD_S, scope, cell_pins)
+    per_cell = asic_power.cell_activity(acts, cells, outputs)
     period = 1e3 / clock_mhz
     tcl = [f"read_liberty {LIBERTY}", f"read_liberty {MACRO_LIBERTY}",
            "read_verilog mapped.v", f"link_design {top}",
            f"set_wire_load_model -name {asic_liberty.WIRE_LOAD} -library cim_macros",
            f"create_clock -name clk -period {period:.4f} [get_ports clk]",
-           # Pins the run did not record stay still (the run records every cell pin,
-           # the flip-flops' clock pins with two transitions a cycle).
-           "set_power_activity -global -activity 0 -duty 0",
-           *asic_power.activity_commands(acts),
-           'puts "=== power"', "report_power -digits 6", 'puts "=== end"', ""]
+           'puts "=== power"', *asic_power.group_commands(per_cell), 'puts "=== end"', ""]
     (work / "power.tcl").write_text("\n".join(tcl))
-    _say(progress, f"asic: OpenSTA report_power with {len(acts):,} pins' activity")
+    _say(progress, f"asic: OpenSTA report_power for {len(per_cell):,} cells in groups of equal "
+                   f"activity")
     t0 = time.time()
     proc = subprocess.run([sta, "-no_splash", "-exit", "power.tcl"], cwd=work,
                           capture_output=True, text=True)
@@ -482,10 +482,14 @@ def power(work: Path, top: str, clock_mhz: float, saif, scope: str | None = None
     if proc.returncode or errors or "=== end" not in log:
         raise AsicError(f"OpenSTA report_power failed; {work / 'power.log'}:\n"
                         + "\n".join((errors or log.splitlines())[-8:]))
-    watts = asic_power.parse_report_power(log.split("=== power")[1])
+    watts = asic_power.parse_instance_power(log.split("=== power")[1])
+    if watts["instances"] != len(per_cell):
+        raise AsicError(f"report_power gave {watts['instances']} instances of "
+                        f"{len(per_cell)} (see {work / 'power.log'})")
     cycles = duration / SIM_PERIOD_S
     return {**watts, "clock_mhz": clock_mhz, "pins_annotated": len(acts),
             "cell_pins": sum(len(v) for v in cell_pins.values()), "cells": len(cells),
+            "cells_annotated": len(per_cell),
             "cycles": round(cycles), "saif_scope": scope,
             "seconds": round(time.time() - t0, 1)}
 

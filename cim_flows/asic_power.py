@@ -29,7 +29,8 @@ _UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9, "ps": 1e-12, "fs": 1e-15
 def read_saif(path: Path) -> tuple[float, dict[str, tuple[int, float]]]:
     """The run's duration in seconds and, per net (scopes joined with `/`), its toggle count
     and its time at 1 in seconds."""
-    text = Path(path).read_text()
+    # Line comments (Verilator's SAIF starts with one) are not part of the data.
+    text = re.sub(r"//[^\n]*", "", Path(path).read_text())
     stack: list[list] = [[]]
     for m in _TOK.finditer(text):
         t = m.group(0)
@@ -138,19 +139,53 @@ def netlist_cells(netlist: Path, cell_names: set[str], top: str) -> dict[str, st
     return out
 
 
-def activity_commands(acts: dict[str, tuple[float, float]], digits: int = 3,
-                      chunk: int = 2000) -> list[str]:
-    """`set_power_activity -pins` commands, pins grouped by their rounded activity and duty."""
+def cell_activity(acts: dict[str, tuple[float, float]], cells: dict[str, str],
+                  outputs: dict[str, list[str]]) -> dict[str, tuple[float, float]]:
+    """Instance path -> (activity, duty) of its output pins (their mean: FAX1 and HAX1 have
+    two) from pin_activity's figures; instances without a recorded output are left out."""
+    out = {}
+    for inst, cell in cells.items():
+        vals = [acts[f"{inst}/{o}"] for o in outputs[cell] if f"{inst}/{o}" in acts]
+        if vals:
+            out[inst] = (sum(v[0] for v in vals) / len(vals), sum(v[1] for v in vals) / len(vals))
+    return out
+
+
+def group_commands(cell_acts: dict[str, tuple[float, float]], digits: int = 2,
+                   chunk: int = 2000) -> list[str]:
+    """OpenSTA commands giving each group of cells with the same rounded activity and duty
+    its power: the global activity set to the group's figures, then `report_power
+    -instances` for the group (one row per cell, summed by parse_instance_power). Debian's
+    OpenSTA cannot annotate pins: `set_power_activity -pins` fails in its own Tcl (it calls
+    an undefined `get_pins_error`), and activities set with `sta::set_power_pin_activity`
+    are not used by its power calculation (its debug trace shows the global activity)."""
     groups = defaultdict(list)
-    for pin, (a, d) in acts.items():
-        groups[(float(f"{a:.{digits}g}"), round(d, 2))].append(pin)
+    for inst, (a, d) in cell_acts.items():
+        groups[(float(f"{a:.{digits}g}"), round(d, 1))].append(inst)
     cmds = []
-    for (a, d), pins in sorted(groups.items()):
-        for k in range(0, len(pins), chunk):
-            names = " ".join(pins[k:k + chunk])
-            cmds.append(f"set_power_activity -pins [get_pins {{{names}}}] -activity {a:g} "
-                        f"-duty {d:g}")
+    for (a, d), insts in sorted(groups.items()):
+        cmds.append(f"set_power_activity -global -activity {a:g} -duty {d:g}")
+        for k in range(0, len(insts), chunk):
+            names = " ".join(insts[k:k + chunk])
+            cmds.append(f"report_power -instances [get_cells {{{names}}}] -digits 6")
     return cmds
+
+
+_ROW = re.compile(r"^\s*([\d.]+e[+-]\d+)\s+([\d.]+e[+-]\d+)\s+([\d.]+e[+-]\d+)\s+"
+                  r"([\d.]+e[+-]\d+)\s+(\S+)\s*$", re.M)
+
+
+def parse_instance_power(text: str) -> dict:
+    """Watts summed over the instance rows of `report_power -instances` outputs: internal,
+    switching, leakage, total, and the number of instances."""
+    keys = ("internal_w", "switching_w", "leakage_w", "total_w")
+    out = dict.fromkeys(keys, 0.0)
+    n = 0
+    for m in _ROW.finditer(text):
+        n += 1
+        for k, v in zip(keys, m.groups()[:4], strict=True):
+            out[k] += float(v)
+    return {**out, "instances": n}
 
 
 _TOTAL = re.compile(r"^Total\s+([\d.eE+-]+)\s+([\d.eE+-]+)\s+([\d.eE+-]+)\s+([\d.eE+-]+)",

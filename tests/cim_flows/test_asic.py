@@ -122,8 +122,9 @@ def test_verilator_runs_the_netlist_bit_exact_and_gives_power(run):
     assert g["vector_cycles"] == r["gate_level"]["vector_cycles"]
     work = d / "asic_pe"
     pw = asic.power(work, "cim_pe_asic", 100.0, Path(g["saif"]), progress=False)
-    # Every pin of every cell was recorded; power has all three parts.
+    # Every pin of every cell was recorded, every cell got its power; all three parts.
     assert pw["pins_annotated"] == pw["cell_pins"] > 10_000
+    assert pw["instances"] == pw["cells_annotated"] == pw["cells"] == r["totals"]["cells"]
     assert pw["total_w"] == pytest.approx(pw["internal_w"] + pw["switching_w"] + pw["leakage_w"],
                                           rel=1e-3)
     assert pw["switching_w"] > 0 and 0 < pw["leakage_w"] < 1e-3 * pw["total_w"]
