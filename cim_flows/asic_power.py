@@ -6,8 +6,9 @@ leakage, switching power from the wire load model's and pins' capacitance) and
 way round: the gate-level simulation on Verilator writes a SAIF file (`--trace-saif`: per
 net, the toggle count TC and the time at 1, T1), this module reads it, turns every cell pin's
 toggles into OpenSTA's activity (transitions per clock period) and duty (T1 over the run),
-and writes one `set_power_activity -pins` per group of pins with the same rounded figures.
-Pins without a record (none, when the whole netlist was traced) keep the global default 0.
+gives each cell its outputs' figures, and has OpenSTA report each group of cells with equal
+figures under that global activity (this OpenSTA cannot annotate single pins: see
+group_commands); the instance rows are summed.
 """
 
 from __future__ import annotations
@@ -186,16 +187,3 @@ def parse_instance_power(text: str) -> dict:
         for k, v in zip(keys, m.groups()[:4], strict=True):
             out[k] += float(v)
     return {**out, "instances": n}
-
-
-_TOTAL = re.compile(r"^Total\s+([\d.eE+-]+)\s+([\d.eE+-]+)\s+([\d.eE+-]+)\s+([\d.eE+-]+)",
-                    re.M)
-
-
-def parse_report_power(text: str) -> dict:
-    """Watts of the `Total` row of `report_power`: internal, switching, leakage, total."""
-    m = _TOTAL.search(text)
-    if not m:
-        raise ValueError("report_power printed no Total row")
-    keys = ("internal_w", "switching_w", "leakage_w", "total_w")
-    return dict(zip(keys, map(float, m.groups()), strict=True))

@@ -94,14 +94,6 @@ def test_instance_rows_are_summed():
     assert got["internal_w"] == pytest.approx(1.5e-3) and got["leakage_w"] == pytest.approx(4e-9)
 
 
-def test_report_power_total_row():
-    text = ("Group  Internal  Switching  Leakage  Total\n"
-            "Total                3.228975e-02 1.338496e-02 1.449955e-06 4.567615e-02 100.0%\n")
-    assert asic_power.parse_report_power(text) == {
-        "internal_w": 3.228975e-02, "switching_w": 1.338496e-02, "leakage_w": 1.449955e-06,
-        "total_w": 4.567615e-02}
-
-
 def test_measured_periphery_enters_the_energy_model(tmp_path):
     (tmp_path / "asic_chip.json").write_text(json.dumps(
         {"config": {"replication": 1}, "gate_level": {"power": {"uj_per_image": 2.0}}}))
