@@ -62,7 +62,9 @@ class Feeder(wiring.Component):
 
         max_depth = max(plan.buffers[lp.src].depth for lp in self.layers)
         window = Signal(data.ArrayLayout(self.word_bits, self.n_words))
-        active = Signal(range(len(plan.layers)))   # the layer being walked
+        # The layer being walked; at least one bit (a one-layer network would make it zero
+        # bits wide, which Amaranth writes as [-1:0] and Verilator refuses).
+        active = Signal(range(max(len(plan.layers), 2)))
         most = max(lp.out_hw[0] * lp.out_hw[1] for lp in self.layers) + 1
         wide = max(max(lp.out_hw[1], plan.buffers[lp.src].width) for lp in self.layers) + 1
         j = Signal(range(most))                    # position index within the group

@@ -61,12 +61,16 @@ def generate(chip: program.Chip, out_dir: Path, form: CrossbarForm = CrossbarFor
 
 
 def build_chip(chip: program.Chip, build_dir: Path | None = None,
-               waves: bool = False, asserts: bool = True) -> tuple[Path, float]:
+               waves: bool = False, asserts: bool = True, simulator: str = "verilator",
+               coverage: bool = False) -> tuple[Path, float]:
     """Generate and compile (cached by content); returns the build directory and seconds.
-    `asserts=False` (benchmarks only) leaves the RTL's assertions out."""
+    `asserts=False` (benchmarks only) leaves the RTL's assertions out. `coverage`:
+    Verilator's line and toggle coverage (a separate build)."""
+    tail = "".join(t for t, on in (("_waves", waves), ("_noassert", not asserts),
+                                   ("_cov", coverage),
+                                   (f"_{simulator}", simulator != "verilator")) if on)
     build_dir = Path(build_dir or runner.BUILD_ROOT /
-                     f"chip_{chip_digest(chip, CrossbarForm.VERILOG)}{'_waves' if waves else ''}"
-                     f"{'' if asserts else '_noassert'}")
+                     f"chip_{chip_digest(chip, CrossbarForm.VERILOG)}{tail}")
     t0 = time.perf_counter()
     stamp = build_dir / "generated.ok"
     if stamp.exists():   # the directory name is the digest of everything that went in
@@ -75,7 +79,8 @@ def build_chip(chip: program.Chip, build_dir: Path | None = None,
     else:
         sources = generate(chip, build_dir, asserts=asserts)
         stamp.write_text("")
-    runner.build(sources, TOPLEVEL, build_dir, waves=waves, quiet=True, asserts=asserts)
+    runner.build(sources, TOPLEVEL, build_dir, waves=waves, quiet=True, asserts=asserts,
+                 simulator=simulator, extra_args=("--coverage",) if coverage else ())
     return build_dir, time.perf_counter() - t0
 
 
@@ -172,7 +177,8 @@ def golden_logits(chip: program.Chip, images: np.ndarray, ids: np.ndarray,
 def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: int = 1,
              waves: bool = False, progress: bool = True,
              golden: program.Chip | None = None, pauses: int | None = None,
-             writes=None, asserts: bool = True,
+             writes=None, asserts: bool = True, simulator: str = "verilator",
+             coverage: Path | None = None,
              prebuilt: tuple[Path, float] | None = None) -> SimResult:
     """Run `images` through the RTL (with its assertions; `asserts=False` for benchmarks);
     the testbench's scoreboard compares every logit with the golden model of `golden` (by
@@ -184,16 +190,22 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
     images, back-pressure bursts on the result port, monitors on every handshake. `writes`
     (CellWrite) re-program cells through the chip's programming port between images, and
     `GainWrite`s set a layer's ADC gain register through its gain port; the golden chip is
-    re-programmed the same way.
+    re-programmed the same way. `simulator`: "verilator" or "icarus".
+    `coverage` (a directory, Verilator only): a coverage build; each shard's Verilator
+    coverage data is copied there (testbench/coverage.py merges them).
     """
     net = chip.mapping.network
     images = chip_model.check_images(images, net.input_shape)
     n = len(images)
     ids = np.arange(n, dtype=np.int64) if image_ids is None else np.asarray(image_ids, np.int64)
     writes = check_writes(chip, writes, n)
-    build_dir, build_s = prebuilt or build_chip(chip, waves=waves, asserts=asserts)
+    build_dir, build_s = prebuilt or build_chip(chip, waves=waves, asserts=asserts,
+                                                simulator=simulator,
+                                                coverage=coverage is not None)
     plan = plan_chip(chip)
     meta = job_meta(plan, chip, pauses)
+    if coverage is not None:
+        Path(coverage).mkdir(parents=True, exist_ok=True)
     gold = golden_logits(golden or chip, images, ids, writes)
     cells = [w for w in writes if isinstance(w, CellWrite)]
     gains = [w for w in writes if isinstance(w, GainWrite)]
@@ -223,7 +235,9 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
     def one(d):
         runner.test(TOPLEVEL, "testbench.chip_tests", build_dir,
                     env={"CIM_CHIP_JOB": d / "job.npz", "CIM_CHIP_OUT": d / "out.npz"},
-                    waves=waves, test_dir=d, quiet=True)
+                    waves=waves, test_dir=d, quiet=True, simulator=simulator)
+        if coverage is not None:     # Verilator writes coverage.dat where the test ran
+            shutil.copy(d / "coverage.dat", Path(coverage) / f"{run_dir.name}_{d.name}.dat")
 
     t0 = time.perf_counter()
     stop = threading.Event()

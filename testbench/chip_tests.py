@@ -132,8 +132,10 @@ class ChipTB:
                             getattr(dut, f"tap__{i}__data"))
                      for i, name in enumerate(self.meta["buffers"])} if taps else {}
 
-        # The harness has no reset port: its registers start from their reset values.
-        Clock(self.clk, PERIOD_NS, unit="ns").start()
+        # The harness has no reset port: its registers start from their reset values. The
+        # clock starts low: a rising edge at time 0 would make Icarus clock in the inputs
+        # before the drivers set them, and X would then circulate in the reset-free loops.
+        Clock(self.clk, PERIOD_NS, unit="ns").start(start_high=False)
         self.load = StreamSource(load, self.clk)
         self.prog = StreamSource(prog, self.clk)
         self.gain = StreamSource(gain, self.clk)

@@ -39,28 +39,39 @@ def build_args(asserts: bool) -> list[str]:
     return BUILD_ARGS if asserts else [*BUILD_ARGS, "--no-assert"]
 
 
+# The second simulator (docs/verification.md): Icarus Verilog from Debian, through the same
+# cocotb runner. Its builds need no options; one nanosecond is the testbenches' time unit.
+SIMULATORS = ("verilator", "icarus")
+
+
 def build(sources, toplevel: str, build_dir: Path, waves: bool = False,
-          quiet: bool = False, asserts: bool = True) -> None:
-    """Compile with Verilator (make skips it when nothing changed); `quiet` logs to
-    build.log in the build directory instead of the terminal. `asserts` keeps the
-    assertions of the generated Verilog (hdl.build.generate(..., asserts=True)) checked."""
+          quiet: bool = False, asserts: bool = True, simulator: str = "verilator",
+          extra_args: tuple[str, ...] = ()) -> None:
+    """Compile with Verilator, or Icarus (make skips it when nothing changed); `quiet` logs
+    to build.log in the build directory instead of the terminal. `asserts` keeps the
+    assertions of the generated Verilog (hdl.build.generate(..., asserts=True)) checked.
+    `extra_args` go to the simulator's compiler (Verilator's coverage options)."""
     setup_env()
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    runner = get_runner("verilator")
+    runner = get_runner(simulator)
+    if simulator == "verilator":
+        sources = [VerilatorControlFile(WAIVERS), *map(str, sources)]
+        args = [*build_args(asserts), *extra_args]
+    else:
+        sources, args = list(map(str, sources)), list(extra_args)
     # Test workers in parallel may build the same design (same directory): one builds, the
     # others then find it up to date. The lock is not the one generation takes.
     with locked(build_dir, ".build.lock"):
-        runner.build(sources=[VerilatorControlFile(WAIVERS), *map(str, sources)],
-                     hdl_toplevel=toplevel, build_dir=build_dir,
-                     build_args=build_args(asserts),
-                     waves=waves, always=False,
+        runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
+                     build_args=args, waves=waves, always=False,
+                     timescale=("1ns", "1ps") if simulator == "icarus" else None,
                      log_file=build_dir / "build.log" if quiet else None)
 
 
 def test(toplevel: str, test_module: str, build_dir: Path, env: dict | None = None,
          testcase=None, waves: bool = False, test_dir: Path | None = None,
-         quiet: bool = False) -> Path:
+         quiet: bool = False, simulator: str = "verilator") -> Path:
     """Run a cocotb module; raises if any test failed (cocotb writes results.xml).
 
     `quiet` sends the simulator's output to `sim.log` in the test directory.
@@ -69,7 +80,7 @@ def test(toplevel: str, test_module: str, build_dir: Path, env: dict | None = No
     setup_env()
     test_dir = Path(test_dir or build_dir)
     try:
-        results = get_runner("verilator").test(
+        results = get_runner(simulator).test(
             hdl_toplevel=toplevel, hdl_toplevel_lang="verilog", test_module=test_module,
             build_dir=build_dir, test_dir=test_dir,
             extra_env={k: str(v) for k, v in (env or {}).items()}, testcase=testcase,

@@ -1,0 +1,171 @@
+"""Random system configurations and small networks that map, each as a programmed chip with a
+few images: the chip's RTL must agree with the golden model on every logit for any of them.
+
+`draw(seed)` is deterministic in the seed, so a failure is reproduced by its seed alone
+(`benchmarks/random_configs.py --seed S`). A draw that does not map (the mapping or the
+gateware refuses it, ConfigError) is redrawn from the same seed's generator; the refusals are
+counted so a benchmark can tell a generator that draws nonsense from one that finds bugs.
+
+The drawn networks stay inside what the gateware sequences (hdl/chip_plan.py): one input
+channel, conv layers each optionally followed by a non-overlapping pool (k == stride), and one
+dense layer at the end. Sizes are kept small so that a Verilator build takes about a minute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cim_spec import program
+from cim_spec.config import ConfigError, SystemConfig
+from cim_spec.mapping import Mapping, map_network
+from cim_spec.network import Conv, Dense, Network, Pool
+from golden import chip_model
+from golden.quantize import requant_params
+from hdl.chip_plan import plan_chip
+
+MAX_TRIES = 200
+
+
+@dataclass
+class Case:
+    seed: int
+    chip: program.Chip
+    images: np.ndarray                 # (n, H, W) 8-bit pixels
+    image_ids: np.ndarray              # (n,) random 32-bit ids
+    refused: list[str] = field(default_factory=list)   # why earlier draws did not map
+
+    @property
+    def config(self) -> SystemConfig:
+        return self.chip.config
+
+    def describe(self) -> str:
+        c, net = self.config, self.chip.mapping.network
+        layers = " ".join(
+            f"{la.name}:conv{la.k}x{la.k}x{la.out_ch}" if isinstance(la, Conv) else
+            f"{la.name}:pool{la.k}" if isinstance(la, Pool) else f"{la.name}:fc{la.n_out}"
+            for la in net.layers)
+        return (f"seed {self.seed}: {c.n_pe} PEs {c.array_rows}x{c.array_cols}, "
+                f"{c.cell_states} states, in {c.input_bits}b, adc {c.adc_bits}b x "
+                f"{c.adcs_per_pe}, pulse {c.pulse_cycles}, conv {c.adc_conv_cycles}, "
+                f"repl {c.replication}, noise {self.chip.digital.read_noise}; "
+                f"input {net.input_shape[1]}x{net.input_shape[2]} {layers}")
+
+
+def draw_config(rng) -> SystemConfig:
+    states = int(rng.choice([2, 3, 4, 8, 16]))
+    bits = int(rng.integers(1, 9))
+    return SystemConfig(
+        n_pe=int(rng.integers(2, 9)),
+        array_rows=2 * int(rng.integers(3, 33)),
+        array_cols=int(rng.integers(4, 19)),
+        cell_states=states, weight_levels=2 * (states - 1) + 1,
+        input_bits=bits, act_bits=bits,
+        adc_bits=int(rng.integers(1, 11)),
+        adcs_per_pe=int(rng.integers(1, 17)),
+        pulse_cycles=int(rng.integers(1, 6)),
+        adc_conv_cycles=int(rng.integers(1, 4)),
+        replication=int(rng.integers(1, 4)),
+    )
+
+
+def draw_network(rng, cfg: SystemConfig) -> Network:
+    """1-2 conv layers (each maybe pooled), then the dense logits layer."""
+    h = int(rng.integers(5, 15))
+    w = int(rng.integers(5, 15))
+    layers, ch, shape = [], 1, (h, w)
+    for i in range(int(rng.integers(1, 3))):
+        k = int(rng.integers(1, 4))
+        if k * k > cfg.array_cols or shape[0] < k or shape[1] < k:
+            break
+        out = int(rng.integers(1, 7))
+        layers.append(Conv(f"C{i}", ch, out, k))
+        ch, shape = out, (shape[0] - k + 1, shape[1] - k + 1)
+        if rng.random() < 0.6 and min(shape) >= 2:
+            pk = int(rng.integers(2, 4))
+            layers.append(Pool(f"P{i}", pk, pk))
+            shape = tuple(-(-(s - pk) // pk) + 1 if s > pk else 1 for s in shape)
+    n_in = ch * shape[0] * shape[1] if layers else h * w
+    layers.append(Dense("F", n_in, int(rng.integers(2, 11))))
+    return Network("random", (1, h, w), tuple(layers))
+
+
+def draw_chip(rng, mapping: Mapping) -> program.Chip:
+    """Random cell codes (extremes included); ADC gains whose full scale is a random fraction
+    of the largest line current a block can carry (some layers clamp often, some never);
+    requantization factors that spread the partial sums over the activation range."""
+    cfg = mapping.config
+    top = cfg.code_max
+    g = rng.integers(0, top + 1, size=(cfg.n_pe, cfg.array_rows, cfg.array_cols))
+    g[rng.random(g.shape) < 0.1] = 0
+    g[rng.random(g.shape) < 0.05] = top
+    gains = {}
+    for lm in mapping.layers:
+        i_max = max(int(g[b.pe, b.row0:b.row0 + b.n_rows, :b.n_in].sum(axis=1).max())
+                    for b in mapping.blocks_of(lm.name))
+        full = max(1.0, i_max * float(rng.uniform(0.05, 1.2)))
+        gains[lm.name] = max(1, math.floor(cfg.adc_max * 2 ** cfg.adc_gain_frac_bits / full))
+    noise = int(rng.integers(50, 3000)) if rng.random() < 0.5 else 0
+    # Requantization placeholders until calibrate() sets them.
+    first = {n: 1 for n in names(mapping)[:-1]}
+    return program.Chip(mapping, g, program.Digital(
+        gains, first, first, read_noise=noise, noise_seed=int(rng.integers(0, 2 ** 32))))
+
+
+def calibrate(rng, chip: program.Chip, images, ids) -> program.Chip:
+    """Requantization, layer by layer on the case's images: the largest positive partial sum
+    lands at a random 0.5..3 times the top activation code (so some layers clamp at the top
+    and none is all zero unless its sums are)."""
+    mapping, cfg = chip.mapping, chip.config
+    names = [lm.name for lm in mapping.layers]
+    mults, shifts = {}, {}
+    a = program.dac_inputs(images[:, None], cfg.input_bits)
+    for li, layer in enumerate(mapping.network.weight_layers()[:-1]):
+        now = program.Chip(mapping, chip.conductance, dataclasses.replace(
+            chip.digital, requant_mult={**mults, **{n: 1 for n in names[li:-1]}},
+            requant_shift={**shifts, **{n: 1 for n in names[li:-1]}}))
+        trace = chip_model.run(now, images, image_ids=ids, trace=True).trace
+        net = mapping.network
+        prev = net.layers[net.layers.index(layer) - 1] if net.layers.index(layer) else None
+        x = a if prev is None else trace[prev.name]
+        psum = chip_model.layer_psums(now, li, layer.name,
+                                      chip_model.conv_patches(x, layer.k), ids)
+        top = max(1, int(psum.max()))
+        f = cfg.act_max * float(rng.uniform(0.5, 3.0)) / top
+        m, s = requant_params(f)
+        mults[layer.name], shifts[layer.name] = m, min(max(s, 1), 40)
+    return program.Chip(mapping, chip.conductance, dataclasses.replace(
+        chip.digital, requant_mult=mults, requant_shift=shifts))
+
+
+def names(mapping: Mapping) -> list[str]:
+    return [lm.name for lm in mapping.layers]
+
+
+def draw(seed: int, n_images: int = 3) -> Case:
+    """A configuration, a network that maps onto it and the gateware accepts, a chip and
+    images, all from `seed`."""
+    rng = np.random.default_rng(seed)
+    refused = []
+    for _ in range(MAX_TRIES):
+        cfg = None
+        try:
+            cfg = draw_config(rng)
+            net = draw_network(rng, cfg)
+            mapping = map_network(cfg, net)
+            chip = draw_chip(rng, mapping)
+            plan_chip(chip)     # the gateware's own checks, before calibration costs anything
+        except (ConfigError, ValueError) as e:
+            refused.append(f"{type(e).__name__}: {e}")
+            continue
+        _, h, w = net.input_shape
+        images = rng.integers(0, 256, size=(n_images, h, w)).astype(np.uint8)
+        images[rng.random(images.shape) < 0.3] = 0      # dark pixels, as in digits
+        images[0, :, 0] = 255                           # the brightest pixel somewhere
+        ids = rng.integers(0, 2 ** 32, size=n_images, dtype=np.int64)
+        return Case(seed, calibrate(rng, chip, images, ids), images, ids, refused)
+    raise RuntimeError(f"seed {seed}: no mappable draw in {MAX_TRIES} tries; last: "
+                       f"{refused[-1]}")
