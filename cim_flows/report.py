@@ -28,7 +28,8 @@ SECTIONS = [("artifacts", "Run"), ("mapping", "Mapping"), ("conductance", "Condu
             ("accuracy", "Accuracy per stage"), ("device", "Device errors and drift"),
             ("rtl", "RTL vs golden"),
             ("cycles", "Cycles per layer"), ("resources", "Resources per module"),
-            ("timing", "Fmax"), ("energy", "Energy and area"), ("sweep", "Sweep")]
+            ("timing", "Fmax"), ("energy", "Energy and area"), ("sweep", "Sweep"),
+            ("coverage", "Verification coverage")]
 # What the paper reports for the stages `cim demo` prints (README.md, Results), by replication.
 PAPER_STAGES = {1: {"float (software)": 0.9799, "after transfer": 0.9507,
                     "after hybrid training": 0.9619},
@@ -476,10 +477,15 @@ def s_sweep(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
     return section(pg)
 
 
+def s_coverage(pg: _Page, cfg: SystemConfig, ctx: dict) -> str:
+    from .coverage_report import section
+    return section(pg)
+
+
 _BUILDERS = {"artifacts": s_artifacts, "mapping": s_mapping, "conductance": s_conductance,
              "accuracy": s_accuracy, "device": s_device, "rtl": s_rtl, "cycles": s_cycles,
              "resources": s_resources, "timing": s_timing, "energy": s_energy,
-             "sweep": s_sweep}
+             "sweep": s_sweep, "coverage": s_coverage}
 
 
 def _config(run: Path, cfg: SystemConfig | None) -> tuple[SystemConfig, str]:

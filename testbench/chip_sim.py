@@ -5,6 +5,7 @@ that differs."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import threading
@@ -40,6 +41,9 @@ from .scoreboard import Mismatch
 __all__ = ["CellWrite", "GainWrite", "Mismatch", "SimResult", "build_chip", "locate", "simulate"]
 
 TOPLEVEL = "harness"
+# Verilator's line (with branch) and toggle coverage. Not `--coverage`: its expression
+# coverage stops Verilator 5.48 with an internal error on the memories' write statements.
+COVERAGE_ARGS = ("--coverage-line", "--coverage-toggle")
 
 
 def chip_digest(chip: program.Chip, form: CrossbarForm) -> str:
@@ -65,7 +69,7 @@ def build_chip(chip: program.Chip, build_dir: Path | None = None,
                coverage: bool = False) -> tuple[Path, float]:
     """Generate and compile (cached by content); returns the build directory and seconds.
     `asserts=False` (benchmarks only) leaves the RTL's assertions out. `coverage`:
-    Verilator's line and toggle coverage (a separate build)."""
+    Verilator's line and toggle coverage (COVERAGE_ARGS; a separate build)."""
     tail = "".join(t for t, on in (("_waves", waves), ("_noassert", not asserts),
                                    ("_cov", coverage),
                                    (f"_{simulator}", simulator != "verilator")) if on)
@@ -79,9 +83,29 @@ def build_chip(chip: program.Chip, build_dir: Path | None = None,
     else:
         sources = generate(chip, build_dir, asserts=asserts)
         stamp.write_text("")
+    if simulator == "icarus":
+        sources = [icarus_copy(sources[0]), *sources[1:]]
     runner.build(sources, TOPLEVEL, build_dir, waves=waves, quiet=True, asserts=asserts,
-                 simulator=simulator, extra_args=("--coverage",) if coverage else ())
+                 simulator=simulator, extra_args=COVERAGE_ARGS if coverage else ())
     return build_dir, time.perf_counter() - t0
+
+
+def icarus_copy(source: Path) -> Path:
+    """The generated Verilog for Icarus: every combinational process evaluated once after
+    time 0.
+
+    Icarus runs an `always @*` block only when one of its inputs changes. yosys makes each
+    block read a register initialized to 0 so that it runs at time 0, but on Icarus the
+    initializer takes effect before the blocks wait, so nothing fires: logic whose inputs are
+    constants or registers that keep their initial value stays X, and X spreads through the
+    reset-free harness. (`always_comb` instead loops forever at time 0: Icarus makes a block
+    sensitive to all bits of a vector it part-selects, including its own outputs.) Here the
+    trigger register changes at 1 ns, before the first clock edge (the clock starts low)."""
+    out = Path(source).with_name(Path(source).stem + "_icarus.v")
+    text = re.sub(r"(reg (\\\S+dump_module\$\d+ ) = 0;)", r"\1 initial #1 \2 = 1;",
+                  Path(source).read_text())
+    build.write_if_changed(out, text)
+    return out
 
 
 @dataclass

@@ -80,7 +80,21 @@ def run(tmp_path_factory):
     assert device_sweeps.main(["drift", "--run", str(run), "--chip", str(run / "chip"),
                                "--ages", "0,86400", "--limit", "100", "--recalibrate",
                                "50"]) == 0
+    _functional_coverage(run)
     return run
+
+
+def _functional_coverage(run):
+    """RUN/coverage.json with the functional bins only (the real one also has Verilator's
+    coverage: benchmarks/coverage_run.py); the golden side of the chip regression's chip."""
+    from cim_flows import stages
+    from cim_spec import files
+    from golden import data
+    from testbench import coverage
+    mapping, prog = stages.ideal_program(SystemConfig(), stages.load_model())
+    images = data.load_bundled().test_images[:3]
+    func = coverage.functional([("mCNN r1", prog.chip(mapping), images, np.arange(3), {})])
+    files.write_json(run / "coverage.json", coverage.report(func, None, []))
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +139,8 @@ def test_page_holds_every_section_and_its_figures(page, run):
     assert "recalibrated</th>" in html and "recalibration: hybrid training" in html
     assert "shift_add" in html and "Fmax" in html
     assert "relax_sigma_us" in html and "4 points" in html
+    assert "Functional bins" in html and "mCNN r1: C1 first chunk" not in html
+    assert "pe_lines" in html and "programming between images" in html   # a bin not hit
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium (.ci/run "

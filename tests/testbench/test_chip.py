@@ -81,13 +81,14 @@ def random_writes(chip: program.Chip, rng, before: int, n: int) -> list[CellWrit
     return out
 
 
-def test_random_traffic_and_programming_between_images():
+@pytest.mark.parametrize("replication", [1, 3])
+def test_random_traffic_and_programming_between_images(replication):
     """Random idle cycles between load beats, random gaps between images, back-pressure
     bursts on the result port, random image ids, and cells re-programmed through the chip's
     programming port twice between images: every logit against the golden model of the chip
     as re-programmed at that point, every handshake checked by the testbench's monitors."""
-    chip = perturbed_chip(3)                      # the replication-3 build of the test above
-    rng = np.random.default_rng(12)
+    chip = perturbed_chip(replication)            # the builds of the test above
+    rng = np.random.default_rng(12 + replication)
     n = 6
     images = data.load_bundled().test_images[IMAGES:IMAGES + n]
     ids = rng.choice(2 ** 31, size=n, replace=False)
@@ -159,10 +160,10 @@ OTHER = Network("other", (1, 10, 10), (
     Dense("D", 16, 5)))
 
 
-def test_another_network_and_configuration():
-    """The chip is built from the mapping, not from the mCNN's shape: a different network on
-    a different system (12 x 32 arrays, 6 PEs, replication 2, 6-bit inputs and ADCs, 4 ADCs
-    per PE, 2-cycle pulses), random cells and gains, read noise on."""
+def other_chip():
+    """A different network on a different system (12 x 32 arrays, 6 PEs, replication 2,
+    6-bit inputs and ADCs, 4 ADCs per PE, 2-cycle pulses), random cells and gains, read
+    noise on; and 12 random images."""
     cfg = SystemConfig(n_pe=6, array_rows=32, array_cols=12, replication=2, adc_bits=6,
                        input_bits=6, act_bits=6, adcs_per_pe=4, pulse_cycles=2)
     mapping = map_network(cfg, OTHER)
@@ -178,6 +179,19 @@ def test_another_network_and_configuration():
                            read_noise=300, noise_seed=9))
     # 8-bit pixels into 6-bit DACs: the host sends their top 6 bits (docs/datapath.md 0).
     images = rng.integers(0, 256, size=(12, 10, 10)).astype(np.uint8)
+    return chip, images
+
+
+def test_another_network_and_configuration():
+    """The chip is built from the mapping, not from the mCNN's shape; then the same chip
+    under random traffic (gaps, back-pressure, cell writes between images, random ids)."""
+    chip, images = other_chip()
     res = rtl_sim.simulate(chip, images, np.arange(12), progress=False)
     assert res.bitexact == 12, [(m.index, m.first_difference) for m in res.mismatches[:3]]
     assert len(set(map(tuple, res.logits.tolist()))) > 1   # not a constant answer
+    rng = np.random.default_rng(8)
+    ids = rng.integers(0, 2 ** 32, size=5, dtype=np.int64)
+    writes = random_writes(chip, rng, 2, 6)
+    res = rtl_sim.simulate(chip, images[:5], ids, progress=False, pauses=4, writes=writes)
+    assert res.bitexact == 5, [(m.index, m.first_difference) for m in res.mismatches[:3]]
+    assert res.traffic["prog_transfers"] == len(writes) and res.traffic["result_stalls"] >= 1

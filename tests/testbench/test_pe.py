@@ -37,12 +37,12 @@ VECTORS = {"fpga": 1000}
 DEFAULT_VECTORS = 2000
 
 
-def prepare(name: str, seed: int = 1):
+def prepare(name: str, seed: int = 1, vectors: int | None = None, stimulus_dir=None):
     cfg, extra = CONFIGS[name]
     rng = np.random.default_rng(seed)
     p = PEParams.from_config(cfg, pe_seed=int(rng.integers(0, 2 ** 32)), **extra)
     g = pe_model.random_array(rng, p)
-    reqs = pe_model.random_requests(rng, p, VECTORS.get(name, DEFAULT_VECTORS))
+    reqs = pe_model.random_requests(rng, p, vectors or VECTORS.get(name, DEFAULT_VECTORS))
     form = FORMS.get(name, CrossbarForm.VERILOG)
     build_dir = runner.BUILD_ROOT / f"pe_{name}_{build.digest(p, g.tobytes(), form.value)}"
     # The array's codes are elaborated into the Verilog (the macro's INIT parameter, or the
@@ -50,7 +50,9 @@ def prepare(name: str, seed: int = 1):
     sources = build.generate(PE(p, init=g, form=form), "pe", build_dir, form, asserts=True)
     meta = dict(config=cfg.to_dict(), params=p.__dict__, seed=seed, gap=0.15, stall=0.25,
                 form=form.value)
-    np.savez(build_dir / "stimulus.npz", g=g, meta=json.dumps(meta),
+    stimulus_dir = stimulus_dir or build_dir
+    stimulus_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(stimulus_dir / "stimulus.npz", g=g, meta=json.dumps(meta),
              x=np.array([r.x for r in reqs]), row0=[r.row0 for r in reqs],
              n_lines=[r.n_lines for r in reqs], gain=[r.gain for r in reqs],
              nonce=np.array([r.nonce for r in reqs], dtype=np.uint64),

@@ -1,0 +1,125 @@
+"""The opt-in coverage run: the chip regression on Verilator coverage builds (line, toggle,
+branch), with random traffic and cell writes through the programming port between images,
+plus the functional bins of testbench/coverage.py; one merged report, RUN/coverage.json,
+which `cim report --run RUN` shows as a table.
+
+    python benchmarks/coverage_run.py --out RUN [--images 8] [--replication 1 3]
+                                      [--other] [--force]
+
+The chips are the regression's (tests/testbench/test_chip.py): the bundled mCNN with
+perturbed cells and read noise, per replication; `--other` adds the second network on its
+own configuration (a small 5-layer network on 6 PEs, replication 2). Each run is a separate
+Verilator build with --coverage (slower to build and run than the regression's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cim_flows import stages
+from cim_spec import files, program
+from cim_spec.config import SystemConfig
+from cim_spec.mapping import map_network
+from cim_spec.network import Conv, Dense, Network, Pool
+from golden import data
+from testbench import chip_sim, coverage
+from testbench.chip_sim import CellWrite
+
+OTHER = Network("other", (1, 10, 10), (
+    Conv("A", 1, 3, 3), Pool("P", 2, 2), Conv("B", 3, 4, 2), Pool("Q", 2, 2),
+    Dense("D", 16, 5)))
+
+
+def mcnn_chip(replication: int, seed: int = 2020) -> program.Chip:
+    cfg = SystemConfig(replication=replication)
+    mapping, prog = stages.ideal_program(cfg, stages.load_model())
+    rng = np.random.default_rng(seed)
+    g = np.clip(prog.target + rng.integers(-4, 5, size=prog.target.shape), 0, cfg.code_max)
+    d = prog.digital
+    return program.Chip(mapping, g, program.Digital(
+        d.adc_gain, d.requant_mult, d.requant_shift, read_noise=119, noise_seed=seed))
+
+
+def other_chip() -> program.Chip:
+    cfg = SystemConfig(n_pe=6, array_rows=32, array_cols=12, replication=2, adc_bits=6,
+                       input_bits=6, act_bits=6, adcs_per_pe=4, pulse_cycles=2)
+    mapping = map_network(cfg, OTHER)
+    rng = np.random.default_rng(5)
+    names = [lm.name for lm in mapping.layers]
+    return program.Chip(
+        mapping, rng.integers(0, cfg.code_max + 1, size=(cfg.n_pe, cfg.array_rows,
+                                                         cfg.array_cols)),
+        program.Digital(adc_gain={n: int(rng.integers(2000, 12000)) for n in names},
+                        requant_mult={n: int(rng.integers(2 ** 14, 2 ** 16))
+                                      for n in names[:-1]},
+                        requant_shift={n: 18 for n in names[:-1]}, read_noise=300,
+                        noise_seed=9))
+
+
+def writes_between(chip: program.Chip, rng, n_images: int) -> list[CellWrite]:
+    """A few cells of every layer re-written before the middle image."""
+    out = []
+    for b in chip.mapping.blocks[::max(1, len(chip.mapping.blocks) // 6)]:
+        out.append(CellWrite(n_images // 2, b.pe, b.row0 + int(rng.integers(b.n_rows)),
+                             int(rng.integers(b.n_in)), int(rng.integers(chip.config.code_max
+                                                                          + 1))))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True, help="run directory")
+    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--replication", type=int, nargs="*", default=[1, 3])
+    ap.add_argument("--other", action="store_true", help="also the second network")
+    ap.add_argument("--force", action="store_true")
+    a = ap.parse_args(argv)
+    target = a.out / "coverage.json"
+    files.check_output(target, {files.OTHER}, a.force)
+    rng = np.random.default_rng(1)
+    bundle = data.load_bundled()
+    cases = [(f"mCNN r{r}", mcnn_chip(r)) for r in a.replication]
+    if a.other:
+        cases.append(("other r2", other_chip()))
+    runs, rows, dats = [], [], []
+    dat_dir = a.out / "coverage_dat"
+    for name, chip in cases:
+        h, w = chip.mapping.network.input_shape[1:]
+        images = (bundle.test_images[:a.images] if (h, w) == (28, 28) else
+                  rng.integers(0, 256, size=(a.images, h, w)).astype(np.uint8))
+        ids = rng.integers(0, 2 ** 32, size=a.images, dtype=np.int64)
+        writes = writes_between(chip, rng, a.images)
+        t0 = time.perf_counter()
+        before = set(dat_dir.glob("*.dat")) if dat_dir.exists() else set()
+        res = chip_sim.simulate(chip, images, ids, progress=False, pauses=7, writes=writes,
+                                coverage=dat_dir)
+        dats += sorted(set(dat_dir.glob("*.dat")) - before)
+        # The datapath bins of the images as the chip held them (the writes come later).
+        first = writes[0].before if writes else a.images
+        runs.append((name, chip, images[:first], ids[:first], res.traffic))
+        rows.append(dict(name=name, images=a.images, bitexact=res.bitexact,
+                         writes=len(writes), build_s=round(res.build_seconds, 1),
+                         sim_s=round(res.sim_seconds, 1), traffic=res.traffic,
+                         seconds=round(time.perf_counter() - t0, 1)))
+        print(f"{name}: {res.bitexact}/{a.images} bit-exact, build {res.build_seconds:.0f} s, "
+              f"sim {res.sim_seconds:.0f} s", flush=True)
+    func = coverage.functional(runs)
+    struct = coverage.structural(dats, a.out / "coverage_merged.dat")
+    rep = coverage.report(func, struct, rows)
+    files.write_json(target, rep)
+    for group, g in rep["functional"].items():
+        print(f"{group:12} {g['hit']}/{g['bins']} bins" +
+              (f"; not hit: {', '.join(g['missed'][:6])}" if g["missed"] else ""))
+    for kind, s in struct.items():
+        print(f"verilator {kind:8} {s['hit']}/{s['points']} ({s['percent']}%)")
+    print(f"written {target}")
+    return 0 if all(r["bitexact"] == r["images"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
