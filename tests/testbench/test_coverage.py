@@ -1,0 +1,53 @@
+"""The functional coverage model (testbench/coverage.py): its bins follow the mapping, its
+counts follow the chip state, and a bin that the stimulus cannot reach stays empty."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from cim_spec import program
+from testbench import coverage
+
+from .test_chip import other_chip
+
+
+def test_every_read_is_counted_once_and_every_datapath_bin_is_hit():
+    chip, images = other_chip()
+    images, ids = images[:4], np.arange(4)
+    hits = coverage.datapath_hits(chip, images, ids)
+    mapping = chip.mapping
+    reads = sum(len(images) * lm.positions * lm.n_chunks for lm in mapping.layers)
+    assert sum(hits["pe_lines"].values()) == reads
+    assert sum(hits["chunk"].values()) == reads
+    lines = sum(len(images) * b.n_rows * chip.config.input_bits *
+                int((mapping.assign(b.layer)[:, b.chunk] == b.id).sum())
+                for b in mapping.blocks)
+    assert sum(hits["adc_clamp"].values()) == lines
+    bins = coverage.all_bins(chip)
+    for group in ("adc_clamp", "pe_lines", "chunk", "noise_sign", "replication"):
+        assert set(hits[group]) <= set(bins[group])
+        assert all(hits[group][b] > 0 for b in bins[group]), group
+
+
+def test_clamp_bins_follow_the_gain():
+    """A gain of 1 never reaches the top code of a 6-bit ADC; the largest gain clamps
+    nearly every line that carries current."""
+    chip, images = other_chip()
+    for gain, clamped in ((1, False), (2 ** 32 - 1, True)):
+        d = dataclasses.replace(chip.digital, adc_gain={n: gain for n in chip.digital.adc_gain})
+        hot = program.Chip(chip.mapping, chip.conductance, d)
+        hits = coverage.datapath_hits(hot, images[:2], np.arange(2))["adc_clamp"]
+        n = sum(v for k, v in hits.items() if k.endswith("clamped"))
+        assert (n > 0) == clamped
+
+
+def test_report_lists_the_bins_not_hit():
+    chip, images = other_chip()
+    func = coverage.functional([("t", chip, images[:2], np.arange(2),
+                                 {"prog_transfers": 3, "result_stalls": 1})])
+    rep = coverage.report(func, None, [])
+    traffic = rep["functional"]["traffic"]
+    assert traffic["hit"] == 2 and "t: back-pressure on prog" in traffic["missed"]
+    assert rep["functional"]["pe_lines"]["missed"] == []
