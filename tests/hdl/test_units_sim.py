@@ -134,7 +134,7 @@ class FedFeeder(wiring.Component):
         self.feeder = Feeder(plan, pe)
         self.plan, self.words = plan, words
         super().__init__({n: self.feeder.signature.members[n]
-                          for n in ("start", "layer", "image_key", "done", "req")})
+                          for n in ("start", "layer", "image_key", "gains", "done", "req")})
 
     def elaborate(self, platform):
         m = Module()
@@ -149,6 +149,8 @@ class FedFeeder(wiring.Component):
         wiring.connect(m, wiring.flipped(self.req), f.req)
         m.d.comb += [f.start.eq(self.start), f.layer.eq(self.layer),
                      f.image_key.eq(self.image_key), self.done.eq(f.done)]
+        for outer, inner in zip(self.gains, f.gains, strict=True):
+            m.d.comb += inner.eq(outer)
         return m
 
 
@@ -204,6 +206,8 @@ def test_feeder_requests_match_the_mapping(name, noise_on):
 
         async def bench(ctx, dut=dut, layers=layers, want=want, got=got):
             ctx.set(dut.image_key, int(noise.mix32(np.uint64(image_id))))
+            for lp in plan.layers:        # the chip's gain registers, as after reset
+                ctx.set(dut.gains[lp.index], chip.digital.adc_gain[lp.name])
             for lp in layers:
                 ctx.set(dut.layer, lp.index)
                 ctx.set(dut.start, 1)
