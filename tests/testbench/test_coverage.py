@@ -51,3 +51,18 @@ def test_report_lists_the_bins_not_hit():
     traffic = rep["functional"]["traffic"]
     assert traffic["hit"] == 2 and "t: back-pressure on prog" in traffic["missed"]
     assert rep["functional"]["pe_lines"]["missed"] == []
+
+
+def test_verilator_coverage_files_merge_by_point(tmp_path):
+    """Counts of the same point add up across runs; a point is hit if any run hit it."""
+    def point(page, line):
+        return f"\x01f\x02a.v\x01l\x02{line}\x01page\x02{page}/harness\x01o\x02x"
+    a, b = tmp_path / "a.dat", tmp_path / "b.dat"
+    a.write_text("# SystemC::Coverage-3\n" + f"C '{point('v_line', 1)}' 3\n"
+                 f"C '{point('v_toggle', 2)}' 0\nC '{point('v_toggle', 3)}' 0\n")
+    b.write_text("# SystemC::Coverage-3\n" + f"C '{point('v_line', 1)}' 2\n"
+                 f"C '{point('v_toggle', 2)}' 1\n")
+    s = coverage.structural([a, b], tmp_path / "m.dat")
+    assert s == {"line": dict(hit=1, points=1, percent=100.0),
+                 "toggle": dict(hit=1, points=2, percent=50.0)}
+    assert coverage.read_dat(tmp_path / "m.dat")[point("v_line", 1)] == 5
