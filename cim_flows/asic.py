@@ -416,7 +416,8 @@ def gate_level_chip(cfg: SystemConfig, work: Path, top: str, images: int,
     for n in ([1, images] if with_power else [images]):
         _say(progress, f"asic: {n} images through the netlist after {len(writes)} cell writes")
         res = chip_sim.simulate(chip, d.test_images[:n], np.arange(n), writes=writes,
-                                prebuilt=built, progress=progress, waves=with_power)
+                                prebuilt=built, progress=progress, waves=with_power,
+                                simulator=simulator)
         if res.mismatches:
             m = res.mismatches[0]
             raise AsicError(f"gate-level chip: {len(res.mismatches)} of {n} images differ "
