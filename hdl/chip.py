@@ -61,6 +61,12 @@ def feature_buffer(plan: ChipPlan):
     return plan.buffers[plan.layers[-1].src]
 
 
+def has_features(plan: ChipPlan) -> bool:
+    """Whether the chip has a `features` stream to offer: its last weight layer reads a
+    feature map (a network of one dense layer reads the image itself)."""
+    return feature_buffer(plan).name != "img"
+
+
 def tapped_buffers(plan: ChipPlan) -> list[str]:
     """The feature maps the debug taps show, in tap order (`CimChip.tap[i]`)."""
     return [name for name in plan.buffers if name != "img"]

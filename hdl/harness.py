@@ -9,7 +9,7 @@ from amaranth import ClockDomain, ClockSignal, Instance, Module, Mux, ResetSigna
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .chip import CimChip, feature_buffer, gain_layout, program_layout, result_layout
+from .chip import CimChip, feature_buffer, gain_layout, has_features, program_layout, result_layout
 from .crossbar import VERILOG_DIR
 from .params import CrossbarForm
 
@@ -27,7 +27,10 @@ def beat_layout(bits: int) -> data.StructLayout:
 
 def harness_result_layout(plan) -> data.StructLayout:
     """The harness's result: the chip's result and, gathered from the chip's `features`
-    stream, the words of the image's last-layer input map (word 0 first), in one beat."""
+    stream, the words of the image's last-layer input map (word 0 first), in one beat (none
+    when the last layer reads the image)."""
+    if not has_features(plan):      # no zero-width field: Verilog has no empty vector
+        return data.StructLayout({"result": result_layout(plan)})
     buf = feature_buffer(plan)
     return data.StructLayout({"result": result_layout(plan),
                               "features": data.ArrayLayout(buf.word_bits, buf.depth)})
@@ -54,7 +57,8 @@ class SimHarness(wiring.Component):
     def __init__(self, plan, form: CrossbarForm = CrossbarForm.VERILOG,
                  netlist: str | None = None):
         self.netlist = netlist
-        self.chip = CimChip(plan, form, debug_taps=netlist is None, features=netlist is None)
+        self.chip = CimChip(plan, form, debug_taps=netlist is None,
+                            features=netlist is None and has_features(plan))
         plan = self.chip.plan
         img = plan.buffers["img"]
         self.n_pixels, self.pixel_bits = img.depth * img.channels, img.bits
@@ -115,7 +119,7 @@ class SimHarness(wiring.Component):
         m.d.comb += [self.result.payload.result.eq(held), chip.result.ready.eq(~full)]
         with m.If(chip.result.valid & ~full):
             m.d.sync += [full.eq(1), held.eq(chip.result.payload)]
-        if self.netlist:     # no feature stream: the result alone, features left zero
+        if not self.chip.features_on:    # no feature stream: the result alone
             m.d.comb += self.result.valid.eq(full)
             with m.If(self.result.valid & self.result.ready):
                 m.d.sync += full.eq(0)

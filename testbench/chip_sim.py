@@ -26,6 +26,7 @@ from hdl import build
 from hdl.chip import (
     feature_buffer,
     gain_layout,
+    has_features,
     program_layout,
     result_layout,
     tapped_buffers,
@@ -308,7 +309,7 @@ def job_meta(plan, chip: program.Chip | None = None, pauses: int | None = None) 
     fb = feature_buffer(plan)
     return dict(n_out=plan.layers[-1].n_out, acc_bits=plan.acc_bits, n_layers=len(plan.layers),
                 label_bits=result_layout(plan)["label"].shape.width,
-                features=[fb.channels, fb.depth, fb.bits],
+                features=[fb.channels, fb.depth if has_features(plan) else 0, fb.bits],
                 pixels_per_beat=PIXELS_PER_BEAT, pixel_bits=plan.buffers["img"].bits,
                 buffers={n: [plan.buffers[n].channels, plan.buffers[n].depth,
                              plan.buffers[n].bits] for n in tapped_buffers(plan)},
