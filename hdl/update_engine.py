@@ -27,9 +27,9 @@ def _check_int(name: str, v, low: int) -> int:
 
 
 def image_layout(n_out: int, logit_bits: int) -> data.StructLayout:
-    """One image's beat: its logits (signed) and label (a label >= n_out updates nothing)."""
+    """One image's beat: its logits (signed) and label (a label >= n_out, which its width can hold, updates nothing)."""
     return data.StructLayout({"logits": data.ArrayLayout(signed(logit_bits), n_out),
-                              "label": unsigned(bits_for(n_out - 1))})
+                              "label": unsigned(bits_for(n_out))})
 
 
 def request_layout(n_out: int, n_in: int) -> data.StructLayout:
