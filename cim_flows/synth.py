@@ -73,6 +73,12 @@ def _chip(cfg: SystemConfig, form: CrossbarForm):
     return CimChip(plan_chip(prog.chip(mapping)), form=form)
 
 
+@design("engine", "the FC update engine alone (hdl/update_engine.py), default FC shape 192 x 10")
+def _engine(cfg: SystemConfig, form: CrossbarForm):
+    from hdl.update_engine import UpdateEngine
+    return UpdateEngine(n_out=10, n_in=192, lanes=12, input_bits=cfg.input_bits)
+
+
 def get_design(name: str) -> Design:
     if name not in DESIGNS:
         raise SynthError(f"unknown design {name!r}; choose one of {sorted(DESIGNS)}")
