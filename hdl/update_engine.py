@@ -27,7 +27,8 @@ def _check_int(name: str, v, low: int) -> int:
 
 
 def image_layout(n_out: int, logit_bits: int) -> data.StructLayout:
-    """One image's beat: its logits (signed) and label (a label >= n_out, which its width can hold, updates nothing)."""
+    """One image's beat: its logits (signed) and label; the label's width holds n_out too,
+    and a label >= n_out updates nothing."""
     return data.StructLayout({"logits": data.ArrayLayout(signed(logit_bits), n_out),
                               "label": unsigned(bits_for(n_out))})
 
