@@ -39,7 +39,8 @@ def simulate(p: EngineParams, threshold, margin, images, seed):
         done.append(True)
 
     async def collect(ctx):
-        got.extend(await get_n(ctx, dut.requests, n_req, rng, 0.4))
+        got.extend(await get_n(ctx, dut.requests, n_req, rng, 0.4,
+                              limit=2000 * (len(images) + 1)))
 
     run(dut, feed, collect)
     assert done and len(got) == n_req
