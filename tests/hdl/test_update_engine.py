@@ -77,8 +77,6 @@ def test_engine_matches_golden_random(seed):
     assert any(r.down for r in want) and any(not r.down for r in want)
     for n, (g, w) in enumerate(zip(got, want, strict=True)):
         assert g == w, f"request {n}: got {g}, expected {w}"
-    # saturation was exercised: an accumulator sat at the range's end at some point
-    assert seed != 1 or np.abs(golden.acc).max() > 0
 
 
 def test_engine_threshold_exactly_reached_and_saturation():
@@ -95,14 +93,15 @@ def test_engine_threshold_exactly_reached_and_saturation():
     assert Request(0, 0, False) in expected[0] and Request(1, 0, True) in expected[0]
     assert Request(0, 1, False) in expected[1] and Request(0, 2, False) in expected[1]
     assert got == want
-    # saturation: threshold at the top of the range, one row driven far negative
-    g = GoldenEngine(p, p.acc_max, 0)
+    # saturation: threshold at the top of the range, rows driven past both ends
     down = [(np.array([0, 0, 9]), 0, np.full(4, 15))] * 6 + \
            [(np.array([9, 0, 0]), 2, np.full(4, 15))] * 6
-    got, expected, golden, _ = simulate(p, p.acc_max, 0, down, 8)
+    got, expected, _, _ = simulate(p, p.acc_max, 0, down, 8)
     assert got == [r for e in expected for r in e]
-    assert golden.acc.min() == p.acc_min or any(expected)
-    del g
+    # the same images with a wide accumulator ask for other pulses: saturation mattered
+    wide = GoldenEngine(EngineParams(n_out=3, n_in=4, lanes=2, input_bits=4, logit_bits=5,
+                                     acc_bits=10), p.acc_max, 0)
+    assert [wide.image(*im) for im in down] != expected
 
 
 def test_engine_default_shape():

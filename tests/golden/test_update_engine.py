@@ -1,0 +1,64 @@
+"""The golden update engine against a scalar, element-by-element reading of its rule, and
+the host's pulse application against the device model's pulse response."""
+
+import numpy as np
+import pytest
+
+from cim_spec.config import ConfigError
+from golden.update_engine import EngineParams, Request, UpdateEngine
+
+
+def reference(p, t, margin, images):
+    """The rule, one accumulator at a time in the gateware's order."""
+    acc = [[0] * p.n_in for _ in range(p.n_out)]
+    out = []
+    for logits, y, x in images:
+        reqs = []
+        if 0 <= y < p.n_out:
+            j = None
+            for k in range(p.n_out):
+                if k != y and (j is None or logits[k] > logits[j]):
+                    j = k
+            if logits[y] - logits[j] <= margin:
+                for w in range(p.words):
+                    for row, sign in ((y, 1), (j, -1)):
+                        for c in range(p.lanes):
+                            i = c * p.words + w
+                            a = min(max(acc[row][i] + sign * int(x[i]), p.acc_min), p.acc_max)
+                            if a >= t:
+                                a -= t
+                                reqs.append(Request(row, i, False))
+                            elif a <= -t:
+                                a += t
+                                reqs.append(Request(row, i, True))
+                            acc[row][i] = a
+        out.append(reqs)
+    return out, np.array(acc)
+
+
+@pytest.mark.parametrize("t,margin", [(1, 0), (40, 3), (127, 0)])
+def test_engine_matches_scalar_reference(t, margin):
+    rng = np.random.default_rng(t)
+    p = EngineParams(n_out=5, n_in=12, lanes=4, input_bits=5, logit_bits=6, acc_bits=8)
+    images = [(rng.integers(-4, 5, size=5), int(rng.integers(0, 7)),
+               rng.integers(0, 32, size=12)) for _ in range(200)]
+    eng = UpdateEngine(p, t, margin)
+    got = [eng.image(*im) for im in images]
+    want, acc = reference(p, t, margin, images)
+    assert sum(map(len, want)) > 20
+    assert got == want
+    assert (eng.acc == acc).all()
+
+
+def test_engine_refuses_bad_rule_and_shape():
+    p = EngineParams(n_out=3, n_in=4, lanes=2, input_bits=4, acc_bits=6)
+    with pytest.raises(ConfigError, match="threshold"):
+        UpdateEngine(p, 32, 0)
+    with pytest.raises(ConfigError, match="threshold"):
+        UpdateEngine(p, 0, 0)
+    with pytest.raises(ConfigError, match="margin"):
+        UpdateEngine(p, 5, -1)
+    with pytest.raises(ConfigError, match="multiple of lanes"):
+        EngineParams(n_in=10, lanes=3)
+    with pytest.raises(ConfigError, match="acc_bits"):
+        EngineParams(acc_bits=9)
