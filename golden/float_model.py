@@ -327,9 +327,15 @@ def loss_and_grads(net: Network, params: Mapping[str, np.ndarray], x: np.ndarray
 def predict(net: Network, params: Mapping[str, np.ndarray], x: np.ndarray,
             quant: QuantSpec | None = None, batch: int = 1000) -> np.ndarray:
     """Predicted classes of ``x`` (N, C, H, W) float or uint8 images (N, H, W)."""
+    return batched_predict(forward, net, params, x, quant, batch)
+
+
+def batched_predict(forward_fn, net, params, x, quant, batch: int) -> np.ndarray:
+    """argmax of ``forward_fn(net, params, batch_of_x, quant)`` over ``x`` in batches (shared
+    with golden.net_float, whose forward covers every network)."""
     if x.dtype == np.uint8:
         x = images_to_input(x)
-    out = [np.argmax(forward(net, params, x[i:i + batch], quant), axis=1)
+    out = [np.argmax(forward_fn(net, params, x[i:i + batch], quant), axis=1)
            for i in range(0, len(x), batch)]
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
@@ -345,12 +351,21 @@ def calibrate_act_scales(net: Network, params: Mapping[str, np.ndarray], x: np.n
                          percentile: float = 99.99, quant: QuantSpec | None = None,
                          batch: int = 1000) -> dict[str, float]:
     """Activation scales ``percentile(ReLU output) / 255`` per ReLU layer, over ``x``."""
+    return batched_act_scales(relu_outputs, relu_layers(net), net, params, x, percentile,
+                              quant, batch)
+
+
+def batched_act_scales(relu_outputs_fn, names, net, params, x, percentile: float, quant,
+                       batch: int) -> dict[str, float]:
+    """``percentile / 255`` of every map ``relu_outputs_fn`` returns, averaged over batches
+    weighted by their size (the batch size is part of the result: a percentile of each batch,
+    not of the whole set). Shared with golden.net_float."""
     if x.dtype == np.uint8:
         x = images_to_input(x)
-    vals: dict[str, list[float]] = {name: [] for name in relu_layers(net)}
+    vals: dict[str, list[float]] = {name: [] for name in names}
     weights: list[int] = []
     for i in range(0, len(x), batch):
-        acts = relu_outputs(net, params, x[i:i + batch], quant)
+        acts = relu_outputs_fn(net, params, x[i:i + batch], quant)
         weights.append(len(x[i:i + batch]))
         for name, a in acts.items():
             vals[name].append(float(np.percentile(a, percentile)))

@@ -24,6 +24,8 @@ from cim_spec.network import Add, Conv, Network, Pool, pool_out, weight_shape
 from golden.float_model import (
     A_LEVELS,
     QuantSpec,
+    batched_act_scales,
+    batched_predict,
     fake_quant_act,
     fake_quant_weight,
     images_to_input,
@@ -233,11 +235,7 @@ def loss_and_grads(net: Network, params, x, labels, quant: QuantSpec | None = No
 
 
 def predict(net: Network, params, x, quant: QuantSpec | None = None, batch: int = 500):
-    if x.dtype == np.uint8:
-        x = images_to_input(x)
-    out = [np.argmax(forward(net, params, x[i:i + batch], quant), axis=1)
-           for i in range(0, len(x), batch)]
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+    return batched_predict(forward, net, params, x, quant, batch)
 
 
 def accuracy(net: Network, params, images, labels, quant: QuantSpec | None = None,
@@ -249,20 +247,8 @@ def accuracy(net: Network, params, images, labels, quant: QuantSpec | None = Non
 def calibrate_act_scales(net: Network, params, x, percentile: float = 99.99,
                          quant: QuantSpec | None = None, batch: int = 500) -> dict[str, float]:
     """Activation scales ``percentile(activation) / 255`` per activation map, over ``x``."""
-    if x.dtype == np.uint8:
-        x = images_to_input(x)
-    vals: dict[str, list[float]] = {name: [] for name in net.act_layers()}
-    weights: list[int] = []
-    for i in range(0, len(x), batch):
-        acts = relu_outputs(net, params, x[i:i + batch], quant)
-        weights.append(len(x[i:i + batch]))
-        for name, a in acts.items():
-            vals[name].append(float(np.percentile(a, percentile)))
-    out = {}
-    for name, v in vals.items():
-        m = float(np.average(v, weights=weights))
-        out[name] = m / A_LEVELS if m > 0 else 1.0 / A_LEVELS
-    return out
+    return batched_act_scales(relu_outputs, net.act_layers(), net, params, x, percentile,
+                              quant, batch)
 
 
 def model_params(model) -> dict[str, np.ndarray]:
