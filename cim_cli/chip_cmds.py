@@ -27,6 +27,32 @@ def hybrid_params(args):
     return HybridParams(**kw, seed=args.seed if args.seed is not None else 0)
 
 
+def engine_rule(args) -> tuple[int, int, int]:
+    """`cim hybrid --engine`: the update engine's threshold, margin and epochs, checked
+    before any work, with the ranges of the engine's default widths."""
+    from golden import engine_training
+    from golden.update_engine import EngineParams
+    if args.on != "golden":
+        raise ConfigError(f"--engine runs on the golden model only, not --on {args.on} (the "
+                          f"engine's gateware is hdl/update_engine.py)")
+    common.refuse_with(args, "with --engine: the engine updates image by image from the "
+                       "logit margin, with no batch or learning rate",
+                       {"--batch": args.batch is not None, "--lr": args.lr is not None})
+    p = EngineParams()
+    t = engine_training.DEFAULT_THRESHOLD if args.threshold_us is None else args.threshold_us
+    if t != int(t) or not 1 <= t <= p.acc_max:
+        raise ConfigError(f"--threshold with --engine is the accumulator threshold, an integer "
+                          f"in 1..{p.acc_max} ({p.acc_bits}-bit accumulators), got {t:g}")
+    m = engine_training.DEFAULT_MARGIN if args.margin is None else args.margin
+    if not 0 <= m < 1 << p.logit_bits:
+        raise ConfigError(f"--margin must be an integer in 0..{(1 << p.logit_bits) - 1} "
+                          f"(logit units), got {m}")
+    epochs = 3 if args.epochs is None else args.epochs
+    if epochs < 1:
+        raise ConfigError(f"--epochs must be an integer >= 1, got {epochs}")
+    return int(t), m, epochs
+
+
 # ---------------------------------------------------------------------------------------------
 
 def cmd_program(args) -> int:
@@ -61,12 +87,20 @@ def cmd_hybrid(args) -> int:
                           "inputs hybrid training needs; use --on rtl (the chip on Verilator)")
     if args.port is not None:
         raise ConfigError("--port applies only with --on board")
+    if args.engine:
+        rule = engine_rule(args)
+    elif args.margin is not None:
+        raise ConfigError("--margin applies only with --engine")
+    else:
+        hybrid_params(args)         # refuse bad parameters before reading anything
     chipstate.check_output(args.out, args.force, [args.data], chips=[args.chip])
     state = chipstate.load(args.chip)
     d = data.load(args.data)
     seed = args.seed if args.seed is not None else 0
     images, labels = stages.hybrid_subset(d, args.fraction, args.images, seed)
     t0 = time.time()
+    if args.engine:
+        return _engine_run(args, state, images, labels, seed, rule, t0)
     extra, where = {}, "the golden model"
     if args.on == "rtl":
         from cim_flows import hybrid_loop
@@ -95,6 +129,29 @@ def cmd_hybrid(args) -> int:
                      f"{100 * rep.train_accuracy[-1]:.2f}%\nwrote {js} and {npz.name}")
     # A chip that disagrees with the golden model trained on wrong numbers: say so.
     return 1 if extra.get("fc_mismatches") or extra.get("input_mismatches") else 0
+
+
+def _engine_run(args, state, images, labels, seed, rule, t0) -> int:
+    """`cim hybrid --engine`: the update engine's rule on the golden model
+    (golden/engine_training.py); the new state's history records the rule."""
+    from cim_spec import chipstate
+    from golden import engine_training
+    t, m, epochs = rule
+    new, rep = engine_training.train(state, images, labels, t, m, epochs, seed,
+                                     progress=not args.json)
+    npz, js = chipstate.save(new, args.out)
+    out = {"out": str(js), "chip": str(args.chip), "mode": "engine", "threshold": t,
+           "margin": m, "seed": seed, **rep.to_dict(),
+           "data": str(args.data) if args.data else "bundled",
+           "seconds": round(time.time() - t0, 2)}
+    src = "bundled subset" if args.data is None else str(args.data)
+    emit(args, out, f"engine training of the FC layer on {rep.images} training images ({src}), "
+                     f"{rep.epochs} epochs, threshold {t}, margin {m}: {rep.updates} updating "
+                     f"images, {rep.requests} pulse requests, {rep.pulses} pulses applied "
+                     f"({rep.refused} refused at the window edge); accuracy on the hardware "
+                     f"during the last epoch {100 * rep.train_accuracy[-1]:.2f}%\n"
+                     f"wrote {js} and {npz.name}")
+    return 0
 
 
 def eval_chip(args, images, labels) -> dict:
@@ -210,7 +267,14 @@ def register(sub) -> None:
     sp.add_argument("--batch", type=int)
     sp.add_argument("--lr", type=float)
     sp.add_argument("--threshold", type=float, dest="threshold_us",
-                    help="pulse threshold on the wanted conductance change, uS")
+                    help="pulse threshold on the wanted conductance change, uS; with --engine "
+                    "the accumulator threshold, an integer (default 512)")
+    sp.add_argument("--engine", action="store_true",
+                    help="train with the on-chip update engine's rule (golden/update_engine.py) "
+                    "instead of the host's gradient: image by image, from the logit margin "
+                    "and the FC inputs")
+    sp.add_argument("--margin", type=int, help="with --engine: an image updates when its true "
+                    "logit beats the strongest wrong one by at most this (default 5000)")
     sp.add_argument("--seed", type=int, help="image selection, shuffling, pulse noise")
     sp.add_argument("--on", choices=["golden", "rtl", "board"], default="golden",
                     help="where the forward passes run: the golden model (default), the "

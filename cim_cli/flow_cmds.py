@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cim_spec.config import ConfigError
+
 from .common import add_config, add_force, config_from, emit
 
 DEFAULT_RUN = Path("build/run")
@@ -92,7 +94,7 @@ def _periphery_pj(run: Path | None, notes: list[str]) -> tuple[float | None, int
 
 
 def cmd_energy(args) -> int:
-    from cim_flows import energy
+    from cim_flows import energy, engine_energy
     from cim_spec import files
     cfg = config_from(args)
     if args.run is not None:
@@ -109,15 +111,37 @@ def cmd_energy(args) -> int:
                                 periphery_pj_per_image=periphery if r == periphery_rep
                                 else None)
                for r in reps}
+    engine = _engine_figures(args.chip, cfg, notes)
     out = {"benchmark": bench, "systems": {str(r): s for r, s in systems.items()},
-           "assumptions": energy.assumptions(), "inputs": notes}
+           "engine": engine, "assumptions": energy.assumptions() + engine_energy.assumptions(),
+           "inputs": notes}
     if args.run is not None:
         files.write_json(args.run / "energy.json", out)
-    emit_json(args, out, energy_text(bench, systems, notes))
+    emit_json(args, out, energy_text(bench, systems, notes, engine))
     return 0
 
 
-def energy_text(bench: dict, systems: dict, notes: list[str]) -> str:
+def _engine_figures(chip: Path | None, cfg, notes: list[str]) -> dict:
+    """The update engine's energies; with a chip state trained by it (`cim hybrid --engine`)
+    its run's totals, from the state's last engine entry."""
+    from cim_flows import engine_energy
+    if chip is None:
+        return engine_energy.engine_figures(cfg)
+    from cim_spec import chipstate
+    from golden import engine_training
+    state = chipstate.load(chip)
+    runs = [h for h in state.history if h["stage"] == "engine"]
+    if not runs:
+        raise ConfigError(f"{chip}: its history has no update engine run (stages "
+                          f"{[h['stage'] for h in state.history]}); make one with "
+                          f"`cim hybrid --engine`")
+    p = engine_training.engine_params(state, runs[-1]["acc_bits"])
+    notes.append(f"update engine run from {chip}")
+    return engine_energy.engine_figures(state.config, p.n_out, p.n_in, p.acc_bits,
+                                        p.logit_bits, runs[-1])
+
+
+def energy_text(bench: dict, systems: dict, notes: list[str], engine: dict) -> str:
     dev = bench["gops_per_w"] / bench["paper_gops_per_w"] - 1
     lines = ["Paper benchmark core (128 x 128, 8-bit inputs, 32 ADCs, 50 ns slots):",
              f"  {bench['gops_per_w']:,.0f} GOPS/W (paper 11,014: {100 * dev:+.1f}%), "
@@ -140,6 +164,21 @@ def energy_text(bench: dict, systems: dict, notes: list[str]) -> str:
                          f"the digital estimates: "
                          f"{s['gops_per_w_measured_periphery']:,.0f} GOPS/W")
         lines.append("")
+    e = engine
+    lines += [f"Update engine ({e['n_out']} x {e['n_in']} accumulators of {e['acc_bits']} bits):",
+              f"  {e['per_update_digital_total_pj'] / 1e3:,.2f} nJ digital per updating image ("
+              + ", ".join(f"{k} {v:,.1f}" for k, v in e["per_update_digital_pj"].items())
+              + f" pJ), {e['per_image_pj']:.2f} pJ per image (logit scan), "
+              f"{e['per_request_pj']:.2f} pJ per request, {e['per_pulse_pj']:.2f} pJ per pulse "
+              f"({e['program_v']} V)"]
+    if "run" in e:
+        r = e["run"]
+        lines.append(f"  the run: {r['images']:,} images x {r['epochs']} epochs, "
+                     f"{r['updates']:,} updating images, {r['pulses']:,} pulses: "
+                     f"{r['total_pj'] / 1e6:,.3f} uJ, {r['per_update_pj'] / 1e3:,.2f} nJ per "
+                     f"update (digital, requests and pulses), "
+                     f"{r['per_training_image_pj'] / 1e3:,.3f} nJ per training image")
+    lines.append("")
     lines += [f"inputs: {n}" for n in notes]
     lines.append("assumptions: docs/energy.md (or --json)")
     return "\n".join(lines)
@@ -220,6 +259,8 @@ def register(sub) -> None:
                     "and the digital periphery (asic_*.json, else synth_*_generic_asic.json) "
                     "from it, and write "
                     "energy.json there")
+    sp.add_argument("--chip", type=Path, help="a chip state trained by the update engine "
+                    "(cim hybrid --engine): also its run's engine energy")
     sp.add_argument("--cycles", type=int, help="cycles per image at the configured "
                     "replication (default: measured, else the mapping's lower bound)")
     add_force(sp)

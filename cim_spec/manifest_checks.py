@@ -76,6 +76,11 @@ HISTORY_FIELDS = {
     "transfer": {"seed": _INT0, "preset": _NAME, "pulses": _INT0, "failed": _INT0},
     "hybrid": {"images": _INT1, "epochs": _INT1, "batch": _INT1, "lr": _POS,
                "threshold_us": _POS, "seed": _INT0, "pulses": _INT0},
+    # Training with the update engine's rule (golden.engine_training, `cim hybrid --engine`):
+    # the rule's registers, the requests it made, the images that updated, the pulses applied.
+    "engine": {"images": _INT1, "epochs": _INT1, "threshold": _INT1, "margin": _INT0,
+               "acc_bits": _INT1, "seed": _INT0, "requests": _INT0, "updates": _INT0,
+               "pulses": _INT0},
     "aged": {"age_s": _NONNEG, "drift_seed": _INT0},
     # Drift compensation (golden.compensate): the age it was calibrated at, the reference
     # images it read, and the ADC gains it set (also in `digital`, the ones in use).

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+from tqdm import tqdm
 
 from cim_spec.chipstate import ChipState
 from cim_spec.config import ConfigError
@@ -19,6 +20,10 @@ from golden import hybrid
 from golden.update_engine import EngineParams, UpdateEngine, apply_requests
 
 ENGINE_STREAM = 0xE61E  # separates the engine run's draws from hybrid's and the transfer's
+# The rule's defaults (`cim hybrid --engine`), chosen on a validation split of the training
+# set, never the test set (docs/chip.md, "Update engine").
+DEFAULT_THRESHOLD = 512
+DEFAULT_MARGIN = 5000
 
 
 @dataclass
@@ -41,10 +46,13 @@ def engine_params(state: ChipState, acc_bits: int = 12) -> EngineParams:
                         input_bits=state.config.input_bits, acc_bits=acc_bits)
 
 
-def train(state: ChipState, images, labels, threshold: int, margin: int, epochs: int = 3,
-          seed: int = 0, acc_bits: int = 12) -> tuple[ChipState, EngineReport]:
+def train(state: ChipState, images, labels, threshold: int = DEFAULT_THRESHOLD,
+          margin: int = DEFAULT_MARGIN, epochs: int = 3, seed: int = 0, acc_bits: int = 12,
+          progress: bool = False) -> tuple[ChipState, EngineReport]:
     images = np.asarray(images)
     labels = np.asarray(labels, dtype=np.int64)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"engine training epochs must be an integer >= 1, got {epochs!r}")
     if len(images) == 0 or len(images) != len(labels):
         raise ConfigError(f"engine training needs images with one label each, got "
                           f"{len(images)} images and {len(labels)} labels")
@@ -53,10 +61,12 @@ def train(state: ChipState, images, labels, threshold: int, margin: int, epochs:
     # The host side of the chip: conductances, pulse counts, pair indices (as hybrid's).
     tr = hybrid.Trainer(state, labels, hybrid.HybridParams(epochs=epochs, seed=seed))
     rng = np.random.default_rng([ENGINE_STREAM, state.seed, seed])
-    x = hybrid.fc_inputs(state, images, tr.ids)
+    x = hybrid.fc_inputs(state, images, tr.ids, progress)
     n_req = n_pulses = refused = updates = 0
     train_acc = []
     chip = tr.chip()
+    bar = tqdm(total=epochs * len(labels), desc="engine training", unit="img",
+               disable=not progress, leave=False)
     for _ in range(epochs):
         correct = 0
         for i in rng.permutation(len(labels)):
@@ -71,11 +81,13 @@ def train(state: ChipState, images, labels, threshold: int, margin: int, epochs:
                 n_pulses += a
                 refused += r
                 chip = tr.chip()
+        bar.update(len(labels))
         train_acc.append(correct / len(labels))
+    bar.close()
     shape = state.g_us.shape
     entry = {"stage": "engine", "images": len(labels), "epochs": epochs,
-             "threshold": threshold, "margin": margin, "acc_bits": acc_bits, "seed": seed,
-             "pulses": n_pulses}
+             "threshold": int(threshold), "margin": int(margin), "acc_bits": acc_bits,
+             "seed": seed, "requests": n_req, "updates": updates, "pulses": n_pulses}
     new = replace(state, g_us=tr.g.reshape(shape), pulses=tr.pulses.reshape(shape),
                   history=state.history + [entry])
     return new, EngineReport(len(labels), epochs, n_req, n_pulses, refused, updates, train_acc)
