@@ -342,3 +342,24 @@ def test_hybrid_history_records_where_it_ran(programmed, tmp_path):
         chipstate.save(replace(state, history=history), tmp_path / f"bad{i}")
         with pytest.raises(ChipStateError, match="on"):
             chipstate.load(tmp_path / f"bad{i}")
+
+
+def test_engine_history_entry(programmed, tmp_path):
+    """An engine entry (`cim hybrid --engine`) loads with its fields, and is refused naming
+    the field when one is missing, unknown or out of range."""
+    from dataclasses import replace
+    state = make_state(programmed)
+    entry = {"stage": "engine", "images": 10, "epochs": 1, "threshold": 512, "margin": 0,
+             "acc_bits": 12, "seed": 0, "requests": 7, "updates": 2, "pulses": 6}
+    chipstate.save(replace(state, history=state.history + [entry]), tmp_path / "ok")
+    back = chipstate.load(tmp_path / "ok")
+    assert back.history[-1] == entry and back.stage == "engine"
+    bad = [({k: v for k, v in entry.items() if k != "margin"}, "lacks the fields"),
+           (dict(entry, lr=0.1), "unknown fields"),
+           (dict(entry, threshold=0), "threshold must be"),
+           (dict(entry, margin=-1), "margin must be"),
+           (dict(entry, updates=1.5), "updates must be")]
+    for i, (e, message) in enumerate(bad):
+        chipstate.save(replace(state, history=state.history + [e]), tmp_path / f"bad{i}")
+        with pytest.raises(ChipStateError, match=message):
+            chipstate.load(tmp_path / f"bad{i}")
