@@ -274,7 +274,7 @@ def register(sub) -> None:
                     "instead of the host's gradient: image by image, from the logit margin "
                     "and the FC inputs")
     sp.add_argument("--margin", type=int, help="with --engine: an image updates when its true "
-                    "logit beats the strongest wrong one by at most this (default 5000)")
+                    "logit beats the strongest wrong one by at most this (default 10000)")
     sp.add_argument("--seed", type=int, help="image selection, shuffling, pulse noise")
     sp.add_argument("--on", choices=["golden", "rtl", "board"], default="golden",
                     help="where the forward passes run: the golden model (default), the "

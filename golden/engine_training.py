@@ -23,7 +23,7 @@ ENGINE_STREAM = 0xE61E  # separates the engine run's draws from hybrid's and the
 # The rule's defaults (`cim hybrid --engine`), chosen on a validation split of the training
 # set, never the test set (docs/chip.md, "Update engine").
 DEFAULT_THRESHOLD = 512
-DEFAULT_MARGIN = 5000
+DEFAULT_MARGIN = 10000
 
 
 @dataclass
