@@ -1,7 +1,7 @@
 """The opt-in coverage run: the chip regression on Verilator coverage builds (line, toggle,
-branch), with random traffic and cell writes through the programming port between images,
-plus the functional bins of testbench/coverage.py; one merged report, RUN/coverage.json,
-which `cim report --run RUN` shows as a table.
+branch), with random traffic, cell writes through the programming port and gain writes
+through the gain port between images, plus the functional bins of testbench/coverage.py; one
+merged report, RUN/coverage.json, which `cim report --run RUN` shows as a table.
 
     python benchmarks/coverage_run.py --out RUN [--images 8] [--replication 1 3]
                                       [--other] [--force]
@@ -28,7 +28,7 @@ from cim_spec.mapping import map_network
 from cim_spec.network import Conv, Dense, Network, Pool
 from golden import data
 from testbench import chip_sim, coverage
-from testbench.chip_sim import CellWrite
+from testbench.chip_sim import CellWrite, GainWrite
 
 OTHER = Network("other", (1, 10, 10), (
     Conv("A", 1, 3, 3), Pool("P", 2, 2), Conv("B", 3, 4, 2), Pool("Q", 2, 2),
@@ -71,6 +71,21 @@ def writes_between(chip: program.Chip, rng, n_images: int) -> list[CellWrite]:
     return out
 
 
+def gain_writes(chip: program.Chip, n_images: int) -> list[GainWrite]:
+    """Every weight layer's gain register written through the gain port between images: a
+    quarter of the way in to 10% above its programmed gain (drift compensation), at half way
+    to 1 or to the register's largest value, at three quarters to the other one. The images
+    before the first write run at the programmed gains."""
+    top = chip_sim.gain_register_max(chip)
+    out = []
+    for i, (layer, gain) in enumerate(chip.digital.adc_gain.items()):
+        edges = (1, top) if i % 2 else (top, 1)
+        out += [GainWrite(max(1, n_images // 4), layer, min(top, round(gain * 1.1))),
+                GainWrite(max(1, n_images // 2), layer, edges[0]),
+                GainWrite(max(1, 3 * n_images // 4), layer, edges[1])]
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="run directory")
@@ -94,16 +109,17 @@ def main(argv=None) -> int:
                   rng.integers(0, 256, size=(a.images, h, w)).astype(np.uint8))
         ids = rng.integers(0, 2 ** 32, size=a.images, dtype=np.int64)
         writes = writes_between(chip, rng, a.images)
+        gains = gain_writes(chip, a.images)
         t0 = time.perf_counter()
         before = set(dat_dir.glob("*.dat")) if dat_dir.exists() else set()
-        res = chip_sim.simulate(chip, images, ids, progress=False, pauses=7, writes=writes,
-                                coverage=dat_dir)
+        res = chip_sim.simulate(chip, images, ids, progress=False, pauses=7,
+                                writes=[*writes, *gains], coverage=dat_dir)
         dats += sorted(set(dat_dir.glob("*.dat")) - before)
-        # The datapath bins of the images as the chip held them (the writes come later).
-        first = writes[0].before if writes else a.images
-        runs.append((name, chip, images[:first], ids[:first], res.traffic))
+        # Every image is sampled with the chip as the writes before it left it.
+        runs.append((name, chip, images, ids, res.traffic, [*writes, *gains]))
         rows.append(dict(name=name, images=a.images, bitexact=res.bitexact,
-                         writes=len(writes), build_s=round(res.build_seconds, 1),
+                         writes=len(writes), gain_writes=len(gains),
+                         build_s=round(res.build_seconds, 1),
                          sim_s=round(res.sim_seconds, 1), traffic=res.traffic,
                          seconds=round(time.perf_counter() - t0, 1)))
         print(f"{name}: {res.bitexact}/{a.images} bit-exact, build {res.build_seconds:.0f} s, "

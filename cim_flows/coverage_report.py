@@ -28,7 +28,8 @@ def section(pg) -> str:
     runs = rep.get("runs") or []
     if runs:
         out += "<h3>Runs</h3>" + _table(
-            ["chip", "images", "bit-exact", "cell writes", "build (s)", "simulation (s)"],
-            [[r["name"], r["images"], r["bitexact"], r["writes"], r["build_s"], r["sim_s"]]
-             for r in runs])
+            ["chip", "images", "bit-exact", "cell writes", "gain writes", "build (s)",
+             "simulation (s)"],
+            [[r["name"], r["images"], r["bitexact"], r["writes"], r.get("gain_writes", 0),
+              r["build_s"], r["sim_s"]] for r in runs])
     return out + f"<p>{_e('Made by python benchmarks/coverage_run.py --out RUN.')}</p>"

@@ -67,12 +67,16 @@ def generate(chip: program.Chip, out_dir: Path, form: CrossbarForm = CrossbarFor
 
 def build_chip(chip: program.Chip, build_dir: Path | None = None,
                waves: bool = False, asserts: bool = True, simulator: str = "verilator",
-               coverage: bool = False) -> tuple[Path, float]:
+               coverage: bool = False, cxx_opt: str | None = None) -> tuple[Path, float]:
     """Generate and compile (cached by content); returns the build directory and seconds.
     `asserts=False` (benchmarks only) leaves the RTL's assertions out. `coverage`:
-    Verilator's line and toggle coverage (COVERAGE_ARGS; a separate build)."""
+    Verilator's line and toggle coverage (COVERAGE_ARGS; a separate build). `cxx_opt`
+    (Verilator only): the model's C++ optimization (runner.build; a separate build)."""
+    if simulator != "verilator":
+        cxx_opt = None
     tail = "".join(t for t, on in (("_waves", waves), ("_noassert", not asserts),
                                    ("_cov", coverage),
+                                   (f"_cxx{(cxx_opt or '').lstrip('-')}", cxx_opt is not None),
                                    (f"_{simulator}", simulator != "verilator")) if on)
     build_dir = Path(build_dir or runner.BUILD_ROOT /
                      f"chip_{chip_digest(chip, CrossbarForm.VERILOG)}{tail}")
@@ -87,7 +91,8 @@ def build_chip(chip: program.Chip, build_dir: Path | None = None,
     if simulator == "icarus":
         sources = [icarus_copy(sources[0]), *sources[1:]]
     runner.build(sources, TOPLEVEL, build_dir, waves=waves, quiet=True, asserts=asserts,
-                 simulator=simulator, extra_args=COVERAGE_ARGS if coverage else ())
+                 simulator=simulator, extra_args=COVERAGE_ARGS if coverage else (),
+                 cxx_opt=cxx_opt)
     return build_dir, time.perf_counter() - t0
 
 
@@ -150,7 +155,7 @@ def check_writes(chip: program.Chip, writes, n_images: int) -> list[CellWrite | 
     cfg = chip.config
     limits = dict(before=n_images, pe=cfg.n_pe - 1, row=cfg.array_rows - 1,
                   col=cfg.array_cols - 1, code=cfg.code_max)
-    gain_top = 2 ** plan_chip(chip).pes[0].params.gain_bits - 1
+    gain_top = gain_register_max(chip)
     layers = [layer.name for layer in chip.mapping.network.weight_layers()]
     out = []
     for i, w in enumerate(writes or ()):
@@ -174,21 +179,22 @@ def check_writes(chip: program.Chip, writes, n_images: int) -> list[CellWrite | 
     return sorted(out, key=lambda w: w.before)
 
 
-def golden_logits(chip: program.Chip, images: np.ndarray, ids: np.ndarray,
-                  writes: list[CellWrite | GainWrite] = ()) -> np.ndarray:
-    """The golden model's logits, the chip re-programmed by `writes` between images (a gain
-    write replaces the layer's ADC gain in the chip's digital parameters)."""
-    if not writes:
-        return chip_model.run(chip, images, image_ids=ids).logits
+def gain_register_max(chip: program.Chip) -> int:
+    """The largest gain the chip's gain registers hold (hdl/chip_plan.py: one bit above the
+    largest programmed gain)."""
+    return 2 ** plan_chip(chip).pes[0].params.gain_bits - 1
+
+
+def programmed(chip: program.Chip, writes, n_images: int):
+    """(first image, end, chip as the writes before `first` left it) for each run of images
+    between writes: a gain write replaces the layer's ADC gain in the digital parameters."""
     g = chip.conductance.copy()
     gains = dict(chip.digital.adc_gain)
-    parts, start = [], 0
-    for before in [*sorted({w.before for w in writes}), len(images)]:
+    start = 0
+    for before in [*sorted({w.before for w in writes}), n_images]:
         if before > start:
-            now = program.Chip(chip.mapping, g.copy(),
-                               replace(chip.digital, adc_gain=dict(gains)))
-            parts.append(chip_model.run(now, images[start:before],
-                                        image_ids=ids[start:before]).logits)
+            yield start, before, program.Chip(chip.mapping, g.copy(),
+                                              replace(chip.digital, adc_gain=dict(gains)))
             start = before
         for w in writes:
             if w.before == before:
@@ -196,14 +202,22 @@ def golden_logits(chip: program.Chip, images: np.ndarray, ids: np.ndarray,
                     gains[w.layer] = w.gain
                 else:
                     g[w.pe, w.row, w.col] = w.code
-    return np.concatenate(parts)
+
+
+def golden_logits(chip: program.Chip, images: np.ndarray, ids: np.ndarray,
+                  writes: list[CellWrite | GainWrite] = ()) -> np.ndarray:
+    """The golden model's logits, the chip re-programmed by `writes` between images."""
+    if not writes:
+        return chip_model.run(chip, images, image_ids=ids).logits
+    return np.concatenate([chip_model.run(now, images[lo:hi], image_ids=ids[lo:hi]).logits
+                           for lo, hi, now in programmed(chip, writes, len(images))])
 
 
 def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: int = 1,
              waves: bool = False, progress: bool = True,
              golden: program.Chip | None = None, pauses: int | None = None,
              writes=None, asserts: bool = True, simulator: str = "verilator",
-             coverage: Path | None = None,
+             coverage: Path | None = None, cxx_opt: str | None = None,
              prebuilt: tuple[Path, float] | None = None) -> SimResult:
     """Run `images` through the RTL (with its assertions; `asserts=False` for benchmarks);
     the testbench's scoreboard compares every logit with the golden model of `golden` (by
@@ -218,6 +232,8 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
     re-programmed the same way. `simulator`: "verilator" or "icarus".
     `coverage` (a directory, Verilator only): a coverage build; each shard's Verilator
     coverage data is copied there (testbench/coverage.py merges them).
+    `cxx_opt` (Verilator only, e.g. "-O0"): the C++ optimization of the model (runner.build);
+    for short runs whose build dominates (benchmarks/random_configs.py).
     """
     net = chip.mapping.network
     images = chip_model.check_images(images, net.input_shape)
@@ -226,7 +242,8 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
     writes = check_writes(chip, writes, n)
     build_dir, build_s = prebuilt or build_chip(chip, waves=waves, asserts=asserts,
                                                 simulator=simulator,
-                                                coverage=coverage is not None)
+                                                coverage=coverage is not None,
+                                                cxx_opt=cxx_opt)
     plan = plan_chip(chip)
     meta = job_meta(plan, chip, pauses)
     if coverage is not None:

@@ -14,7 +14,14 @@ Functional bins, and where they are sampled:
   negative, zero, positive), `replication` (per conv layer: every group and copy, i.e. every
   residue of the position in its group);
 * traffic bins, from the testbench's monitors (chip_sim.SimResult.traffic): programming
-  between images, back-pressure seen at each port (result, load, prog), gaps between images.
+  between images, back-pressure seen at each port (result, load, prog), gaps between images;
+* gain bins, from the gain writes the run made (chip_sim.GainWrite, the chip's gain port),
+  counted in images that ran (and matched) with the gain in place: `gain_writes` (per weight
+  layer: at the gain the chip was built with, i.e. never written; at a gain written between
+  images; at gain 1; at the largest value the gain register holds).
+
+A run with cell or gain writes is sampled image by image with the chip as the writes left it
+(chip_sim.programmed), as the golden model ran it.
 
 Sampling the datapath from the chip state rather than from the RTL's internal nets keeps the
 fast simulation path (Python would otherwise wake every cycle); the RTL's structural coverage
@@ -33,6 +40,8 @@ from cocotb_coverage import coverage as cc
 from cim_spec import files, noise, program
 from cim_spec.network import Conv, Dense
 from golden import chip_model
+
+from .chip_sim import GainWrite, gain_register_max, programmed
 
 TRAFFIC = {"programming between images": "prog_transfers",
            "back-pressure on result": "result_stalls",
@@ -111,6 +120,32 @@ def chunk_bin(lm, c: int) -> str:
                             else "middle") + " chunk"
 
 
+GAIN_BINS = ("programmed gain (never written)", "gain written between images", "gain 1",
+             "gain at the register's top")
+
+
+def gain_hits(chip: program.Chip, writes, n_images: int) -> Counter:
+    """Images run per gain bin of every weight layer, with the gains `writes` set before
+    them (a write before image 0 is not between images)."""
+    top = gain_register_max(chip)
+    gains = dict(chip.digital.adc_gain)
+    between: set[str] = set()
+    written: set[str] = set()
+    hits = Counter()
+    for k in range(n_images):
+        for w in writes:
+            if isinstance(w, GainWrite) and w.before == k:
+                gains[w.layer] = w.gain
+                written.add(w.layer)
+                (between.add if k > 0 else between.discard)(w.layer)
+        for layer, gain in gains.items():
+            hits[f"{layer} {GAIN_BINS[0]}"] += layer not in written
+            hits[f"{layer} {GAIN_BINS[1]}"] += layer in between
+            hits[f"{layer} {GAIN_BINS[2]}"] += gain == 1
+            hits[f"{layer} {GAIN_BINS[3]}"] += gain == top
+    return hits
+
+
 def all_bins(chip: program.Chip) -> dict[str, list[str]]:
     """Every bin a full regression of this chip should hit."""
     mapping = chip.mapping
@@ -127,17 +162,24 @@ def all_bins(chip: program.Chip) -> dict[str, list[str]]:
             f"{b.layer} group {b.group} copy {b.copy}" for b in mapping.blocks
             if mapping.layer(b.layer).replicated)),
         "traffic": list(TRAFFIC),
+        "gain_writes": [f"{lm.name} {b}" for lm in mapping.layers for b in GAIN_BINS],
     }
 
 
-def functional(runs: list[tuple[str, program.Chip, np.ndarray, np.ndarray, dict]]) -> dict:
-    """Merged functional coverage of several runs (name, chip, images, ids, traffic), as
-    cocotb-coverage cover points (one per group and run), exported to a plain dict."""
+def functional(runs: list[tuple]) -> dict:
+    """Merged functional coverage of several runs (name, chip, images, ids, traffic[,
+    writes]), as cocotb-coverage cover points (one per group and run), exported to a plain
+    dict. `writes` (chip_sim.CellWrite, GainWrite) are those the run made between images."""
     out = {}
-    for name, chip, images, ids, traffic in runs:
-        hits = datapath_hits(chip, images, ids)
+    for name, chip, images, ids, traffic, *rest in runs:
+        writes = list(rest[0]) if rest else []
+        hits = {g: Counter() for g in all_bins(chip)}
+        for lo, hi, now in programmed(chip, writes, len(images)):
+            for group, c in datapath_hits(now, images[lo:hi], ids[lo:hi]).items():
+                hits[group].update(c)
         hits["traffic"] = Counter({label: int(traffic.get(key, 0))
                                    for label, key in TRAFFIC.items()})
+        hits["gain_writes"] = gain_hits(chip, writes, len(images))
         for group, bins in all_bins(chip).items():
             if not bins:
                 continue

