@@ -74,15 +74,15 @@ def writes_between(chip: program.Chip, rng, n_images: int) -> list[CellWrite]:
 def gain_writes(chip: program.Chip, n_images: int) -> list[GainWrite]:
     """Every weight layer's gain register written through the gain port between images: a
     quarter of the way in to 10% above its programmed gain (drift compensation), at half way
-    to 1 or to the register's largest value, at three quarters to the other one. The images
-    before the first write run at the programmed gains."""
+    to the register's largest value, at three quarters to 1. The images before the first
+    write run at the programmed gains. All layers move together: a layer at gain 1 reads
+    almost nothing, so the next layer, even at the top gain, would never clamp."""
     top = chip_sim.gain_register_max(chip)
     out = []
-    for i, (layer, gain) in enumerate(chip.digital.adc_gain.items()):
-        edges = (1, top) if i % 2 else (top, 1)
+    for layer, gain in chip.digital.adc_gain.items():
         out += [GainWrite(max(1, n_images // 4), layer, min(top, round(gain * 1.1))),
-                GainWrite(max(1, n_images // 2), layer, edges[0]),
-                GainWrite(max(1, 3 * n_images // 4), layer, edges[1])]
+                GainWrite(max(1, n_images // 2), layer, top),
+                GainWrite(max(1, 3 * n_images // 4), layer, 1)]
     return out
 
 
