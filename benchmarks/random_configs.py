@@ -8,7 +8,7 @@ monitors) and every logit is compared with the golden model.
 
 Each case is a build of its own, so the build dominates: on Icarus (the default here) a case
 takes seconds; on Verilator (`--simulator verilator`) a minute or two, about half that with
-`--cxx-opt -O0` (the model compiled without C++ optimization: it builds faster and simulates
+`--cxx-opt O0` (the model compiled without C++ optimization: it builds faster and simulates
 three images slower). The regressions keep Verilator with its default -Os. Builds are deleted
 after each case unless --keep-builds. A failing case prints the seed and the command that
 reproduces it; `--start` and `--count` split or resume a run (with --json appending).
@@ -71,7 +71,7 @@ def run_case(seed: int, simulator: str, cxx_opt: str | None, keep: bool) -> dict
 def reproduce(row: dict) -> str:
     opts = f" --simulator {row['simulator']}"
     if row["cxx_opt"]:
-        opts += f" --cxx-opt={row['cxx_opt']}"
+        opts += f" --cxx-opt {row['cxx_opt'].lstrip('-')}"
     return f"python benchmarks/random_configs.py --seed {row['seed']}{opts}"
 
 
@@ -91,8 +91,9 @@ def main(argv=None) -> int:
     ap.add_argument("--start", type=int, default=0, help="first seed")
     ap.add_argument("--seed", type=int, help="run this one seed only")
     ap.add_argument("--simulator", choices=SIMULATORS, default="icarus")
-    ap.add_argument("--cxx-opt", help="Verilator only: the model's C++ optimization, e.g. "
-                    "-O0 (default: Verilator's -Os)")
+    ap.add_argument("--cxx-opt", choices=["O0", "O1", "O2", "Os"],
+                    help="Verilator only: the model's C++ optimization (default: Verilator's "
+                    "Os)")
     ap.add_argument("--jobs", type=int, default=1, help="cases run in parallel processes")
     ap.add_argument("--json", type=Path, help="append every case's row here (JSON lines)")
     ap.add_argument("--keep-builds", action="store_true")
@@ -101,15 +102,16 @@ def main(argv=None) -> int:
         ap.error("--cxx-opt is for --simulator verilator")
     if a.count < 1 or a.jobs < 1 or a.start < 0:
         ap.error("--count and --jobs must be at least 1, --start at least 0")
+    cxx_opt = None if a.cxx_opt is None else f"-{a.cxx_opt}"
     seeds = [a.seed] if a.seed is not None else list(range(a.start, a.start + a.count))
-    opts = f"{a.simulator}" + (f", C++ {a.cxx_opt}" if a.cxx_opt else "")
+    opts = f"{a.simulator}" + (f", C++ {cxx_opt}" if cxx_opt else "")
     print(f"{len(seeds)} configurations (seeds {seeds[0]}-{seeds[-1]}) on {opts}, "
           f"{a.jobs} at a time", flush=True)
     rows, t0 = [], time.perf_counter()
     # Fresh interpreters for the workers: the simulation starts threads of its own.
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(a.jobs, mp_context=ctx) as pool:
-        futures = [pool.submit(run_case, s, a.simulator, a.cxx_opt, a.keep_builds)
+        futures = [pool.submit(run_case, s, a.simulator, cxx_opt, a.keep_builds)
                    for s in seeds]
         for fut in as_completed(futures):
             row = fut.result()
