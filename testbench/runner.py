@@ -57,8 +57,8 @@ def build(sources, toplevel: str, build_dir: Path, waves: bool = False,
     assertions of the generated Verilog (hdl.build.generate(..., asserts=True)) checked.
     `extra_args` go to the simulator's compiler (Verilator's coverage options). `cxx_opt`
     (Verilator only, e.g. "-O0"): the C++ compiler's optimization of the model instead of
-    -Os; a short run (one random configuration) then spends less time building than it loses
-    simulating. Make does not see the flags: give such a build a directory of its own."""
+    -Os; a short run (one random configuration) then saves more in the build than it loses
+    in the simulation. Make does not see the flags: give such a build a directory of its own."""
     setup_env(cxx_opt if simulator == "verilator" else None)
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
