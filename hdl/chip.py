@@ -6,6 +6,8 @@ feature-map buffers, the image input and the layer sequencer, with a host interf
                until all are done, then the next layer; the image bank is freed after the
                first layer, so the next image loads meanwhile
     result (stream): the logits and the predicted class of each image, in order
+    with an update engine (hdl/chip_engine.py): a label with each image in; the engine's
+    pulse requests on the FC layer out (docs/chip.md "Update engine")
 
 Everything layer- and network-specific comes from hdl/chip_plan.py, which derives it from the
 mapping (cim_spec.mapping) and the programmed chip (cim_spec.program.Chip); the caller
@@ -20,6 +22,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from . import noise
+from .chip_engine import ChipEngine, EngineRule, engine_requests, label_bits
 from .chip_plan import ChipPlan
 from .features import FeatureReader
 from .feeder import Feeder
@@ -28,6 +31,7 @@ from .merger import Merger
 from .params import CrossbarForm, check_form
 from .pe import PE
 from .pool import PoolWriter, memory_depth
+from .stream_fork import StreamFork
 
 # Feature maps of at most this many words are LUT RAM on an FPGA (the `ram_style` attribute;
 # simulators and ASIC flows ignore it).
@@ -105,10 +109,14 @@ class CimChip(wiring.Component):
     testbench can find the first layer that differs. With `features`, the `features` stream
     carries the last weight layer's input map of every image (`feature_buffer(plan)`, word by
     word, before the image's last layer finishes): what a host doing hybrid training needs
-    besides the logits."""
+    besides the logits. With `engine` (an EngineRule), the chip trains itself: each image
+    comes with a `label` (sampled with its first pixel, as `image_id`), the update engine
+    takes the image's logits and FC inputs, and its pulse `requests` leave the chip;
+    `updates_done` counts the images whose requests are all out."""
 
     def __init__(self, plan: ChipPlan, form: CrossbarForm = CrossbarForm.VERILOG,
-                 debug_taps: bool = False, features: bool = False):
+                 debug_taps: bool = False, features: bool = False,
+                 engine: EngineRule | None = None):
         if not isinstance(plan, ChipPlan):
             raise TypeError(f"CimChip needs a ChipPlan (hdl.chip_plan.plan_chip), got "
                             f"{type(plan).__name__}")
@@ -118,6 +126,15 @@ class CimChip(wiring.Component):
         if self.features_on and feature_buffer(plan).name == "img":
             raise ValueError("the features stream needs a last layer that reads a feature "
                              "map, not the image")
+        self.engine = engine
+        if engine is not None:
+            if not isinstance(engine, EngineRule):
+                raise TypeError(f"CimChip engine must be an EngineRule or None, got "
+                                f"{type(engine).__name__}")
+            if feature_buffer(plan).name == "img":
+                raise ValueError("the update engine needs a last layer that reads a feature "
+                                 "map, not the image")
+            engine.check(plan.acc_bits, feature_buffer(plan).bits)
         n_layers = len(self.plan.layers)
         optional = {}
         if debug_taps:
@@ -125,6 +142,10 @@ class CimChip(wiring.Component):
             optional["tap"] = In(tap_signature(plan)).array(len(tapped_buffers(plan)))
         if self.features_on:
             optional["features"] = Out(stream.Signature(feature_buffer(plan).word_bits))
+        if engine is not None:
+            optional["label"] = In(label_bits(plan))
+            optional["requests"] = Out(stream.Signature(engine_requests(plan)))
+            optional["updates_done"] = Out(32)
         super().__init__({
             **optional,
             "pixels": In(stream.Signature(self.plan.buffers["img"].bits)),
@@ -155,7 +176,8 @@ class CimChip(wiring.Component):
 
         # Feature-map memories and their ports.
         img_buf = plan.buffers["img"]
-        m.submodules.img_in = img_in = ImageInput(img_buf)
+        m.submodules.img_in = img_in = ImageInput(
+            img_buf, label_bits(plan) if self.engine is not None else 0)
         m.submodules.img_mem = img_mem = memory.Memory(shape=img_buf.bits,
                                                        depth=2 * img_buf.depth, init=[])
         wiring.connect(m, img_in.wr, img_mem.write_port())
@@ -164,10 +186,23 @@ class CimChip(wiring.Component):
                      self.pixels.ready.eq(img_in.pixels.ready),
                      img_in.image_id.eq(self.image_id)]
         pools = {}
-        reader = None
-        if self.features_on:
+        reader = engine = None
+        if self.engine is not None:
+            m.submodules.engine = engine = ChipEngine(plan, self.engine)
+            m.d.comb += img_in.label.eq(self.label)
+            wiring.connect(m, engine.requests, wiring.flipped(self.requests))
+            m.d.comb += self.updates_done.eq(engine.updates_done)
+        if self.features_on or engine is not None:
             m.submodules.features = reader = FeatureReader(feature_buffer(plan))
-            wiring.connect(m, reader.o, wiring.flipped(self.features))
+            if self.features_on and engine is not None:
+                m.submodules.features_fork = fork = StreamFork(feature_buffer(plan).word_bits)
+                wiring.connect(m, reader.o, fork.i)
+                wiring.connect(m, fork.o[0], wiring.flipped(self.features))
+                wiring.connect(m, fork.o[1], engine.features)
+            elif engine is not None:
+                wiring.connect(m, reader.o, engine.features)
+            else:
+                wiring.connect(m, reader.o, wiring.flipped(self.features))
         taps = tapped_buffers(plan)
         for name, buf in plan.buffers.items():
             if name == "img":
@@ -207,23 +242,41 @@ class CimChip(wiring.Component):
         logits_mg = next(mg for mg in mergers if mg.logits_layer is not None)
         lg = logits_mg.logits
         best_i = argmax_first([lg.payload[i] for i in range(len(lg.payload))])
-        m.d.comb += [self.result.valid.eq(lg.valid), lg.ready.eq(self.result.ready),
-                     self.result.payload.label.eq(best_i)]
+        m.d.comb += self.result.payload.label.eq(best_i)
         for i in range(len(lg.payload)):
             m.d.comb += self.result.payload.logits[i].eq(lg.payload[i])
+        if engine is None:
+            m.d.comb += [self.result.valid.eq(lg.valid), lg.ready.eq(self.result.ready)]
+        else:
+            # The logits go to the host and to the engine; the merger holds them (and so the
+            # sequencer the image's label) until both have taken them. The fork carries only
+            # the handshake: both take the merger's payload.
+            m.submodules.logits_fork = fork = StreamFork(1)
+            m.d.comb += [fork.i.valid.eq(lg.valid), lg.ready.eq(fork.i.ready),
+                         self.result.valid.eq(fork.o[0].valid),
+                         fork.o[0].ready.eq(self.result.ready),
+                         engine.logits.valid.eq(fork.o[1].valid),
+                         fork.o[1].ready.eq(engine.logits.ready)]
+            for i in range(len(lg.payload)):
+                m.d.comb += engine.logits.payload[i].eq(lg.payload[i])
 
-        self._sequencer(m, plan, img_in, feeders, mergers, pools, pes, reader)
+        self._sequencer(m, plan, img_in, feeders, mergers, pools, pes, reader, engine)
         self._programming(m, pes)
         self._gains(m, feeders)
         return m
 
-    def _sequencer(self, m, plan, img_in, feeders, mergers, pools, pes, reader):
+    def _sequencer(self, m, plan, img_in, feeders, mergers, pools, pes, reader, engine):
         layers = plan.layers
         layer = Signal(range(max(len(layers), 2)))
         start = Signal()
         image_key = Signal(32)
         cycles, image_cycles = Signal(32), Signal(32)
         units_done = Signal()
+        if engine is not None:
+            # The image's label, for its logits (its bank is freed, and the next image's
+            # label loaded, long before they come).
+            image_label = Signal(label_bits(plan))
+            m.d.comb += engine.label.eq(image_label)
         m.d.comb += units_done.eq(
             all_of([fd.done for fd in feeders] + [mg.done for mg in mergers]
                    + [~pw.busy for pw in pools.values()] + [~pe.busy for pe in pes]
@@ -239,6 +292,8 @@ class CimChip(wiring.Component):
                 with m.If(img_in.avail):
                     if plan.pes[0].params.read_noise:
                         m.d.sync += image_key.eq(noise.mix32(img_in.cur_id))
+                    if engine is not None:
+                        m.d.sync += image_label.eq(img_in.cur_label)
                     m.d.sync += [layer.eq(0), image_cycles.eq(0)]
                     m.next = "START"
             with m.State("START"):

@@ -10,6 +10,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .chip import CimChip, feature_buffer, gain_layout, has_features, program_layout, result_layout
+from .chip_engine import EngineRule, engine_requests, label_bits
 from .crossbar import VERILOG_DIR
 from .params import CrossbarForm
 
@@ -19,10 +20,11 @@ LOADER_SOURCE = VERILOG_DIR / "cim_image_loader.v"
 PIXELS_PER_BEAT = 64
 
 
-def beat_layout(bits: int) -> data.StructLayout:
-    """One beat of an image: PIXELS_PER_BEAT pixels (the last beat padded) and the id."""
+def beat_layout(bits: int, label: int = 0) -> data.StructLayout:
+    """One beat of an image: PIXELS_PER_BEAT pixels (the last beat padded), the id and, for
+    a chip with an update engine, the label (`label` bits)."""
     return data.StructLayout({"pixels": data.ArrayLayout(bits, PIXELS_PER_BEAT),
-                              "image_id": 32})
+                              "image_id": 32, **({"label": label} if label else {})})
 
 
 def harness_result_layout(plan) -> data.StructLayout:
@@ -55,18 +57,26 @@ class SimHarness(wiring.Component):
     """
 
     def __init__(self, plan, form: CrossbarForm = CrossbarForm.VERILOG,
-                 netlist: str | None = None):
+                 netlist: str | None = None, engine: EngineRule | None = None):
         self.netlist = netlist
+        if engine is not None and netlist:
+            raise ValueError("the harness of a netlist has no update engine")
         self.chip = CimChip(plan, form, debug_taps=netlist is None,
-                            features=netlist is None and has_features(plan))
+                            features=netlist is None and has_features(plan), engine=engine)
         plan = self.chip.plan
         img = plan.buffers["img"]
         self.n_pixels, self.pixel_bits = img.depth * img.channels, img.bits
+        self.label_bits = label_bits(plan) if engine is not None else 0
         taps = {} if netlist else {"tap": self.chip.signature.members["tap"]}
+        # The engine's requests (registered like the host's inputs) and its image count.
+        updates = {} if engine is None else {
+            "requests": Out(stream.Signature(engine_requests(plan))),
+            "updates_done": Out(32)}
         super().__init__({
             "clk": In(1),
             **taps,
-            "load": In(stream.Signature(beat_layout(img.bits))),
+            **updates,
+            "load": In(stream.Signature(beat_layout(img.bits, self.label_bits))),
             "result": Out(stream.Signature(harness_result_layout(plan))),
             "prog": In(stream.Signature(program_layout(plan))),
             "gain": In(stream.Signature(gain_layout(plan))),
@@ -92,13 +102,19 @@ class SimHarness(wiring.Component):
             self._instance(m)
         else:
             m.submodules.chip = chip
+        pix_tag = Signal(32 + self.label_bits)
         m.submodules.loader = Instance(
             "cim_image_loader", p_N=self.n_pixels, p_BITS=self.pixel_bits,
-            p_PER_BEAT=PIXELS_PER_BEAT,
+            p_PER_BEAT=PIXELS_PER_BEAT, p_ID_BITS=32 + self.label_bits,
             i_clk=ClockSignal("sync"), i_load_valid=self.load.valid,
             i_load_payload=self.load.payload, o_load_ready=self.load.ready,
             o_pix_valid=chip.pixels.valid, o_pix_data=chip.pixels.payload,
-            o_pix_id=chip.image_id, i_pix_ready=chip.pixels.ready)
+            o_pix_id=pix_tag, i_pix_ready=chip.pixels.ready)
+        m.d.comb += chip.image_id.eq(pix_tag[:32])
+        if self.label_bits:
+            m.d.comb += chip.label.eq(pix_tag[32:])
+            self._register(m, chip.requests, self.requests)
+            m.d.comb += self.updates_done.eq(chip.updates_done)
         self._result(m, chip)
         self._register(m, self.prog, chip.prog)
         self._register(m, self.gain, chip.gain)

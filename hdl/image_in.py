@@ -3,7 +3,7 @@ image loads while the chip still reads the current one."""
 
 from __future__ import annotations
 
-from amaranth import Module, Signal
+from amaranth import Cat, Module, Signal
 from amaranth.hdl import Assert
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -14,18 +14,22 @@ from .chip_plan import Buffer
 
 
 class ImageInput(wiring.Component):
-    """Pixels in raster order fill bank `wb`; the id is sampled with an image's first pixel.
+    """Pixels in raster order fill bank `wb`; the id (and, with `label_bits`, the label) is
+    sampled with an image's first pixel.
 
-    The consumer sees `avail`, the image id `cur_id` and the bank `cur_bank` of the oldest
-    complete image, and frees that bank with a `release` pulse. `wr` drives the write port of
-    the image memory (two banks of `buf.depth` pixels, bank b at b * depth).
+    The consumer sees `avail`, the image id `cur_id` (and `cur_label`) and the bank
+    `cur_bank` of the oldest complete image, and frees that bank with a `release` pulse. `wr`
+    drives the write port of the image memory (two banks of `buf.depth` pixels, bank b at
+    b * depth).
     """
 
-    def __init__(self, buf: Buffer):
-        self.buf = buf
+    def __init__(self, buf: Buffer, label_bits: int = 0):
+        self.buf, self.label_bits = buf, label_bits
+        labels = {"label": In(label_bits), "cur_label": Out(label_bits)} if label_bits else {}
         super().__init__({
             "pixels": In(stream.Signature(buf.bits)),
             "image_id": In(32),
+            **labels,
             "avail": Out(1),
             "cur_bank": Out(1),
             "cur_id": Out(32),
@@ -38,7 +42,13 @@ class ImageInput(wiring.Component):
         m = Module()
         depth = self.buf.depth
         full = Signal(2)
-        ids = [Signal(32, name=f"id_{b}") for b in range(2)]
+        # A bank's id and label side by side: the label (if any) in the bits above the id.
+        tag_bits = 32 + self.label_bits
+        ids = [Signal(tag_bits, name=f"id_{b}") for b in range(2)]
+        tag_in = Signal(tag_bits)
+        cur = Signal(tag_bits)
+        m.d.comb += tag_in.eq(self.image_id if not self.label_bits
+                              else Cat(self.image_id, self.label))
         wb, rb = Signal(), Signal()
         wp = Signal(range(depth))
 
@@ -49,17 +59,20 @@ class ImageInput(wiring.Component):
             self.wr.en.eq(self.pixels.valid & self.pixels.ready),
             self.avail.eq(full.bit_select(rb, 1)),
             self.cur_bank.eq(rb),
-            self.cur_id.eq(ids[1]),
+            cur.eq(ids[1]),
+            self.cur_id.eq(cur[:32]),
         ]
+        if self.label_bits:
+            m.d.comb += self.cur_label.eq(cur[32:])
         with m.If(rb == 0):
-            m.d.comb += self.cur_id.eq(ids[0])
+            m.d.comb += cur.eq(ids[0])
 
         with m.If(self.wr.en):
             m.d.sync += wp.eq(wp + 1)
             with m.If(wp == 0):
                 for b in range(2):
                     with m.If(wb == b):
-                        m.d.sync += ids[b].eq(self.image_id)
+                        m.d.sync += ids[b].eq(tag_in)
             with m.If(wp == depth - 1):
                 m.d.sync += [wp.eq(0), full.bit_select(wb, 1).eq(1), wb.eq(~wb)]
         with m.If(self.release):

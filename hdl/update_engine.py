@@ -1,6 +1,6 @@
 """On-chip update engine: turns each labelled image's logits and FC inputs into pulse requests
 on the FC layer's weight pairs (the rule: golden/update_engine.py, docs/chip.md "Update
-engine"). A standalone block; the chip top does not instantiate it yet.
+engine"). The chip instantiates it behind a feature buffer (hdl/chip_engine.py).
 
 Per image it takes one `image` beat (the logits and the label), scans the logits for the
 strongest wrong class (one class per cycle, the first maximum wins, as the golden model's
@@ -81,12 +81,13 @@ class UpdateEngine(wiring.Component):
         best_val = Signal(signed(self.logit_bits))
         have = Signal()                          # best holds a class
         upd = Signal()                           # the image updates
-        p = Signal(range(words))                 # feature word
+        # (at least one bit wide: Verilog has no empty vector, one-word maps included)
+        p = Signal(range(max(words, 2)))         # feature word
         second = Signal()                        # the wrong class's row (else the true one's)
         x = Signal(data.ArrayLayout(unsigned(self.input_bits), lanes))
         up = Signal(lanes)
         dn = Signal(lanes)
-        c = Signal(range(lanes))                 # lane being sent
+        c = Signal(range(max(lanes, 2)))         # lane being sent
 
         row = Mux(second, best, img.label)
         addr = Signal(range(n_out * words))

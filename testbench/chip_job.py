@@ -46,6 +46,8 @@ class Job:
     prog_payload: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     gain_before: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     gain_payload: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # (n,) each image's label, for a chip with an update engine (empty otherwise)
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def writes_before(self, k: int) -> list[int]:
         """The packed programming-port payloads to write before image k, in order."""
@@ -63,13 +65,15 @@ def write_job(path: Path, job: Job) -> None:
              meta=json.dumps(job.meta), prog_before=np.asarray(job.prog_before, np.int64),
              prog_payload=np.asarray(job.prog_payload, np.int64),
              gain_before=np.asarray(job.gain_before, np.int64),
-             gain_payload=np.asarray(job.gain_payload, np.int64))
+             gain_payload=np.asarray(job.gain_payload, np.int64),
+             labels=np.asarray(job.labels, np.int64))
 
 
 def read_job(path) -> Job:
     with np.load(path, allow_pickle=False) as f:
         return Job(f["images"], f["image_ids"], f["expected"], json.loads(str(f["meta"])),
-                   f["prog_before"], f["prog_payload"], f["gain_before"], f["gain_payload"])
+                   f["prog_before"], f["prog_payload"], f["gain_before"], f["gain_payload"],
+                   f["labels"])
 
 
 @dataclass
@@ -82,6 +86,9 @@ class Answer:
     taps: dict = field(default_factory=dict)   # feature-map writes (debug runs)
     features: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
     # (n, n_in) the last weight layer's input vector of each image, read from the chip
+    requests: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))
+    # (r, 4) the update engine's pulse requests in order: image (its index in the job), out,
+    # inp, down
 
 
 def _rows(a, n: int) -> np.ndarray:
@@ -94,11 +101,12 @@ def write_answer(path: Path, ans: Answer) -> None:
     np.savez(path, **ans.taps, logits=_rows(ans.logits, len(ans.labels)),
              labels=np.asarray(ans.labels, np.int64), done_at=np.asarray(ans.done_at, np.int64),
              mismatches=np.asarray(ans.mismatches, np.int64), meta=json.dumps(ans.meta),
-             features=_rows(ans.features, len(ans.labels)))
+             features=_rows(ans.features, len(ans.labels)),
+             requests=np.asarray(ans.requests, np.int64).reshape(-1, 4))
 
 
 def read_answer(path) -> Answer:
     with np.load(path, allow_pickle=False) as f:
         taps = {k: f[k] for k in f.files if k.startswith("tap_")}
         return Answer(f["logits"], f["labels"], f["done_at"], f["mismatches"],
-                      json.loads(str(f["meta"])), taps, f["features"])
+                      json.loads(str(f["meta"])), taps, f["features"], f["requests"])

@@ -4,6 +4,10 @@ vectors (read from the chip, hdl.chip.CimChip `features`), after writing cells t
 programming port. One simulator process serves every call (testbench/chip_serve_tests.py),
 so a caller with many small batches (hybrid training) pays the simulator's start-up once.
 
+With an update engine (`ChipSession(chip, engine=EngineRule(...))`) each image goes in with its
+label and the answer holds the engine's pulse requests (engine training,
+cim_flows/hybrid_loop.py).
+
 Unlike `chip_sim.simulate` nothing is compared here: the caller is the host of a chip, and
 what the chip answered is what it gets (tests hold the session to the golden model).
 """
@@ -20,6 +24,7 @@ import numpy as np
 
 from cim_spec import program
 from golden import chip_model
+from hdl.chip_engine import EngineRule
 from hdl.chip_plan import plan_chip
 
 from . import chip_job, runner
@@ -31,13 +36,14 @@ POLL_S = 0.001
 
 class ChipSession:
     """One running simulation of `chip` (its cells as the chip state programs them; `run`'s
-    writes change them from there). Use as a context manager, or call `close`."""
+    writes change them from there), with the update engine of `engine` if given. Use as a
+    context manager, or call `close`."""
 
-    def __init__(self, chip: program.Chip):
-        self.chip = chip
-        self.build_dir, self.build_seconds = build_chip(chip)
+    def __init__(self, chip: program.Chip, engine: EngineRule | None = None):
+        self.chip, self.engine = chip, engine
+        self.build_dir, self.build_seconds = build_chip(chip, engine=engine)
         self.plan = plan_chip(chip)
-        self.meta = job_meta(self.plan, chip)
+        self.meta = job_meta(self.plan, chip, engine=engine)
         cfg = chip.config
         self.cells = (cfg.n_pe, cfg.array_rows, cfg.array_cols)
         self.dir = Path(tempfile.mkdtemp(prefix="session-", dir=self.build_dir))
@@ -65,11 +71,14 @@ class ChipSession:
         tmp.write_text(text)
         tmp.replace(self.dir / f"cmd{k}")
 
-    def run(self, images: np.ndarray, image_ids, writes=()) -> chip_job.Answer:
+    def run(self, images: np.ndarray, image_ids, writes=(), labels=None,
+            stop_on_update: bool = False) -> chip_job.Answer:
         """Write `writes` (CellWrite; their `before` is ignored: all go before the first
-        image) through the programming port, then run `images` (N, 1, H, W) with their ids.
-        Returns the answer: logits, labels, features (N, n_in), counters. A failing call
-        leaves the session unusable."""
+        image) through the programming port, then run `images` (N, 1, H, W) with their ids
+        (and, a chip with an engine, their `labels`). Returns the answer: logits, labels,
+        features (N, n_in), counters and the engine's requests. `stop_on_update`: end after
+        the first image the engine asked pulses for (the answer has the images up to it).
+        A failing call leaves the session unusable."""
         t0 = time.perf_counter()
         cfg = self.chip.config
         for i, w in enumerate(writes):
@@ -78,11 +87,21 @@ class ChipSession:
                 raise ValueError(f"cell write {i}: {w} is outside the chip")
         payloads = np.array([prog_payload(self.plan, w) for w in writes], dtype=np.int64)
         images = chip_model.check_images(images, self.chip.mapping.network.input_shape)
+        if (labels is None) != (self.engine is None):
+            raise ValueError("labels go with the images of a chip with an update engine, and "
+                             "only then")
+        labels = np.zeros(0, np.int64) if labels is None else np.asarray(labels, np.int64)
+        if self.engine is not None and (len(labels) != len(images) or (
+                len(labels) and not 0 <= labels.min() <= labels.max()
+                < 2 ** self.meta["engine"]["label_bits"])):
+            raise ValueError(f"{len(labels)} labels for {len(images)} images, each in "
+                             f"0..{2 ** self.meta['engine']['label_bits'] - 1}")
         k = self.calls
         chip_job.write_job(self.dir / f"job{k}.npz", chip_job.Job(
             host_pixels(self.chip, images), np.asarray(image_ids, np.int64),
-            np.zeros((len(images), self.meta["n_out"]), np.int64), self.meta,
-            np.zeros(len(payloads), np.int64), payloads))
+            np.zeros((len(images), self.meta["n_out"]), np.int64),
+            dict(self.meta, stop_on_update=bool(stop_on_update)),
+            np.zeros(len(payloads), np.int64), payloads, labels=labels))
         self._command("run")
         done = self.dir / f"done{k}"
         while not done.exists():

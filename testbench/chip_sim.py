@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from amaranth import Const
+from amaranth import Const, Shape
 from tqdm import tqdm
 
 import cim_spec
@@ -31,6 +31,7 @@ from hdl.chip import (
     result_layout,
     tapped_buffers,
 )
+from hdl.chip_engine import EngineRule, engine_requests, label_bits
 from hdl.chip_plan import plan_chip
 from hdl.harness import LOADER_SOURCE, PIXELS_PER_BEAT, SimHarness
 from hdl.params import CrossbarForm
@@ -58,24 +59,29 @@ def chip_digest(chip: program.Chip, form: CrossbarForm) -> str:
 
 
 def generate(chip: program.Chip, out_dir: Path, form: CrossbarForm = CrossbarForm.VERILOG,
-             asserts: bool = True) -> list[Path]:
-    """Write the chip's simulation top (harness + chip), with the RTL's assertions unless
-    told otherwise (benchmarks), and return its Verilog sources."""
-    harness = SimHarness(plan_chip(chip), form)
+             asserts: bool = True, engine: EngineRule | None = None) -> list[Path]:
+    """Write the chip's simulation top (harness + chip, with the update engine of `engine`),
+    with the RTL's assertions unless told otherwise (benchmarks), and return its Verilog
+    sources."""
+    harness = SimHarness(plan_chip(chip), form, engine=engine)
     return [*build.generate(harness, TOPLEVEL, out_dir, form, asserts=asserts), LOADER_SOURCE]
 
 
 def build_chip(chip: program.Chip, build_dir: Path | None = None,
                waves: bool = False, asserts: bool = True, simulator: str = "verilator",
-               coverage: bool = False, cxx_opt: str | None = None) -> tuple[Path, float]:
+               coverage: bool = False, cxx_opt: str | None = None,
+               engine: EngineRule | None = None) -> tuple[Path, float]:
     """Generate and compile (cached by content); returns the build directory and seconds.
     `asserts=False` (benchmarks only) leaves the RTL's assertions out. `coverage`:
     Verilator's line and toggle coverage (COVERAGE_ARGS; a separate build). `cxx_opt`
-    (Verilator only): the model's C++ optimization (runner.build; a separate build)."""
+    (Verilator only): the model's C++ optimization (runner.build; a separate build).
+    `engine`: the chip with its update engine (a separate build per rule)."""
     if simulator != "verilator":
         cxx_opt = None
+    eng = "" if engine is None else \
+        f"_engine{engine.threshold}m{engine.margin}a{engine.acc_bits}"
     tail = "".join(t for t, on in (("_waves", waves), ("_noassert", not asserts),
-                                   ("_cov", coverage),
+                                   ("_cov", coverage), (eng, bool(eng)),
                                    (f"_cxx{(cxx_opt or '').lstrip('-')}", cxx_opt is not None),
                                    (f"_{simulator}", simulator != "verilator")) if on)
     build_dir = Path(build_dir or runner.BUILD_ROOT /
@@ -86,7 +92,7 @@ def build_chip(chip: program.Chip, build_dir: Path | None = None,
         sources = [build_dir / f"{TOPLEVEL}_gen.v", *build.macro_sources(CrossbarForm.VERILOG),
                    LOADER_SOURCE]
     else:
-        sources = generate(chip, build_dir, asserts=asserts)
+        sources = generate(chip, build_dir, asserts=asserts, engine=engine)
         stamp.write_text("")
     if simulator == "icarus":
         sources = [icarus_copy(sources[0]), *sources[1:]]
@@ -317,8 +323,10 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
                      np.concatenate([o.features for o in outs]))
 
 
-def job_meta(plan, chip: program.Chip | None = None, pauses: int | None = None) -> dict:
-    """The formats the testbench needs (widths, buffers) and the traffic options."""
+def job_meta(plan, chip: program.Chip | None = None, pauses: int | None = None,
+             engine: EngineRule | None = None) -> dict:
+    """The formats the testbench needs (widths, buffers, the engine's label and request
+    fields) and the traffic options."""
     hint = 0
     if chip is not None:    # the read-slot bound of an image: the scale of random gaps
         hint = sum(chip.mapping.slot_bound(lp.name) for lp in plan.layers) * \
@@ -331,7 +339,15 @@ def job_meta(plan, chip: program.Chip | None = None, pauses: int | None = None) 
                 buffers={n: [plan.buffers[n].channels, plan.buffers[n].depth,
                              plan.buffers[n].bits] for n in tapped_buffers(plan)},
                 pauses=None if pauses is None else int(pauses),
-                cycles_hint=int(hint))
+                cycles_hint=int(hint), engine=None if engine is None else engine_meta(plan))
+
+
+def engine_meta(plan) -> dict:
+    """The label's width and each request field's [offset, width] (hdl.chip_engine)."""
+    req = engine_requests(plan)
+    return dict(label_bits=label_bits(plan),
+                requests={f: [req[f].offset, Shape.cast(req[f].shape).width]
+                          for f in ("out", "inp", "down")})
 
 
 def prog_payload(plan, w: CellWrite) -> int:

@@ -34,6 +34,7 @@ from cocotb.triggers import (
     Timer,
     with_timeout,
 )
+from cocotb.utils import get_sim_time
 
 from testbench import chip_job
 from testbench.scoreboard import Scoreboard
@@ -48,11 +49,15 @@ from testbench.stream import (
 
 PERIOD_NS = 10
 RESULT_TIMEOUT_CYCLES = 2_000_000
+# How often the testbench looks at the engine's image count (an image's requests take a few
+# hundred cycles; a Python wake-up costs as much as many simulated cycles).
+ENGINE_POLL_CYCLES = 32
 
 
-def pack_beats(image: np.ndarray, image_id: int, per_beat: int, bits: int) -> list[int]:
+def pack_beats(image: np.ndarray, image_id: int, per_beat: int, bits: int,
+               label: int = 0) -> list[int]:
     """The harness's load beats: pixel i of a beat at bits [bits*i, bits*(i+1)), then the
-    32-bit id."""
+    32-bit id and (a chip with an update engine) the label."""
     flat = [int(v) for v in image.ravel()]
     if flat and not 0 <= min(flat) <= max(flat) < 2 ** bits:
         # A wider value would spill into its neighbour's field: never send one.
@@ -64,8 +69,14 @@ def pack_beats(image: np.ndarray, image_id: int, per_beat: int, bits: int) -> li
         word = 0
         for i, v in enumerate(flat[b:b + per_beat]):
             word |= v << (bits * i)
-        beats.append(word | (int(image_id) << (bits * per_beat)))
+        beats.append(word | ((int(image_id) | int(label) << 32) << (bits * per_beat)))
     return beats
+
+
+def unpack_request(value: int, meta: dict) -> tuple[int, int, int]:
+    """The engine's request beat (hdl.chip_engine.engine_requests): out, inp, down."""
+    return tuple((value >> off) & ((1 << width) - 1)
+                 for off, width in (meta["engine"]["requests"][f] for f in ("out", "inp", "down")))
 
 
 def unpack_result(value: int, meta: dict) -> tuple[list[int], int, list[int]]:
@@ -158,13 +169,38 @@ class ChipTB:
         self.results_seen = 0
         self._result_seen = Event()
         self.gap_cycles = 0
+        # The update engine's requests: a sink that always takes them, a monitor checking
+        # their handshakes, and the count of images the engine has finished.
+        self.engine = self.meta.get("engine")
+        if self.engine:
+            bus = StreamBus.from_prefix(dut, "requests")
+            self.requests = StreamSink(bus, self.clk)
+            self.request_monitor = StreamMonitor(bus, self.clk, "requests")
+            self.updates_done = dut.updates_done
 
     async def start(self):
         await ClockCycles(self.clk, 2)
 
     def image_beats(self, k: int) -> list[int]:
         return pack_beats(self.job.images[k], self.job.image_ids[k],
-                          self.meta["pixels_per_beat"], self.meta["pixel_bits"])
+                          self.meta["pixels_per_beat"], self.meta["pixel_bits"],
+                          int(self.job.labels[k]) if self.engine else 0)
+
+    async def image_requests(self, n: int) -> list[tuple[int, int, int]]:
+        """Once the engine has finished its n-th image since power-up: the requests taken
+        since the last call (out, inp, down). The engine counts an image finished after its
+        last request left the chip; the harness's register then hands it over in a cycle."""
+        t0 = get_sim_time("ns")
+        while int(self.updates_done.value) < n:
+            if get_sim_time("ns") - t0 > RESULT_TIMEOUT_CYCLES * PERIOD_NS:
+                raise AssertionError(f"the engine did not finish image {n - 1} within "
+                                     f"{RESULT_TIMEOUT_CYCLES:,} cycles")
+            await ClockCycles(self.clk, ENGINE_POLL_CYCLES)
+        await ClockCycles(self.clk, 4)
+        out = []
+        while (t := self.requests.recv_nowait()) is not None:
+            out.append(unpack_request(t.payload, self.meta))
+        return out
 
     async def feed(self):
         """Load every image, with the job's gaps and cell writes between them."""

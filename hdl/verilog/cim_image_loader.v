@@ -8,26 +8,28 @@
 // copying the input port costs little.
 //
 // Protocol: while load_ready is high the loader takes one beat per cycle (load_valid high at a
-// clock edge); beat b carries pixels [b*PER_BEAT, (b+1)*PER_BEAT) and the image id. After the
-// last beat it feeds the pixels, and raises load_ready again when it has fed them all.
+// clock edge); beat b carries pixels [b*PER_BEAT, (b+1)*PER_BEAT) and the image's tag (ID_BITS
+// bits: the image id, and above it the label of a chip with an update engine). After the last
+// beat it feeds the pixels, and raises load_ready again when it has fed them all.
 module cim_image_loader #(
     parameter integer N = 784,
     parameter integer BITS = 8,
-    parameter integer PER_BEAT = 64
+    parameter integer PER_BEAT = 64,
+    parameter integer ID_BITS = 32
 ) (
     input  wire                       clk,
     input  wire                       load_valid,
-    input  wire [PER_BEAT*BITS+31:0]  load_payload,
+    input  wire [PER_BEAT*BITS+ID_BITS-1:0] load_payload,
     output reg                        load_ready,
     output reg                        pix_valid,
     output reg  [BITS-1:0]            pix_data,
-    output reg  [31:0]                pix_id,
+    output reg  [ID_BITS-1:0]         pix_id,
     input  wire                       pix_ready
 );
     localparam integer BEATS = (N + PER_BEAT - 1) / PER_BEAT;
 
     reg [BEATS*PER_BEAT*BITS-1:0] image;
-    reg [31:0] image_id;
+    reg [ID_BITS-1:0] image_id;
     reg [31:0] beat;
     reg [31:0] index;
 
@@ -35,17 +37,17 @@ module cim_image_loader #(
         load_ready = 1'b1;
         pix_valid = 1'b0;
         pix_data = {BITS{1'b0}};
-        pix_id = 32'd0;
+        pix_id = {ID_BITS{1'b0}};
         beat = 32'd0;
         index = 32'd0;
-        image_id = 32'd0;
+        image_id = {ID_BITS{1'b0}};
     end
 
     always @(posedge clk) begin
         if (load_ready) begin
             if (load_valid) begin
                 image[beat*PER_BEAT*BITS +: PER_BEAT*BITS] <= load_payload[PER_BEAT*BITS-1:0];
-                image_id <= load_payload[PER_BEAT*BITS +: 32];
+                image_id <= load_payload[PER_BEAT*BITS +: ID_BITS];
                 if (beat == BEATS - 1) begin
                     beat <= 32'd0;
                     index <= 32'd0;
