@@ -35,6 +35,8 @@ from testbench.chip_session import ChipSession
 # Images per session call of engine training: a call ends early at the first image that asks
 # for pulses, so this only bounds the job file of a run of images that update nothing.
 ENGINE_CHUNK = 64
+# Images run after engine training, unlabelled, to compare the chip's final logits.
+FINAL_CHECK_IMAGES = 4
 
 
 @dataclass
@@ -107,8 +109,10 @@ def engine_on_rtl(state: ChipState, images, labels, threshold: int, margin: int,
                   epochs: int = 3, seed: int = 0, acc_bits: int = 12, progress: bool = True):
     """Engine training (golden/engine_training.py) with the chip's RTL and its update engine
     in the loop: the same draws in the same order, so the same seeds end in the same state.
-    Returns the new state (history entry `on: rtl`), the report, the check counts, the
-    times and every request the chip sent (rows: epoch, image index, out, inp, down)."""
+    Returns the new state (history entry `on: rtl`), the report, the check counts (the FC
+    layer, its inputs and the requests against the golden model, image by image; the final
+    chip's logits on a few images), the times and every request the chip sent (rows: epoch,
+    image index, out, inp, down)."""
     t_start = time.perf_counter()
     images = np.asarray(images)
     labels = np.asarray(labels, dtype=np.int64)
@@ -178,8 +182,13 @@ def engine_on_rtl(state: ChipState, images, labels, threshold: int, margin: int,
                 host_s += time.perf_counter() - t0
                 bar.update(len(idx))
             train_acc.append(correct / n)
-        if writes:      # the last image's updates: the chip ends as the state says
-            session.run(images[:0], tr.ids[:0], writes, labels=labels[:0])
+        # The last image's updates, then a few images without a label (they update nothing)
+        # to check that the chip ends as the state says.
+        last = slice(0, min(n, FINAL_CHECK_IMAGES))
+        ans = session.run(images[last], tr.ids[last], writes, labels=np.full(
+            last.stop, p.n_out))
+        checks["final_mismatches"] = int(np.any(hybrid.fc_logits(
+            golden_chip, x[last], tr.ids[last]) != ans.logits, axis=1).sum()) + len(ans.requests)
         bar.close()
     shape = state.g_us.shape
     entry = {"stage": "engine", "images": n, "epochs": epochs, "threshold": threshold,

@@ -77,7 +77,8 @@ def test_engine_training_on_rtl_matches_golden(tmp_path, capsys):
     for row in got:
         sb.add(row)
     assert sb.done and not sb.mismatches, [str(mm) for mm in sb.mismatches[:5]]
-    assert checks == {"fc_mismatches": 0, "input_mismatches": 0, "request_mismatches": 0}
+    assert checks == {"fc_mismatches": 0, "input_mismatches": 0, "request_mismatches": 0,
+                      "final_mismatches": 0}
     assert rep.to_dict() == gold_rep.to_dict()
     assert times.writes > 0 and times.images == EPOCHS * IMAGES
     # The final state: the same codes, and byte-identical arrays in the chip-state file.
