@@ -32,9 +32,9 @@ def engine_rule(args) -> tuple[int, int, int]:
     before any work, with the ranges of the engine's default widths."""
     from golden import engine_training
     from golden.update_engine import EngineParams
-    if args.on != "golden":
-        raise ConfigError(f"--engine runs on the golden model only, not --on {args.on} (the "
-                          f"engine's gateware is hdl/update_engine.py)")
+    if args.on not in ("golden", "rtl"):
+        raise ConfigError(f"--engine runs on the golden model or the chip's RTL (--on rtl), "
+                          f"not --on {args.on}")
     common.refuse_with(args, "with --engine: the engine updates image by image from the "
                        "logit margin, with no batch or learning rate",
                        {"--batch": args.batch is not None, "--lr": args.lr is not None})
@@ -133,25 +133,40 @@ def cmd_hybrid(args) -> int:
 
 def _engine_run(args, state, images, labels, seed, rule, t0) -> int:
     """`cim hybrid --engine`: the update engine's rule on the golden model
-    (golden/engine_training.py); the new state's history records the rule."""
+    (golden/engine_training.py), or (`--on rtl`) the chip's own engine on Verilator
+    (cim_flows/hybrid_loop.engine_on_rtl); the new state's history records the rule."""
     from cim_spec import chipstate
     from golden import engine_training
     t, m, epochs = rule
-    new, rep = engine_training.train(state, images, labels, t, m, epochs, seed,
-                                     progress=not args.json)
+    extra, where = {}, ""
+    if args.on == "rtl":
+        from cim_flows import hybrid_loop
+        new, rep, checks, times, _ = hybrid_loop.engine_on_rtl(
+            state, images, labels, t, m, epochs, seed, progress=not args.json)
+        extra = {"on": "rtl", **checks, "times": times.to_dict()}
+        where = (f" on the chip's RTL and its engine ({times.batches} calls of one simulation: "
+                 f"build {times.build:.1f} s, simulation {times.simulation:.1f} s, transport "
+                 f"{times.transport:.1f} s, host {times.host:.1f} s; {times.writes} cell "
+                 f"writes; mismatches with the golden model: " +
+                 ", ".join(f"{k} {v}" for k, v in checks.items()) + ")")
+    else:
+        new, rep = engine_training.train(state, images, labels, t, m, epochs, seed,
+                                         progress=not args.json)
     npz, js = chipstate.save(new, args.out)
     out = {"out": str(js), "chip": str(args.chip), "mode": "engine", "threshold": t,
-           "margin": m, "seed": seed, **rep.to_dict(),
+           "margin": m, "seed": seed, **rep.to_dict(), **extra,
            "data": str(args.data) if args.data else "bundled",
            "seconds": round(time.time() - t0, 2)}
     src = "bundled subset" if args.data is None else str(args.data)
     emit(args, out, f"engine training of the FC layer on {rep.images} training images ({src}), "
-                     f"{rep.epochs} epochs, threshold {t}, margin {m}: {rep.updates} updating "
+                     f"{rep.epochs} epochs, threshold {t}, margin {m}{where}: {rep.updates} "
+                     f"updating "
                      f"images, {rep.requests} pulse requests, {rep.pulses} pulses applied "
                      f"({rep.refused} refused at the window edge); accuracy on the hardware "
                      f"during the last epoch {100 * rep.train_accuracy[-1]:.2f}%\n"
                      f"wrote {js} and {npz.name}")
-    return 0
+    # A chip that disagrees with the golden model trained on wrong numbers: say so.
+    return 1 if any(extra.get(k) for k in extra if k.endswith("_mismatches")) else 0
 
 
 def eval_chip(args, images, labels) -> dict:

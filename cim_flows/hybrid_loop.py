@@ -191,9 +191,9 @@ def engine_on_rtl(state: ChipState, images, labels, threshold: int, margin: int,
             golden_chip, x[last], tr.ids[last]) != ans.logits, axis=1).sum()) + len(ans.requests)
         bar.close()
     shape = state.g_us.shape
-    entry = {"stage": "engine", "images": n, "epochs": epochs, "threshold": threshold,
-             "margin": margin, "acc_bits": acc_bits, "seed": seed, "pulses": n_pulses,
-             "on": "rtl"}
+    entry = {"stage": "engine", "images": n, "epochs": epochs, "threshold": int(threshold),
+             "margin": int(margin), "acc_bits": acc_bits, "seed": seed, "requests": n_req,
+             "updates": updates, "pulses": n_pulses, "on": "rtl"}
     new = replace(state, g_us=tr.g.reshape(shape), pulses=tr.pulses.reshape(shape),
                   history=state.history + [entry])
     report = engine_training.EngineReport(n, epochs, n_req, n_pulses, refused, updates,

@@ -39,7 +39,7 @@ def chip(tmp_path_factory):
     (["--margin", str(1 << 24)], "--margin must be an integer in 0..16777215"),
     (["--lr", "0.1"], "--lr does not apply with --engine"),
     (["--batch", "10", "--lr", "0.1"], "--batch/--lr do not apply with --engine"),
-    (["--on", "rtl"], "--engine runs on the golden model only"),
+    (["--on", "board"], "--on board"),
     (["--epochs", "0"], "--epochs must be"),
 ])
 def test_bad_engine_parameters_refused(chip, tmp_path, extra, message):

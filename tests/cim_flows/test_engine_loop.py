@@ -10,6 +10,8 @@ One Verilator build (replication 1, one rule): the rule is a constant of the chi
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from cim_cli.main import main
@@ -119,3 +121,28 @@ def test_session_engine_requests_and_unlabelled_images(tmp_path, capsys):
     assert len(b.requests) == 0 and len(b.labels) == 5
     assert c.meta["updates_done"] == 10
     assert c.meta["requests_seen"] == len(a.requests) + len(c.requests)
+
+
+def test_cli_engine_on_rtl_matches_golden(tmp_path, capsys):
+    """`cim hybrid --engine --on rtl` (the same chip and rule as above: the same build) ends
+    in the chip-state file of `cim hybrid --engine`, byte for byte; the manifests differ only
+    in where the run was."""
+    _state(tmp_path, capsys)
+    run = ["hybrid", "--chip", str(tmp_path / "r1"), "--engine", "--threshold", str(THRESHOLD),
+           "--margin", str(MARGIN), "--images", "12", "--epochs", "1", "--seed", "4", "--json"]
+    outs = {}
+    for on in ("golden", "rtl"):
+        assert main([*run, "--on", on, "--out", str(tmp_path / on)]) == 0
+        outs[on] = json.loads(capsys.readouterr().out)
+    gold, rtl = outs["golden"], outs["rtl"]
+    assert rtl["requests"] == gold["requests"] > 0
+    assert rtl["pulses"] == gold["pulses"] and rtl["updates"] == gold["updates"]
+    assert all(rtl[k] == 0 for k in ("fc_mismatches", "input_mismatches",
+                                     "request_mismatches", "final_mismatches"))
+    assert (tmp_path / "rtl.npz").read_bytes() == (tmp_path / "golden.npz").read_bytes()
+    mg = json.loads((tmp_path / "golden.json").read_text())
+    mr = json.loads((tmp_path / "rtl.json").read_text())
+    assert mr["history"][-1].pop("on") == "rtl"
+    for m in (mg, mr):
+        m.pop("checksum")
+    assert mr == mg
