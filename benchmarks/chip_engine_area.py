@@ -54,10 +54,9 @@ def main(argv=None) -> int:
         print(synth.table_text(r))
         totals[name] = r
     if args.chip:
-        keys = [k for k, v in totals["chip"].get("total", {}).items()
-                if isinstance(v, (int, float))]
-        print("chip with engine minus chip:", {k: totals["chip-with-engine"]["total"].get(k, 0)
-                                               - totals["chip"]["total"][k] for k in keys})
+        base, eng = totals["chip"]["totals"], totals["chip-with-engine"]["totals"]
+        print("chip with engine minus chip:",
+              {k: eng[k] - base[k] for k in base if isinstance(base[k], (int, float))})
     return 0
 
 
