@@ -39,8 +39,9 @@ def cmd_sim(args) -> int:
     from testbench import chip_sim
     chip, source = _chip(args)
     images, labels, ids = test_images(args)
+    # Without waveforms the harness runs free of cocotb (testbench/chip_batch.py).
     res = chip_sim.simulate(chip, images, ids, shards=args.shards, waves=args.waves,
-                           progress=not args.json)
+                           progress=not args.json, batch=True)
     cfg = chip.config
     out = {**summarize(chip, res, labels), "shards": args.shards, "chip": source,
            "data": str(args.data) if args.data else "bundled", "start": int(ids[0]),

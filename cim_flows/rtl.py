@@ -112,6 +112,7 @@ def summarize(chip, res, labels) -> dict:
         "cycles_bound_per_layer": bounds,
         "sim_images_per_s": res.sim_images_per_s, "sim_seconds": round(res.sim_seconds, 2),
         "build_seconds": round(res.build_seconds, 2),
+        "golden_seconds": round(res.golden_seconds, 2),
         "replication": cfg.replication, "clock_mhz": cfg.clock_mhz,
         "hw_images_per_s": cfg.clock_mhz * 1e6 / res.cycles_per_image,
     }
@@ -119,5 +120,5 @@ def summarize(chip, res, labels) -> dict:
 
 def rtl_summary(chip, images, labels, ids, shards: int = 2, progress: bool = True) -> dict:
     from testbench import chip_sim
-    res = chip_sim.simulate(chip, images, ids, shards=shards, progress=progress)
+    res = chip_sim.simulate(chip, images, ids, shards=shards, progress=progress, batch=True)
     return summarize(chip, res, labels)

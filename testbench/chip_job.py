@@ -110,3 +110,41 @@ def read_answer(path) -> Answer:
         taps = {k: f[k] for k in f.files if k.startswith("tap_")}
         return Answer(f["logits"], f["labels"], f["done_at"], f["mismatches"],
                       json.loads(str(f["meta"])), taps, f["features"], f["requests"])
+
+
+def pack_beats(image: np.ndarray, image_id: int, per_beat: int, bits: int,
+               label: int = 0) -> list[int]:
+    """The harness's load beats: pixel i of a beat at bits [bits*i, bits*(i+1)), then the
+    32-bit id and (a chip with an update engine) the label."""
+    flat = [int(v) for v in image.ravel()]
+    if flat and not 0 <= min(flat) <= max(flat) < 2 ** bits:
+        # A wider value would spill into its neighbour's field: never send one.
+        raise ValueError(f"image {image_id}: pixel values {min(flat)}..{max(flat)} do not fit "
+                         f"the chip's {bits}-bit pixel port (convert them to the DAC's width)")
+    flat += [0] * (-len(flat) % per_beat)
+    beats = []
+    for b in range(0, len(flat), per_beat):
+        word = 0
+        for i, v in enumerate(flat[b:b + per_beat]):
+            word |= v << (bits * i)
+        beats.append(word | ((int(image_id) | int(label) << 32) << (bits * per_beat)))
+    return beats
+
+
+def unpack_result(value: int, meta: dict) -> tuple[list[int], int, list[int]]:
+    """The harness's result beat (hdl.harness.harness_result_layout): the logits, the label
+    and the last layer's input vector in the golden model's order (channel-major: channel c
+    of word p at index c * depth + p)."""
+    n, acc_bits, label_bits = meta["n_out"], meta["acc_bits"], meta["label_bits"]
+    logits = []
+    for i in range(n):
+        v = (value >> (i * acc_bits)) & ((1 << acc_bits) - 1)
+        logits.append(v - (1 << acc_bits) if v >> (acc_bits - 1) else v)
+    value >>= n * acc_bits
+    label = value & ((1 << label_bits) - 1)
+    channels, depth, bits = meta["features"]
+    words = value >> label_bits
+    mask = (1 << bits) - 1
+    per_word = [(words >> (p * channels * bits)) for p in range(depth)]
+    feats = [(per_word[p] >> (c * bits)) & mask for c in range(channels) for p in range(depth)]
+    return logits, label, feats

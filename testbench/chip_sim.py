@@ -36,7 +36,7 @@ from hdl.chip_plan import plan_chip
 from hdl.harness import LOADER_SOURCE, PIXELS_PER_BEAT, SimHarness
 from hdl.params import CrossbarForm
 
-from . import chip_job, runner
+from . import chip_batch, chip_job, runner
 from .chip_job import CellWrite, GainWrite
 from .scoreboard import Mismatch
 
@@ -70,18 +70,20 @@ def generate(chip: program.Chip, out_dir: Path, form: CrossbarForm = CrossbarFor
 def build_chip(chip: program.Chip, build_dir: Path | None = None,
                waves: bool = False, asserts: bool = True, simulator: str = "verilator",
                coverage: bool = False, cxx_opt: str | None = None,
-               engine: EngineRule | None = None) -> tuple[Path, float]:
+               engine: EngineRule | None = None,
+               batch: bool = False) -> tuple[Path, float]:
     """Generate and compile (cached by content); returns the build directory and seconds.
     `asserts=False` (benchmarks only) leaves the RTL's assertions out. `coverage`:
     Verilator's line and toggle coverage (COVERAGE_ARGS; a separate build). `cxx_opt`
     (Verilator only): the model's C++ optimization (runner.build; a separate build).
-    `engine`: the chip with its update engine (a separate build per rule)."""
+    `engine`: the chip with its update engine (a separate build per rule). `batch`: the
+    free-running top of testbench/chip_batch.py instead of the cocotb build (Verilator)."""
     if simulator != "verilator":
         cxx_opt = None
     eng = "" if engine is None else \
         f"_engine{engine.threshold}m{engine.margin}a{engine.acc_bits}"
     tail = "".join(t for t, on in (("_waves", waves), ("_noassert", not asserts),
-                                   ("_cov", coverage), (eng, bool(eng)),
+                                   ("_cov", coverage), (eng, bool(eng)), ("_batch", batch),
                                    (f"_cxx{(cxx_opt or '').lstrip('-')}", cxx_opt is not None),
                                    (f"_{simulator}", simulator != "verilator")) if on)
     build_dir = Path(build_dir or runner.BUILD_ROOT /
@@ -94,12 +96,21 @@ def build_chip(chip: program.Chip, build_dir: Path | None = None,
     else:
         sources = generate(chip, build_dir, asserts=asserts, engine=engine)
         stamp.write_text("")
+    if batch:
+        chip_batch.build(sources, build_dir, beats_per_image(chip), asserts=asserts)
+        return build_dir, time.perf_counter() - t0
     if simulator == "icarus":
         sources = [icarus_copy(sources[0]), *sources[1:]]
     runner.build(sources, TOPLEVEL, build_dir, waves=waves, quiet=True, asserts=asserts,
                  simulator=simulator, extra_args=COVERAGE_ARGS if coverage else (),
                  cxx_opt=cxx_opt)
     return build_dir, time.perf_counter() - t0
+
+
+def beats_per_image(chip: program.Chip) -> int:
+    """The harness's load beats per image."""
+    img = plan_chip(chip).buffers["img"]
+    return -(-img.depth * img.channels // PIXELS_PER_BEAT)
 
 
 def icarus_copy(source: Path) -> Path:
@@ -138,6 +149,7 @@ class SimResult:
     # (images, n_in) the last weight layer's input vectors the chip streamed out (its
     # `features` port), in the golden model's order
     features: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    golden_seconds: float = 0.0      # the golden model's run (overlapping the build)
 
     @property
     def bitexact(self) -> int:
@@ -224,7 +236,7 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
              golden: program.Chip | None = None, pauses: int | None = None,
              writes=None, asserts: bool = True, simulator: str = "verilator",
              coverage: Path | None = None, cxx_opt: str | None = None,
-             prebuilt: tuple[Path, float] | None = None) -> SimResult:
+             prebuilt: tuple[Path, float] | None = None, batch: bool = False) -> SimResult:
     """Run `images` through the RTL (with its assertions; `asserts=False` for benchmarks);
     the testbench's scoreboard compares every logit with the golden model of `golden` (by
     default the same chip). `prebuilt` (build directory, seconds) runs another compiled
@@ -240,21 +252,31 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
     coverage data is copied there (testbench/coverage.py merges them).
     `cxx_opt` (Verilator only, e.g. "-O0"): the C++ optimization of the model (runner.build);
     for short runs whose build dominates (benchmarks/random_configs.py).
+    `batch`: on the easy path (no random traffic, no writes, Verilator, no waveforms,
+    coverage or `cxx_opt`), run the harness free without cocotb (testbench/chip_batch.py, a
+    build of its own; what `cim sim` does); otherwise ignored.
     """
     net = chip.mapping.network
     images = chip_model.check_images(images, net.input_shape)
     n = len(images)
     ids = np.arange(n, dtype=np.int64) if image_ids is None else np.asarray(image_ids, np.int64)
     writes = check_writes(chip, writes, n)
-    build_dir, build_s = prebuilt or build_chip(chip, waves=waves, asserts=asserts,
-                                                simulator=simulator,
-                                                coverage=coverage is not None,
-                                                cxx_opt=cxx_opt)
+    batch = batch and simulator == "verilator" and pauses is None and not writes \
+        and coverage is None and not waves and prebuilt is None and cxx_opt is None
+    # The golden model runs while the simulator compiles: the build is mostly the C++
+    # compiler in subprocesses (numpy and the compiler then share the cores), so a cold
+    # regression pays for the longer of the two instead of their sum.
+    with ThreadPoolExecutor(1) as pool:
+        gold_job = pool.submit(_timed, golden_logits, golden or chip, images, ids, writes)
+        build_dir, build_s = prebuilt or build_chip(chip, waves=waves, asserts=asserts,
+                                                    simulator=simulator,
+                                                    coverage=coverage is not None,
+                                                    cxx_opt=cxx_opt, batch=batch)
+        gold, gold_s = gold_job.result()
     plan = plan_chip(chip)
     meta = job_meta(plan, chip, pauses)
     if coverage is not None:
         Path(coverage).mkdir(parents=True, exist_ok=True)
-    gold = golden_logits(golden or chip, images, ids, writes)
     cells = [w for w in writes if isinstance(w, CellWrite)]
     gains = [w for w in writes if isinstance(w, GainWrite)]
     payloads = np.array([prog_payload(plan, w) for w in cells], dtype=np.int64)
@@ -281,6 +303,12 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
         dirs.append(d)
 
     def one(d):
+        if batch:
+            job = chip_job.read_job(d / "job.npz")
+            chip_job.write_answer(d / "out.npz", chip_batch.run(
+                build_dir / chip_batch.TOP, d, job.images, job.image_ids, job.expected,
+                job.meta))
+            return
         runner.test(TOPLEVEL, "testbench.chip_tests", build_dir,
                     env={"CIM_CHIP_JOB": d / "job.npz", "CIM_CHIP_OUT": d / "out.npz"},
                     waves=waves, test_dir=d, quiet=True, simulator=simulator)
@@ -320,7 +348,7 @@ def simulate(chip: program.Chip, images: np.ndarray, image_ids=None, *, shards: 
     return SimResult(n, logits, labels, gold, mismatches, int(last["cycles_image"]),
                      dict(zip(names, last["cycles_layer"], strict=True)), per_image, sim_s,
                      build_s, build_dir, run_dir if waves else None, traffic,
-                     np.concatenate([o.features for o in outs]))
+                     np.concatenate([o.features for o in outs]), gold_s)
 
 
 def job_meta(plan, chip: program.Chip | None = None, pauses: int | None = None,
@@ -409,13 +437,22 @@ def locate(chip: program.Chip, images: np.ndarray, image_ids,
     return found
 
 
+def _timed(fn, *args):
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - t0
+
+
 def _watch(dirs, bar, stop):
     """Advance the progress bar from the shards' progress files."""
     while not stop.wait(0.5):
         done = 0
         for d in dirs:
             try:
-                done += int((d / "progress").read_text() or 0)
+                if (d / "results.hex").exists():    # a batch run: a line per result
+                    done += (d / "results.hex").read_bytes().count(b"\n")
+                else:
+                    done += int((d / "progress").read_text() or 0)
             except (FileNotFoundError, ValueError):
                 pass
         if done > bar.n:
