@@ -6,7 +6,9 @@ more source trees (git worktrees of different commits) run alternately on the sa
 
 Each run gets an empty build directory (CIM_BUILD_DIR), so the Verilator build is in the
 figure; the tree comes first on PYTHONPATH (an older tree's `cim` entry point is found by its
-module: cim_cli.main or, before the split, cim_core.cli). Trees take turns (A, B, A, B, ...)
+module: cim_cli.main or, before the split, cim_core.cli; `cim sim` runs in the tree, so a
+relative --chip names each tree's own chip state, made there with the same seed, as an older
+commit may not read a newer state's format). Trees take turns (A, B, A, B, ...)
 so that the machine's load falls on each alike. Printed per run: the wall time end to end,
 the build and the simulation as `cim sim` reports them, the rest (golden model and setup;
 with the golden model overlapping the build, `golden` is its own time, already inside the
@@ -36,7 +38,7 @@ def run_once(tree: Path, args) -> dict:
     with tempfile.TemporaryDirectory(prefix="regspeed-", dir=args.scratch) as build:
         env = dict(os.environ, PYTHONPATH=str(tree), CIM_BUILD_DIR=build)
         cmd = ["nice", "-n", str(args.nice), sys.executable, "-m", cli_module(tree), "sim",
-               "--chip", str(Path(args.chip).resolve()), "--data", args.data,
+               "--chip", args.chip, "--data", args.data,
                "--images", str(args.images), "--shards", str(args.shards), "--json"]
         cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
@@ -57,7 +59,9 @@ def run_once(tree: Path, args) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--chip", required=True, help="chip state (the same for every tree)")
+    ap.add_argument("--chip", required=True,
+                    help="chip state; a relative path is taken in each tree (an older tree "
+                         "may need the state its own `cim program`/`cim hybrid` wrote)")
     ap.add_argument("--data", required=True, help="MNIST directory")
     ap.add_argument("--images", type=int, default=10000)
     ap.add_argument("--tree", action="append", type=Path,
