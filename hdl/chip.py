@@ -229,6 +229,12 @@ class CimChip(wiring.Component):
                 if self.debug_taps:
                     tap = self.tap[taps.index(name)]
                     m.d.comb += [tap.addr.eq(wr.addr), tap.data.eq(wr.data), tap.en.eq(wr.en)]
+            # The residual adds' reads of their other operand.
+            for mg in mergers:
+                if name in mg.others:
+                    port = mg.oth[mg.others.index(name)]
+                    rp = mem.read_port()
+                    m.d.comb += [rp.addr.eq(port.addr), port.data.eq(rp.data)]
             for fd in feeders:
                 if name in fd.sources:
                     port = fd.src[fd.sources.index(name)]
@@ -266,7 +272,9 @@ class CimChip(wiring.Component):
         return m
 
     def _sequencer(self, m, plan, img_in, feeders, mergers, pools, pes, reader, engine):
-        layers = plan.layers
+        # `layer` counts the schedule's steps (plan.schedule); counters and gain registers
+        # are by weight-layer index.
+        layers = plan.schedule
         layer = Signal(range(max(len(layers), 2)))
         start = Signal()
         image_key = Signal(32)
@@ -302,7 +310,7 @@ class CimChip(wiring.Component):
                     m.d.comb += reader.start.eq(layer == len(layers) - 1)
                 for lp in layers:
                     if lp.dst is not None:
-                        with m.If(layer == lp.index):
+                        with m.If(layer == lp.step):
                             m.d.comb += pools[lp.dst].clear.eq(1)
                 m.d.sync += cycles.eq(0)
                 m.next = "RUN"
@@ -310,7 +318,7 @@ class CimChip(wiring.Component):
                 with m.If(units_done):
                     with m.Switch(layer):
                         for lp in layers:
-                            with m.Case(lp.index):
+                            with m.Case(lp.step):
                                 m.d.sync += self.cycles_layer[lp.index].eq(cycles + 1)
                                 if lp.src == "img":
                                     m.d.comb += img_in.release.eq(1)
@@ -329,6 +337,7 @@ class CimChip(wiring.Component):
         merger's streams are as wide as its widest buffer)."""
         m.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready),
                      dst.payload.addr.eq(src.payload.addr),
+                     dst.payload.n.eq(src.payload.n),
                      dst.payload.data.eq(src.payload.data)]
 
     def _programming(self, m, pes):

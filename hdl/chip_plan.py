@@ -15,9 +15,11 @@ import enum
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from cim_spec import noise
 from cim_spec.config import ConfigError
-from cim_spec.network import Conv, Dense, Pool
+from cim_spec.network import Add, Conv, Dense, Pool
 from cim_spec.program import Chip
 
 from .params import PEParams
@@ -34,15 +36,30 @@ class LayerKind(enum.Enum):
     DENSE = "dense"    # the whole source map, one output position
 
 
+class PoolMode(enum.Enum):
+    """How a pooling writer combines the words of a window (docs/datapath.md 4, 4a)."""
+
+    MAX = "max"
+    AVG = "avg"        # floor((sum + n // 2) / n) over the n words of the clipped window
+
+
 @dataclass(frozen=True)
 class Buffer:
-    """A feature map stored one word per position, the channels side by side in a word."""
+    """A feature map stored one word per position, the channels side by side in a word.
+
+    `signed` maps (a weight layer without ReLU, read only by a residual add) hold
+    `act_bits + 1`-bit two's complement channels. `pool_mode`, `pool` and `src_hw` say how
+    the writer pools the (height, width) map `src_hw` into it (window `pool` = stride)."""
 
     name: str
     channels: int
     height: int
     width: int
     bits: int
+    signed: bool = False
+    pool_mode: PoolMode = PoolMode.MAX
+    pool: int = 1
+    src_hw: tuple[int, int] | None = None
 
     @property
     def depth(self) -> int:
@@ -52,14 +69,37 @@ class Buffer:
     def word_bits(self) -> int:
         return self.channels * self.bits
 
+    def window_sizes(self) -> dict[tuple[bool, bool], int]:
+        """Words in the (clipped) pooling window, by (last pooled row, last pooled column)."""
+        h, w = self.src_hw or (self.height, self.width)
+        k = self.pool
+        last_r, last_c = min(k, h - (self.height - 1) * k), min(k, w - (self.width - 1) * k)
+        return {(lr, lc): (last_r if lr else k) * (last_c if lc else k)
+                for lr in (False, True) for lc in (False, True)}
+
+
+def reciprocals(sizes, below: int) -> tuple[int, dict[int, int]]:
+    """(F, {n: R}) with floor(x / n) == (x * R) >> F for every window size n of `sizes` and
+    every 0 <= x < below: the average pool's divisions as constant multiplies with one shift,
+    checked exhaustively here."""
+    xs = np.arange(below, dtype=np.int64)
+    f = max(1, (below * max(sizes)).bit_length())
+    while True:
+        rs = {n: -(-(1 << f) // n) for n in sizes}
+        if all(((xs * r) >> f == xs // n).all() for n, r in rs.items()):
+            return f, rs
+        f += 1
+
 
 @dataclass(frozen=True)
 class LayerPlan:
     """One weight layer as the sequencer runs it: where its inputs come from and how a
     window is fetched, its output positions, its digital parameters, and where its (pooled)
-    outputs go."""
+    outputs go. A conv without ReLU whose residual add reads it as input runs with the add
+    fused (`other`: the add's other map), and a pool that is the only reader of a layer's
+    output is fused into the writer."""
 
-    index: int                   # weight-layer index (the read-noise key)
+    index: int                   # weight-layer index (the read-noise key, gain register)
     name: str
     kind: LayerKind
     src: str                     # buffer the layer reads
@@ -72,6 +112,16 @@ class LayerPlan:
     dst: str | None              # buffer the (pooled) outputs go to; None: logits
     pool: int                    # pooling window = stride (1: no pooling)
     n_chunks: int
+    step: int = 0                # place in the sequencer's schedule
+    taps: tuple[tuple[int, int], ...] = ()   # (dy, dx) of each window word
+    stride: int = 1
+    pad: int = 0
+    bias: tuple[int, ...] | None = None
+    relu: bool = True            # False: clamped symmetrically, signed (act_bits + 1 bits)
+    other: str | None = None     # residual add fused in: the buffer added to the outputs
+    add_mult: int | None = None  # the add's rescale of an unsigned `other` (None: signed)
+    add_shift: int | None = None
+    trace: str | None = None     # the network layer whose output `dst` holds
 
 
 @dataclass(frozen=True)
@@ -141,40 +191,56 @@ class ChipPlan:
     def layer(self, name: str) -> LayerPlan:
         return next(lp for lp in self.layers if lp.name == name)
 
+    @property
+    def schedule(self) -> list[LayerPlan]:
+        """The layers in the order the sequencer runs them (`layers` is by weight-layer
+        index: a projection shortcut runs before the conv whose add reads it)."""
+        return sorted(self.layers, key=lambda lp: lp.step)
 
-def _layer_sequence(net):
-    """[(weight layer, pool window or 1)]; refuses what the gateware cannot sequence."""
-    if not net.is_sequential():
-        # Padding, stride, biases, residual adds, average and floor-mode pooling are in the
-        # golden model (docs/datapath.md) but not yet in the feeders, mergers and writers.
-        raise ChipPlanError(f"network {net.name!r}: the RTL does not yet support padding, "
-                            f"stride, biases, residual adds or average pooling")
-    seq = []
-    layers = list(net.layers)
-    i = 0
-    while i < len(layers):
-        layer = layers[i]
-        if isinstance(layer, Pool):
-            raise ChipPlanError(f"layer {layer.name}: pooling must follow a conv layer")
-        pool = 1
-        if i + 1 < len(layers) and isinstance(layers[i + 1], Pool):
-            p = layers[i + 1]
-            if not isinstance(layer, Conv):
-                raise ChipPlanError(f"layer {p.name}: pooling after a dense layer is not "
-                                    f"supported by the RTL")
+
+def _steps(net) -> list[tuple[Conv | Dense, Add | None, Pool | None, str]]:
+    """[(weight layer, fused add, fused pool, last fused layer's name)] in schedule order (by
+    the network index of the last fused layer); refuses what the gateware cannot run."""
+    names = [layer.name for layer in net.layers]
+    last = net.layers[-1]
+    steps, covered = [], set()
+    for layer in net.layers:
+        if not isinstance(layer, (Conv, Dense)):
+            continue
+        if isinstance(layer, Dense) and layer is not last:
+            raise ChipPlanError(f"layer {layer.name}: the RTL supports one dense layer, the "
+                                f"last (its outputs are the logits)")
+        cur, add, pool = layer.name, None, None
+        users = net.consumers(cur)
+        if isinstance(layer, Conv) and not layer.relu:
+            a = net.layers[names.index(users[0])]
+            if net.source(names.index(a.name)) == cur:
+                add, cur = a, a.name           # the add's input: fused into this layer
+        users = net.consumers(cur)
+        pools = [u for u in users if isinstance(net.layers[names.index(u)], Pool)]
+        if pools:
+            p = net.layers[names.index(pools[0])]
+            if isinstance(layer, Dense) or (not layer.relu and add is None):
+                raise ChipPlanError(f"layer {p.name}: the RTL pools only activation maps of "
+                                    f"conv layers and residual adds")
+            if len(users) > 1:
+                raise ChipPlanError(f"layer {p.name}: the RTL pools on the fly, so the pool "
+                                    f"must be the only reader of {cur} (also read by "
+                                    f"{[u for u in users if u != p.name]})")
             if p.k != p.stride:
                 raise ChipPlanError(f"layer {p.name}: the RTL pools on the fly and needs "
                                     f"non-overlapping windows (k == stride), got k={p.k} "
                                     f"stride={p.stride}")
-            pool = p.k
-            i += 1
-        seq.append((layer, pool))
-        i += 1
-    for layer, _ in seq[:-1]:
-        if isinstance(layer, Dense):
-            raise ChipPlanError(f"layer {layer.name}: the RTL supports one dense layer, the "
-                                f"last (its outputs are the logits)")
-    return seq
+            pool, cur = p, p.name
+        covered.update(x.name for x in (layer, add, pool) if x is not None)
+        steps.append((names.index(cur), (layer, add, pool, cur)))
+    for layer in net.layers:
+        if layer.name not in covered:
+            kind = "add" if isinstance(layer, Add) else "pool"
+            raise ChipPlanError(f"layer {layer.name}: the RTL runs a {kind} only fused into "
+                                f"the conv layer it follows (an add's input must be a conv "
+                                f"without ReLU, a pool must follow a conv or an add)")
+    return [s for _, s in sorted(steps, key=lambda t: t[0])]
 
 
 def plan_chip(chip: Chip) -> ChipPlan:
@@ -182,7 +248,7 @@ def plan_chip(chip: Chip) -> ChipPlan:
     the gateware cannot run, ConfigError for parameters its PEs cannot have."""
     mapping, cfg, dig = chip.mapping, chip.config, chip.digital
     net = mapping.network
-    seq = _layer_sequence(net)
+    seq = _steps(net)
     shared = [lm.name for lm in mapping.layers if lm.kind == "conv" and not lm.replicated]
     if shared:
         raise ChipPlanError(f"conv layers {shared} are outside the replica groups (named "
@@ -192,29 +258,53 @@ def plan_chip(chip: Chip) -> ChipPlan:
         raise ChipPlanError(f"the RTL's image input takes single-channel images, the network "
                             f"{net.name!r} has {c0} input channels")
     buffers = {"img": Buffer("img", c0, h0, w0, cfg.input_bits)}
-    src = "img"
+    stored = {}                        # network layer -> the buffer that holds its output
+    weight_names = [w.name for w in net.weight_layers()]
+    names = [la.name for la in net.layers]
     layers = []
-    for index, (layer, pool) in enumerate(seq):
+    for step, (layer, add, pool, cur) in enumerate(seq):
         lm = mapping.layer(layer.name)
+        src_name = net.source(names.index(layer.name))
+        if src_name is not None and src_name not in stored:
+            raise ChipPlanError(f"layer {layer.name} reads {src_name}, whose output the RTL "
+                                f"does not keep (it is pooled or added on the fly)")
+        src = "img" if src_name is None else stored[src_name]
         sb = buffers[src]
+        last = layer is net.layers[-1]
+        other = add_mult = add_shift = None
+        taps, stride, pad = ((0, 0),) * sb.depth, 1, 0
         if isinstance(layer, Conv):
-            words = tuple(dy * sb.width + dx for dy in range(layer.k) for dx in range(layer.k))
-            last = False
-            out_shape = net.output_shape_of(layer.name)
-            ph, pw = -(-out_shape[1] // pool), -(-out_shape[2] // pool)
+            k, stride, pad = layer.k, layer.stride, layer.pad
+            taps = tuple((dy, dx) for dy in range(k) for dx in range(k))
+            words = tuple(dy * sb.width + dx for dy, dx in taps)
+            c, ph, pw = net.output_shape_of(cur)
             dst = f"{layer.name}_out"
-            buffers[dst] = Buffer(dst, layer.out_ch, ph, pw, cfg.act_bits)
+            signed_map = not layer.relu and add is None
+            bits = cfg.act_bits + 1 if signed_map else cfg.act_bits
+            buffers[dst] = Buffer(dst, c, ph, pw, bits, signed_map,
+                                  PoolMode(pool.mode) if pool else PoolMode.MAX,
+                                  pool.k if pool else 1, tuple(lm.out_hw))
+            stored[cur] = dst
+            if add is not None:
+                if add.other not in stored:
+                    raise ChipPlanError(f"layer {add.name} adds {add.other}, whose output the "
+                                        f"RTL does not keep (it is pooled on the fly)")
+                other = stored[add.other]
+                if not buffers[other].signed:
+                    add_mult = int(dig.requant_mult[add.name])
+                    add_shift = int(dig.requant_shift[add.name])
         else:
             words = tuple(range(sb.depth))
-            last = True
             dst = None
         layers.append(LayerPlan(
-            index, layer.name, LayerKind(lm.kind), src, words, lm.out_hw, lm.n_out,
-            int(dig.adc_gain[layer.name]),
+            weight_names.index(layer.name), layer.name, LayerKind(lm.kind), src, words,
+            lm.out_hw, lm.n_out, int(dig.adc_gain[layer.name]),
             None if last else int(dig.requant_mult[layer.name]),
             None if last else int(dig.requant_shift[layer.name]),
-            dst, pool, lm.n_chunks))
-        src = dst
+            dst, pool.k if pool else 1, lm.n_chunks, step, taps, stride, pad,
+            tuple(int(b) for b in dig.bias[layer.name]) if layer.bias else None,
+            layer.relu or last, other, add_mult, add_shift, None if last else cur))
+    layers.sort(key=lambda lp: lp.index)
 
     max_lines = max(b.n_rows for b in mapping.blocks)
     max_chunks = max(lm.n_chunks for lm in mapping.layers)
@@ -274,4 +364,9 @@ def plan_chip(chip: Chip) -> ChipPlan:
                         prog[r].append(Read(e, n == 0, n == len(chunks) - 1))
             gp.contributors[lp.name] = contrib
     all_groups = groups + ([shared] if shared.pes else [])
-    return ChipPlan(chip, layers, buffers, pes, all_groups, pes[0].params.acc_bits)
+    # The mergers' sums: the PEs' partial sums plus a bias.
+    acc_bits = pes[0].params.acc_bits
+    top_bias = max((abs(b) for lp in layers for b in (lp.bias or ())), default=0)
+    if top_bias:
+        acc_bits = max(acc_bits, (2 ** (acc_bits - 1) + top_bias).bit_length() + 1)
+    return ChipPlan(chip, layers, buffers, pes, all_groups, acc_bits)

@@ -8,7 +8,7 @@ fixed at elaboration.
 
 from __future__ import annotations
 
-from amaranth import Const, Module, Signal
+from amaranth import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -70,7 +70,20 @@ class Feeder(wiring.Component):
         j = Signal(range(most))                    # position index within the group
         pos = Signal.like(j)                       # absolute output position p
         x = Signal(range(max(max(lp.out_hw[1] for lp in self.layers), 2)))
-        base = Signal(range(max_depth + 1))        # source word of the window's corner
+        # The window's corner in the source map, (oy, ox) = (y*s - p, x*s - p), and its
+        # word address oy * W + ox: negative in the padding (docs/datapath.md 4a).
+        most_in = max(max(plan.buffers[lp.src].height, plan.buffers[lp.src].width)
+                      + lp.stride for lp in self.layers)
+        most_pad = max(lp.pad for lp in self.layers)
+        oy, ox = (Signal(range(-max(most_pad, 1), most_in + 1)) for _ in range(2))
+        base = Signal(signed(max(ceil_log2(max_depth + most_in + 1), 1) + 2))
+        dy, dx = (Signal(range(max(len(lp.words) for lp in self.layers) + 1)) for _ in "yx")
+        inside, inside_d = Signal(), Signal()      # the addressed word is in the map
+        padded = Signal()
+        src_h, src_w = Signal(range(most_in + 1)), Signal(range(most_in + 1))
+        stride = Signal(range(max(lp.stride for lp in self.layers) + 1))
+        row_step = Signal(signed(base.shape().width))
+        pad_now = Signal(range(max(most_pad, 1) + 1))
         r = Signal(range(max(max(self._group(lp.name).period[lp.name]
                                  for lp in self.layers), 2)))
         step = Signal(range(max(len(prog) for lp in self.layers
@@ -88,18 +101,25 @@ class Feeder(wiring.Component):
         word_off = Signal(range(max_depth + 1))
         with m.Switch(active):
             for lp in self.layers:
-                with m.Case(lp.index):
+                with m.Case(lp.step):
                     g = self._group(lp.name)
                     start, stop = g.ranges[lp.name]
                     prog = pp.programs[lp.name]
+                    sb = plan.buffers[lp.src]
                     m.d.comb += [count.eq(stop - start), period.eq(g.period[lp.name]),
                                  out_w.eq(lp.out_hw[1]),
-                                 in_w.eq(plan.buffers[lp.src].width),
-                                 n_words.eq(len(lp.words))]
+                                 in_w.eq(sb.width),
+                                 n_words.eq(len(lp.words)), padded.eq(lp.pad > 0),
+                                 src_h.eq(sb.height), src_w.eq(sb.width),
+                                 stride.eq(lp.stride), pad_now.eq(lp.pad),
+                                 row_step.eq(lp.stride * sb.width
+                                             - (lp.out_hw[1] - 1) * lp.stride)]
                     with m.Switch(fetch):
                         for w, off in enumerate(lp.words):
                             with m.Case(w):
                                 m.d.comb += word_off.eq(off)
+                                if lp.pad:
+                                    m.d.comb += [dy.eq(lp.taps[w][0]), dx.eq(lp.taps[w][1])]
                     with m.Switch(r):
                         for res, reads in enumerate(prog):
                             with m.Case(res):
@@ -113,10 +133,16 @@ class Feeder(wiring.Component):
         # The source memories: address the window's words, capture them a cycle later.
         for port in self.src:
             m.d.comb += port.addr.eq(base + word_off)
+        iy, ix = oy + dy, ox + dx
+        if most_pad:
+            m.d.comb += inside.eq(~padded | ((iy >= 0) & (iy < src_h) & (ix >= 0)
+                                             & (ix < src_w)))
+        else:
+            m.d.comb += inside.eq(1)
         data_in = Signal(self.word_bits)
         with m.Switch(active):
             for lp in self.layers:
-                with m.Case(lp.index):
+                with m.Case(lp.step):
                     m.d.comb += data_in.eq(self.src[self.sources.index(lp.src)].data)
 
         m.d.comb += self.req.payload.eq(self.req_reg)
@@ -127,9 +153,10 @@ class Feeder(wiring.Component):
             with m.If(r + 1 == period):
                 m.d.sync += r.eq(0)
             with m.If(x + 1 == out_w):
-                m.d.sync += [x.eq(0), base.eq(base + in_w - out_w + 1)]
+                m.d.sync += [x.eq(0), base.eq(base + row_step), ox.eq(-pad_now),
+                             oy.eq(oy + stride)]
             with m.Else():
-                m.d.sync += [x.eq(x + 1), base.eq(base + 1)]
+                m.d.sync += [x.eq(x + 1), base.eq(base + stride), ox.eq(ox + stride)]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -137,12 +164,15 @@ class Feeder(wiring.Component):
                 with m.If(self.start):
                     with m.Switch(self.layer):
                         for lp in self.layers:
-                            with m.Case(lp.index):
+                            with m.Case(lp.step):
                                 start = self._group(lp.name).ranges[lp.name][0]
                                 y0, x0 = divmod(start, lp.out_hw[1])
-                                b0 = y0 * plan.buffers[lp.src].width + x0
-                                m.d.sync += [active.eq(lp.index), j.eq(0), pos.eq(start),
-                                             x.eq(x0), base.eq(b0), r.eq(0), step.eq(0)]
+                                oy0 = y0 * lp.stride - lp.pad
+                                ox0 = x0 * lp.stride - lp.pad
+                                b0 = oy0 * plan.buffers[lp.src].width + ox0
+                                m.d.sync += [active.eq(lp.step), j.eq(0), pos.eq(start),
+                                             x.eq(x0), base.eq(b0), oy.eq(oy0), ox.eq(ox0),
+                                             r.eq(0), step.eq(0)]
                                 m.next = "POSITION"
             with m.State("POSITION"):
                 with m.If(j == count):
@@ -155,9 +185,10 @@ class Feeder(wiring.Component):
             with m.State("FETCH"):
                 # Word `fetch` is addressed this cycle; word `got` arrives from the last one.
                 with m.If(fetch < n_words):
-                    m.d.sync += fetch.eq(fetch + 1)
+                    m.d.sync += [fetch.eq(fetch + 1), inside_d.eq(inside)]
                 with m.If(fetch != 0):
-                    m.d.sync += [window[got].eq(data_in), got.eq(got + 1)]
+                    # A word in the padding reads code 0.
+                    m.d.sync += [window[got].eq(Mux(inside_d, data_in, 0)), got.eq(got + 1)]
                     with m.If(got + 1 == n_words):
                         m.next = "LOAD"
             with m.State("LOAD"):

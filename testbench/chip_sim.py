@@ -54,7 +54,8 @@ def chip_digest(chip: program.Chip, form: CrossbarForm) -> str:
     return build.digest(chip.config.to_dict(), chip.mapping.network.to_dict(),
                         chip.conductance.tobytes(),
                         sorted(d.adc_gain.items()), sorted(d.requant_mult.items()),
-                        sorted(d.requant_shift.items()), d.read_noise, d.noise_seed, form.value,
+                        sorted(d.requant_shift.items()), sorted(d.bias.items()), d.read_noise,
+                        d.noise_seed, form.value,
                         runner.package_digest(hdl, cim_spec))
 
 
@@ -416,13 +417,15 @@ def locate(chip: program.Chip, images: np.ndarray, image_ids,
     shutil.rmtree(d, ignore_errors=True)
     for i in range(len(images)):
         where = None
-        for lp in plan.layers:
+        for lp in plan.schedule:
             if lp.dst is None:
                 break
-            after = names[names.index(lp.name) + 1]
-            key = after if lp.pool > 1 else lp.name
+            key = lp.trace                                  # the layer the buffer holds
             want = gold.trace[key][i]                       # (C, H, W)
             got = out.taps[f"tap_{lp.dst}"][i].T.reshape(want.shape)
+            buf = plan.buffers[lp.dst]
+            if buf.signed:                                  # two's complement channels
+                got = np.where(got >> (buf.bits - 1), got - (1 << buf.bits), got)
             diff = np.argwhere(got != want)
             if len(diff):
                 c, y, x = diff[0]

@@ -7,8 +7,10 @@ gateware refuses it, ConfigError) is redrawn from the same seed's generator; the
 counted so a benchmark can tell a generator that draws nonsense from one that finds bugs.
 
 The drawn networks stay inside what the gateware sequences (hdl/chip_plan.py): one input
-channel, conv layers each optionally followed by a non-overlapping pool (k == stride), and one
-dense layer at the end. Sizes are kept small so that a Verilator build takes about a minute.
+channel; conv layers with stride, zero padding and a bias, each maybe followed by a residual
+block (identity, or strided with a 1 x 1 projection) and a non-overlapping pool (k == stride,
+max or average, ceil or floor mode); one dense layer at the end, maybe with a bias. Sizes are
+kept small so that a Verilator build takes about a minute.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 from cim_spec import program
 from cim_spec.config import ConfigError, SystemConfig
 from cim_spec.mapping import Mapping, map_network
-from cim_spec.network import Conv, Dense, Network, Pool
+from cim_spec.network import Add, Conv, Dense, Network, Pool, conv_out, pool_out
 from golden import chip_model
 from golden.quantize import requant_params
 from hdl.chip_plan import plan_chip
@@ -45,8 +47,11 @@ class Case:
     def describe(self) -> str:
         c, net = self.config, self.chip.mapping.network
         layers = " ".join(
-            f"{la.name}:conv{la.k}x{la.k}x{la.out_ch}" if isinstance(la, Conv) else
-            f"{la.name}:pool{la.k}" if isinstance(la, Pool) else f"{la.name}:fc{la.n_out}"
+            f"{la.name}:conv{la.k}x{la.k}x{la.out_ch}/s{la.stride}p{la.pad}"
+            f"{'b' if la.bias else ''}{'' if la.relu else 'n'}" if isinstance(la, Conv) else
+            f"{la.name}:{la.mode}pool{la.k}{'' if la.ceil else 'f'}" if isinstance(la, Pool)
+            else f"{la.name}:add({la.other})" if isinstance(la, Add)
+            else f"{la.name}:fc{la.n_out}"
             for la in net.layers)
         return (f"seed {self.seed}: {c.n_pe} PEs {c.array_rows}x{c.array_cols}, "
                 f"{c.cell_states} states, in {c.input_bits}b, adc {c.adc_bits}b x "
@@ -73,24 +78,51 @@ def draw_config(rng) -> SystemConfig:
 
 
 def draw_network(rng, cfg: SystemConfig) -> Network:
-    """1-2 conv layers (each maybe pooled), then the dense logits layer."""
+    """1-2 conv layers (each maybe pooled, max or average, ceil or floor mode; maybe with
+    stride, zero padding and a bias; maybe followed by a residual block: an identity block,
+    or a strided one with a 1 x 1 projection shortcut), then the dense logits layer (maybe
+    with a bias)."""
     h = int(rng.integers(5, 15))
     w = int(rng.integers(5, 15))
-    layers, ch, shape = [], 1, (h, w)
+    layers, ch, shape, last = [], 1, (h, w), None
     for i in range(int(rng.integers(1, 3))):
         k = int(rng.integers(1, 4))
-        if k * k > cfg.array_cols or shape[0] < k or shape[1] < k:
+        stride = int(rng.integers(1, 3)) if rng.random() < 0.3 else 1
+        pad = int(rng.integers(0, k)) if rng.random() < 0.4 else 0
+        if shape[0] + 2 * pad < k or shape[1] + 2 * pad < k:
             break
         out = int(rng.integers(1, 7))
-        layers.append(Conv(f"C{i}", ch, out, k))
-        ch, shape = out, (shape[0] - k + 1, shape[1] - k + 1)
+        layers.append(Conv(f"C{i}", ch, out, k, stride, pad, bool(rng.random() < 0.3)))
+        ch = out
+        shape = tuple(conv_out(s, k, stride, pad) for s in shape)
+        last = layers[-1].name
+        if rng.random() < 0.25 and min(shape) >= 2:
+            last, ch, shape = _residual(rng, layers, i, last, ch, shape)
         if rng.random() < 0.6 and min(shape) >= 2:
             pk = int(rng.integers(2, 4))
-            layers.append(Pool(f"P{i}", pk, pk))
-            shape = tuple(-(-(s - pk) // pk) + 1 if s > pk else 1 for s in shape)
+            ceil = bool(rng.random() < 0.7) or min(shape) < pk
+            mode = "avg" if rng.random() < 0.4 else "max"
+            layers.append(Pool(f"P{i}", pk, pk, mode, ceil))
+            shape = tuple(pool_out(s, pk, pk, ceil) for s in shape)
+            last = layers[-1].name
     n_in = ch * shape[0] * shape[1] if layers else h * w
-    layers.append(Dense("F", n_in, int(rng.integers(2, 11))))
+    layers.append(Dense("F", n_in, int(rng.integers(2, 11)), bool(rng.random() < 0.3)))
     return Network("random", (1, h, w), tuple(layers))
+
+
+def _residual(rng, layers, i, x, ch, shape):
+    """A residual block on map `x`: ReLU(conv(x) + x), or with stride 2 and new channels
+    ReLU(conv(x) + proj(x)), proj a 1 x 1 conv without ReLU. Returns the add's name, its
+    channels and shape."""
+    if rng.random() < 0.5:
+        layers += [Conv(f"R{i}", ch, ch, 3, 1, 1, bool(rng.random() < 0.5), relu=False),
+                   Add(f"A{i}", other=x)]
+        return f"A{i}", ch, shape
+    out = int(rng.integers(1, 7))
+    layers += [Conv(f"R{i}", ch, out, 3, 2, 1, relu=False),
+               Conv(f"S{i}", ch, out, 1, 2, 0, bool(rng.random() < 0.5), relu=False, src=x),
+               Add(f"A{i}", other=f"S{i}", src=f"R{i}")]
+    return f"A{i}", out, tuple(conv_out(s, 3, 2, 1) for s in shape)
 
 
 def draw_chip(rng, mapping: Mapping) -> program.Chip:
@@ -110,30 +142,45 @@ def draw_chip(rng, mapping: Mapping) -> program.Chip:
         gains[lm.name] = max(1, math.floor(cfg.adc_max * 2 ** cfg.adc_gain_frac_bits / full))
     noise = int(rng.integers(50, 3000)) if rng.random() < 0.5 else 0
     # Requantization placeholders until calibrate() sets them.
-    first = {n: 1 for n in names(mapping)[:-1]}
+    first = {n: 1 for n in program.requant_layers(mapping.network)}
+    # Biases of about the size of a layer's partial sums (some larger, some negative).
+    by_name = {la.name: la for la in mapping.network.layers}
+    bias = {}
+    for lm in mapping.layers:
+        if by_name[lm.name].bias:
+            scale = cfg.adc_max * 2 ** cfg.input_bits * lm.n_chunks
+            bias[lm.name] = tuple(int(v) for v in rng.integers(-scale, scale + 1, lm.n_out))
     return program.Chip(mapping, g, program.Digital(
-        gains, first, first, read_noise=noise, noise_seed=int(rng.integers(0, 2 ** 32))))
+        gains, first, first, read_noise=noise, noise_seed=int(rng.integers(0, 2 ** 32)),
+        bias=bias))
 
 
 def calibrate(rng, chip: program.Chip, images, ids) -> program.Chip:
     """Requantization, layer by layer on the case's images: the largest positive partial sum
-    lands at a random 0.5..3 times the top activation code (so some layers clamp at the top
-    and none is all zero unless its sums are)."""
+    (bias included) lands at a random 0.5..3 times the top activation code (so some layers
+    clamp at the top and none is all zero unless its sums are); an add's rescale of its other
+    operand is a random 0.3..1.5."""
     mapping, cfg = chip.mapping, chip.config
-    names = [lm.name for lm in mapping.layers]
+    net = mapping.network
+    req = program.requant_layers(net)
     mults, shifts = {}, {}
+    for n in req:
+        if n not in [w.name for w in net.weight_layers()]:
+            mults[n], shifts[n] = requant_params(float(rng.uniform(0.3, 1.5)))
     a = program.dac_inputs(images[:, None], cfg.input_bits)
-    for li, layer in enumerate(mapping.network.weight_layers()[:-1]):
+    for li, layer in enumerate(net.weight_layers()[:-1]):
+        rest = [n for n in req if n not in mults]
         now = program.Chip(mapping, chip.conductance, dataclasses.replace(
-            chip.digital, requant_mult={**mults, **{n: 1 for n in names[li:-1]}},
-            requant_shift={**shifts, **{n: 1 for n in names[li:-1]}}))
+            chip.digital, requant_mult={**mults, **{n: 1 for n in rest}},
+            requant_shift={**shifts, **{n: 1 for n in rest}}))
         trace = chip_model.run(now, images, image_ids=ids, trace=True).trace
-        net = mapping.network
-        prev = net.layers[net.layers.index(layer) - 1] if net.layers.index(layer) else None
-        x = a if prev is None else trace[prev.name]
-        psum = chip_model.layer_psums(now, li, layer.name,
-                                      chip_model.conv_patches(x, layer.k), ids)
-        top = max(1, int(psum.max()))
+        src = net.source(net.layers.index(layer))
+        x = a if src is None else trace[src]
+        psum = chip_model.layer_psums(now, li, layer.name, chip_model.conv_patches(
+            x, layer.k, layer.stride, layer.pad), ids)
+        if layer.bias:
+            psum = psum + np.asarray(chip.digital.bias[layer.name], dtype=np.int64)
+        top = max(1, int(np.abs(psum).max()))
         f = cfg.act_max * float(rng.uniform(0.5, 3.0)) / top
         m, s = requant_params(f)
         mults[layer.name], shifts[layer.name] = m, min(max(s, 1), 40)

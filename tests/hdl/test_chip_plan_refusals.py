@@ -1,6 +1,8 @@
-"""The RTL's plan refuses what its schedule cannot run yet: networks with padding, stride,
-biases, residual adds or average pooling (golden model only, docs/datapath.md section 4a),
-and conv layers outside the replica groups (named replication)."""
+"""The RTL's plan runs padding, stride, biases, residual adds and average pooling
+(docs/datapath.md section 4a) and refuses, in one line, what its schedule cannot run yet:
+overlapping pools, a map read both pooled and unpooled, a pool of a pool, more than one dense
+layer, multi-channel images, and conv layers outside the replica groups (named
+replication)."""
 
 import numpy as np
 import pytest
@@ -26,14 +28,35 @@ def chip(net, cfg, replicate=None):
 
 @pytest.mark.parametrize("net", [
     Network("pad", (1, 8, 8), (Conv("A", 1, 2, 3, pad=1), Pool("P", 2, 2), Dense("F", 32, 3))),
-    Network("stride", (1, 9, 9), (Conv("A", 1, 2, 3, stride=2), Dense("F", 32, 3))),
-    Network("avg", (1, 8, 8), (Conv("A", 1, 2, 3), Pool("P", 2, 2, mode="avg"),
+    Network("stride", (1, 9, 9), (Conv("A", 1, 2, 3, stride=2, bias=True),
+                                  Dense("F", 32, 3, bias=True))),
+    Network("avg", (1, 8, 8), (Conv("A", 1, 2, 3), Pool("P", 2, 2, mode="avg", ceil=False),
                                Dense("F", 18, 3))),
     Network("res", (1, 6, 6), (Conv("A", 1, 2, 3), Conv("B", 2, 2, 1, relu=False),
                                Add("R", other="A"), Dense("F", 32, 3))),
 ], ids=lambda n: n.name)
-def test_networks_beyond_the_rtl_are_refused(net):
-    with pytest.raises(ChipPlanError, match="does not yet support"):
+def test_padding_stride_bias_average_pools_and_adds_plan(net):
+    """What the RTL gained (docs/datapath.md 4a) is no longer refused."""
+    plan = plan_chip(chip(net, SystemConfig()))
+    assert [lp.name for lp in plan.schedule] == [la.name for la in net.weight_layers()]
+
+
+@pytest.mark.parametrize("net, why", [
+    (Network("overlap", (1, 8, 8), (Conv("A", 1, 2, 3), Pool("P", 3, 2),
+                                    Dense("F", 18, 3))), "non-overlapping windows"),
+    (Network("twice", (1, 8, 8), (Conv("A", 1, 2, 3), Pool("P", 1, 1),
+                                  Conv("B", 2, 2, 1, relu=False), Add("R", other="A"),
+                                  Dense("F", 72, 3))),
+     r"pool must be the only reader of A \(also read by \['R'\]\)"),
+    (Network("pools", (1, 9, 9), (Conv("A", 1, 2, 2), Pool("P", 2, 2), Pool("Q", 2, 2),
+                                  Dense("F", 8, 3))), "layer Q: the RTL runs a pool only"),
+    (Network("dense2", (1, 4, 4), (Dense("E", 16, 8), Dense("F", 8, 3))),
+     "one dense layer"),
+    (Network("rgb", (2, 4, 4), (Conv("A", 2, 2, 3), Dense("F", 8, 3))),
+     "single-channel images"),
+], ids=lambda v: v.name if isinstance(v, Network) else "")
+def test_networks_beyond_the_rtl_are_refused(net, why):
+    with pytest.raises(ChipPlanError, match=why):
         plan_chip(chip(net, SystemConfig()))
 
 

@@ -1,11 +1,11 @@
 """The pooling writer under amaranth.sim, on a real memory through its lib.memory ports,
-against a channel-wise max computed with numpy."""
+against a channel-wise max computed with numpy, and averaging against the golden model."""
 
 import numpy as np
 from amaranth import Module
 from amaranth.lib import memory, wiring
 
-from hdl.chip_plan import Buffer
+from hdl.chip_plan import Buffer, PoolMode
 from hdl.pool import PoolWriter, memory_depth
 
 from .sim_helpers import run
@@ -26,6 +26,7 @@ class PooledMemory(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.pool, m.submodules.mem = self.pool, self.mem
+        self.pool_mem = self.mem
         wiring.connect(m, self.pool.rd, self.mem.read_port())
         wiring.connect(m, self.pool.wr, self.mem.write_port())
         for outer, inner in zip(self.i, self.pool.i, strict=True):
@@ -106,3 +107,52 @@ async def offer_both(ctx, ports, payloads, rng, gap=0.4):
             offering[k] = False
     for port in ports:
         ctx.set(port.valid, 0)
+
+
+def test_pool_writer_averages_clipped_windows_like_the_golden_model():
+    """Average pooling, ceil mode (3 x 3 windows on a 7 x 8 map: windows of 9, 6, 3 and 2
+    words at the edges): every conv output offered once, split between two inputs in
+    position order as two groups would, each with its window's size; two layers, so the
+    running sums must start over. The map must be the golden model's avg_pool, rounding
+    included (values near the top code, and a window of all top codes)."""
+    from golden.chip_model import avg_pool
+    buf = Buffer("a", channels=2, height=3, width=3, bits=5, pool_mode=PoolMode.AVG, pool=3,
+                 src_hw=(7, 8))
+    rng = np.random.default_rng(7)
+    top = 2 ** buf.bits - 1
+    dut = PooledMemory(buf, 2, [])
+    maps = []
+    for _ in range(2):
+        a = rng.integers(0, top + 1, size=(buf.channels, 7, 8))
+        a[:, :3, :3] = top                                  # a whole window at the top
+        a[:, 6, 6:] = top - 1                              # the 2-word corner window
+        maps.append(a)
+    sizes = buf.window_sizes()
+    snapshots = []
+
+    def offers(a):
+        out = []
+        for y in range(7):
+            for x in range(8):
+                py, px = y // 3, x // 3
+                out.append({"addr": py * 3 + px,
+                            "n": sizes[py == buf.height - 1, px == buf.width - 1],
+                            "data": words(buf, [a[:, y, x]])[0]})
+        return [out[:28], out[28:]]
+
+    async def testbench(ctx):
+        for a in maps:
+            ctx.set(dut.clear, 1)
+            await ctx.tick()
+            ctx.set(dut.clear, 0)
+            await offer_both(ctx, dut.i, offers(a), rng)
+            while ctx.get(dut.busy):
+                await ctx.tick()
+            await ctx.tick()
+            snapshots.append([ctx.get(dut.pool_mem.data[i]) for i in range(buf.depth)])
+
+    run(dut, testbench)
+    for a, snap in zip(maps, snapshots, strict=True):
+        want = avg_pool(a[None].astype(np.int64), 3, 3, True)[0]     # (C, 3, 3)
+        got = np.array([unpack(buf, w) for w in snap]).T.reshape(want.shape)
+        np.testing.assert_array_equal(got, want)
