@@ -89,7 +89,10 @@ def draw_network(rng, cfg: SystemConfig) -> Network:
         k = int(rng.integers(1, 4))
         stride = int(rng.integers(1, 3)) if rng.random() < 0.3 else 1
         pad = int(rng.integers(0, k)) if rng.random() < 0.4 else 0
-        if shape[0] + 2 * pad < k or shape[1] + 2 * pad < k:
+        # A first kernel wider than the bit lines ends the convs (so that some networks are
+        # a lone dense layer); the residual blocks' 3 x 3 kernels still cut their patches
+        # across channels on narrow arrays.
+        if k * k > cfg.array_cols or shape[0] + 2 * pad < k or shape[1] + 2 * pad < k:
             break
         out = int(rng.integers(1, 7))
         layers.append(Conv(f"C{i}", ch, out, k, stride, pad, bool(rng.random() < 0.3)))

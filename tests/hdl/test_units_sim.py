@@ -39,20 +39,31 @@ CONFIGS = {
     # One PE per group holding both chunks of B: first/last delimit a PE's own sum.
     "packed": SystemConfig(n_pe=3, array_rows=32, array_cols=8, replication=2, input_bits=5,
                            act_bits=5, adc_bits=6),
+    # Stride and zero padding (A: windows past every edge; B: padding 2 of a 3 x 3 kernel,
+    # its 27-input patch cut across channels), biases.
+    "padded": SystemConfig(n_pe=8, array_rows=32, array_cols=8, replication=2, input_bits=4,
+                           act_bits=4, adc_bits=5),
 }
+NETS = {"padded": Network("padded", (1, 9, 8), (
+    Conv("A", 1, 3, 3, stride=2, pad=1, bias=True), Pool("P", 2, 2, mode="avg"),
+    Conv("B", 3, 2, 3, stride=1, pad=2), Dense("D", 40, 5, bias=True)))}
 
 
 def make_chip(name, noise_on=True, seed=0):
     cfg = CONFIGS[name]
-    mapping = map_network(cfg, NET)
+    net = NETS.get(name, NET)
+    mapping = map_network(cfg, net)
     rng = np.random.default_rng(seed)
     names = [lm.name for lm in mapping.layers]
+    bias = {la.name: tuple(int(v) for v in rng.integers(-500, 500, size=(
+        la.out_ch if isinstance(la, Conv) else la.n_out))) for la in net.weight_layers()
+        if la.bias}
     return program.Chip(mapping, rng.integers(0, cfg.code_max + 1, size=(
         cfg.n_pe, cfg.array_rows, cfg.array_cols)), program.Digital(
         {n: int(rng.integers(1, 2 ** 20)) for n in names},
         {n: int(rng.integers(2 ** 14, 2 ** 16)) for n in names[:-1]},
         {n: int(rng.integers(8, 20)) for n in names[:-1]},
-        read_noise=300 if noise_on else 0, noise_seed=5))
+        read_noise=300 if noise_on else 0, noise_seed=5, bias=bias))
 
 
 def src_map(chip, layer, rng):
@@ -162,7 +173,13 @@ def feeder_reference(chip, pe, layer, a, image_id):
     la = next(x for x in mapping.network.layers if x.name == layer)
     if isinstance(la, Conv):
         ho, wo = lm.out_hw
-        vecs = [[a[c, y + dy, x + dx] for c in range(la.in_ch) for dy in range(la.k)
+        s, p = la.stride, la.pad
+        _, h, w = a.shape
+
+        def at(c, yy, xx):          # the map surrounded by p rows and columns of code 0
+            return a[c, yy - p, xx - p] if 0 <= yy - p < h and 0 <= xx - p < w else 0
+
+        vecs = [[at(c, y * s + dy, x * s + dx) for c in range(la.in_ch) for dy in range(la.k)
                  for dx in range(la.k)] for y in range(ho) for x in range(wo)]
     else:
         vecs = [list(a.reshape(-1))]
@@ -182,7 +199,8 @@ def feeder_reference(chip, pe, layer, a, image_id):
     return out
 
 
-@pytest.mark.parametrize("name, noise_on", [("spread", True), ("packed", False)])
+@pytest.mark.parametrize("name, noise_on", [("spread", True), ("packed", False),
+                                             ("padded", True)])
 def test_feeder_requests_match_the_mapping(name, noise_on):
     chip = make_chip(name, noise_on)
     plan = plan_chip(chip)
@@ -209,7 +227,7 @@ def test_feeder_requests_match_the_mapping(name, noise_on):
             for lp in plan.layers:        # the chip's gain registers, as after reset
                 ctx.set(dut.gains[lp.index], chip.digital.adc_gain[lp.name])
             for lp in layers:
-                ctx.set(dut.layer, lp.index)
+                ctx.set(dut.layer, lp.step)
                 ctx.set(dut.start, 1)
                 await ctx.tick()
                 ctx.set(dut.start, 0)
