@@ -54,14 +54,17 @@ def layer_inputs(chip: program.Chip, images, ids) -> dict[str, np.ndarray]:
     """Each weight layer's input vectors (N, P, n_in) from the golden model's trace."""
     net, cfg = chip.mapping.network, chip.config
     run = chip_model.run(chip, images, image_ids=ids, trace=True)
-    a = program.dac_inputs(chip_model.check_images(images, net.input_shape), cfg.input_bits)
+    img = program.dac_inputs(chip_model.check_images(images, net.input_shape), cfg.input_bits)
     out = {}
-    for layer in net.layers:
+    for i, layer in enumerate(net.layers):
+        # A layer reads its source (docs/datapath.md 4a), with its stride and padding.
+        src = net.source(i)
+        a = img if src is None else run.trace[src]
         if isinstance(layer, Conv):
-            out[layer.name] = chip_model.conv_patches(a.astype(np.int64), layer.k)
+            out[layer.name] = chip_model.conv_patches(a.astype(np.int64), layer.k,
+                                                      layer.stride, layer.pad)
         elif isinstance(layer, Dense):
             out[layer.name] = a.reshape(a.shape[0], 1, -1).astype(np.int64)
-        a = run.trace[layer.name]
     return out
 
 
