@@ -11,6 +11,7 @@ testbench/ecp5_models.py.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -27,10 +28,17 @@ from .chip_sim import TOPLEVEL, host_pixels, job_meta
 from .scoreboard import Mismatch
 
 # The cell models are plain Verilog with `specify` blocks and a few widths Verilator lints;
-# no timing (the netlist has no delays) and no lint stops.
+# no timing (the netlist has no delays) and no lint stops. A flat netlist of ECP5 cells
+# becomes one huge evaluation function: split into many small C++ functions and files, the
+# compiler's time and memory stay bounded (one function of the whole chip never finished).
 BUILD_ARGS = ["-O3", "--no-timing", "-Wno-fatal", "-Wno-lint", "-Wno-style",
               "--x-assign", "fast", "--x-initial", "fast", "--noassert",
-              "--no-public-flat-rw", "--public-depth", "1"]
+              "--no-public-flat-rw", "--public-depth", "1",
+              "--output-split", "20000", "--output-split-cfuncs", "2000"]
+# C++ optimisation: the per-cycle code at -O1, the run-once code (initial values, the block
+# RAMs' contents) unoptimised; -O2/-O3 on the whole chip's generated C++ costs far more
+# compile time than it saves in a run of a few images.
+MAKE_OPT = "OPT_FAST=-O1 OPT_SLOW=-O0 OPT_GLOBAL=-O1"
 
 
 def cell_library() -> Path:
@@ -46,6 +54,7 @@ def build(netlist: Path, build_dir: Path) -> float:
     """Compile the netlist with the cell models; returns the seconds."""
     from cocotb_tools.runner import get_runner
     runner.setup_env()
+    os.environ["MAKEFLAGS"] += " " + MAKE_OPT
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     cells = build_dir / "ecp5_cells.v"
