@@ -76,7 +76,7 @@ def simulate(chip: program.Chip, images: np.ndarray, build_dir: Path,
     n = len(images)
     ids = np.arange(n, dtype=np.int64) if image_ids is None else np.asarray(image_ids, np.int64)
     gold = chip_model.run(chip, images, image_ids=ids).logits
-    d = Path(tempfile.mkdtemp(prefix="run-", dir=build_dir))
+    d = Path(tempfile.mkdtemp(prefix="run-", dir=Path(build_dir).resolve()))
     chip_job.write_job(d / "job.npz", chip_job.Job(host_pixels(chip, images), ids, gold,
                                                    dict(job_meta(plan_chip(chip), chip),
                                                         shard_start=0)))
