@@ -8,8 +8,8 @@ testbench/ecp5_models.py), images compared bit for bit with the golden model
         [--work DIR]     # a netlist already there for the same chip is reused
         [--run RUN]      # also RUN/post_synth.json, which `cim report --run RUN` shows
 
-The paper chip (default) takes about an hour of synthesis on a quiet 2-core machine, then the
-Verilator build of its netlist; --small runs the same path in minutes.
+The paper chip (default), measured under a heavy load: synthesis 46 min, Verilator build
+23 min, 5 images 12 min (docs/board.md); --small runs the same path in minutes.
 """
 
 import argparse
