@@ -34,15 +34,18 @@ CHIP_BAUD = 2_000_000
 def board_top(cfg: SystemConfig, design: str = "pe", reads: int = 64,
               clock_mhz: float = CHIP_CLOCK_MHZ, baud: int = CHIP_BAUD):
     """The ULX3S top: for `pe` the self-test with its expected signature filled in; for
-    `chip` the chip (FPGA view, the bundled model's ideal program as its cells) behind the
-    serial host link (hdl/board_chip.py)."""
+    `chip` the chip (FPGA view, the bundled model's ideal program as its cells, its features
+    stream on) behind the serial host link (hdl/board_chip.py)."""
     if design == "chip":
         from cim_flows.stages import ideal_program, load_model
         from hdl.board_chip import Ulx3sChipTop
-        from hdl.chip import CimChip
+        from hdl.chip import CimChip, has_features
         from hdl.chip_plan import plan_chip
         from hdl.params import CrossbarForm
         mapping, prog = ideal_program(cfg, load_model())
-        return Ulx3sChipTop(CimChip(plan_chip(prog.chip(mapping)), CrossbarForm.AMARANTH),
+        plan = plan_chip(prog.chip(mapping))
+        # With the features stream: the board answers IMAGE_FEATURES frames for hybrid
+        # training (cim hybrid --on board).
+        return Ulx3sChipTop(CimChip(plan, CrossbarForm.AMARANTH, features=has_features(plan)),
                             clock_mhz, baud)
     return ulx3s_top(cfg, expected_signature(cfg, reads), design, reads)

@@ -37,6 +37,8 @@ class Cmd(enum.IntEnum):
     IMAGE = 0x01        # image id (u32) + one byte per pixel, raster order
     PROG = 0x02         # pe (u8), row (u16), col (u8), code (u8): one cell
     STATUS = 0x03       # no payload
+    IMAGE_FEATURES = 0x04   # as IMAGE; answered with RESULT_FEATURES (a chip with features)
+    GAIN = 0x05         # weight layer (u8), ADC gain (u32): one gain register
 
 
 class Reply(enum.IntEnum):
@@ -47,6 +49,9 @@ class Reply(enum.IntEnum):
     PROG_ACK = 0x82     # pe, row, col, code of the cell written (as the PROG frame)
     STATUS = 0x83       # images done (u32), frames accepted (u16), frames rejected (u16),
     #                     busy (u8)
+    RESULT_FEATURES = 0x84  # the RESULT payload, then the last weight layer's input map
+    #                         (features_length bytes)
+    GAIN_ACK = 0x85     # layer, gain of the register written (as the GAIN frame)
     NAK = 0x8F          # reason (u8, Nak), type of the rejected frame (u8)
 
 
@@ -56,9 +61,11 @@ class Nak(enum.IntEnum):
     LENGTH = 3          # the payload length does not fit the command
     OVERRUN = 4         # an image arrived while the previous one was still being handed on
     TIMEOUT = 5         # the frame stopped arriving midway
+    RANGE = 6           # a field outside what the chip holds (a gain frame's layer or gain)
 
 
 PROG_FORMAT = "<BHBB"
+GAIN_FORMAT = "<BI"
 
 
 def crc16(data: bytes, crc: int = CRC_INIT) -> int:
@@ -79,9 +86,17 @@ def encode(kind: int, payload: bytes = b"") -> bytes:
     return bytes([SYNC]) + body + struct.pack("<H", crc16(body))
 
 
-def image_frame(image_id: int, pixels) -> bytes:
+def image_frame(image_id: int, pixels, features: bool = False) -> bytes:
+    """An image; with `features` the board answers with RESULT_FEATURES."""
     data = bytes(int(v) for v in pixels)
-    return encode(Cmd.IMAGE, struct.pack("<I", image_id & 0xFFFFFFFF) + data)
+    return encode(Cmd.IMAGE_FEATURES if features else Cmd.IMAGE,
+                  struct.pack("<I", image_id & 0xFFFFFFFF) + data)
+
+
+def gain_frame(layer: int, gain: int) -> bytes:
+    """The ADC gain register of weight layer `layer` (its index in the network) set to
+    `gain`."""
+    return encode(Cmd.GAIN, struct.pack(GAIN_FORMAT, layer, gain))
 
 
 def prog_frame(pe: int, row: int, col: int, code: int) -> bytes:
@@ -90,6 +105,12 @@ def prog_frame(pe: int, row: int, col: int, code: int) -> bytes:
 
 def result_length(n_logits: int, n_layers: int) -> int:
     return 4 + 1 + 4 * n_logits + 4 + 4 * n_layers
+
+
+def features_length(channels: int, depth: int, bits: int) -> int:
+    """Bytes of the feature field: the map's `depth` words of `channels` values of `bits`
+    bits, concatenated least significant bit first, padded to a whole byte."""
+    return -(-channels * depth * bits // 8)
 
 
 STATUS_FORMAT = "<IHHB"
@@ -120,6 +141,21 @@ def parse_result(payload: bytes, n_logits: int, n_layers: int) -> Result:
     logits = struct.unpack_from(f"<{n_logits}i", payload, 5)
     cyc = struct.unpack_from(f"<{1 + n_layers}I", payload, 5 + 4 * n_logits)
     return Result(image_id, label, tuple(logits), cyc[0], tuple(cyc[1:]))
+
+
+def parse_result_features(payload: bytes, n_logits: int, n_layers: int, channels: int,
+                          depth: int, bits: int) -> tuple[Result, list[int]]:
+    """A RESULT_FEATURES payload: the result and the feature values, in the golden model's
+    order (channel-major: channel c of position p at c * depth + p)."""
+    head = result_length(n_logits, n_layers)
+    want = head + features_length(channels, depth, bits)
+    if len(payload) != want:
+        raise LinkError(f"RESULT_FEATURES of {len(payload)} bytes, expected {want}")
+    words = int.from_bytes(payload[head:], "little")
+    mask = (1 << bits) - 1
+    feats = [(words >> ((p * channels + c) * bits)) & mask
+             for c in range(channels) for p in range(depth)]
+    return parse_result(payload[:head], n_logits, n_layers), feats
 
 
 def parse_status(payload: bytes) -> Status:

@@ -2,10 +2,13 @@
 
     ftdi_txd ──> UartRx ──> FrameRx ──┬─ IMAGE: pixels into the image buffer; when the frame's
                                       │  CRC holds, the buffer streams into the chip's pixels
+                                      │  (IMAGE_FEATURES: the same, answered with the features)
                                       ├─ PROG: one cell through the chip's programming port
+                                      ├─ GAIN: one weight layer's ADC gain through its gain port
                                       └─ STATUS
-    ftdi_rxd <── UartTx <── FrameTx <── RESULT (id, label, logits, cycles) / PROG_ACK /
-                                        STATUS / NAK
+    ftdi_rxd <── UartTx <── FrameTx <── RESULT (id, label, logits, cycles) / RESULT_FEATURES
+                                        (the same and the last weight layer's input map) /
+                                        PROG_ACK / GAIN_ACK / STATUS / NAK
 
 `ChipHost` is the protocol around a `CimChip`; `Ulx3sChipTop` adds the pins, the power-on
 reset and the PLL (an ECP5 EHXPLLL from the board's 25 MHz to the chip clock; bypassed for
@@ -13,9 +16,14 @@ simulation). cim_spec.link defines the frames.
 
 A frame is used only once its CRC holds: the image is buffered whole before it reaches the
 chip (two banks in one block RAM: one fills while the other streams into the chip), a
-programming write waits for its CRC, and anything rejected is answered with a NAK and leaves
-the chip untouched. An image that would overwrite a bank still streaming is rejected
-(OVERRUN), which a host that keeps at most two images outstanding never sees.
+programming or gain write waits for its CRC (and a gain outside the register's range is
+refused), and anything rejected is answered with a NAK and leaves the chip untouched. An
+image that would overwrite a bank still streaming is rejected (OVERRUN), which a host that
+keeps at most two images outstanding never sees.
+
+A chip built with `features=True` streams every image's last-weight-layer input map; `ChipHost`
+keeps the latest map in a register until that image's result frame is out (the chip waits for
+it meanwhile), and sends it only for images that came in an IMAGE_FEATURES frame.
 """
 
 from __future__ import annotations
@@ -28,12 +36,12 @@ from amaranth.lib.wiring import In, Out
 
 from cim_spec import link
 
-from .chip import CimChip
+from .chip import CimChip, feature_buffer
 from .link import FrameRx, FrameTx
 from .uart import UartRx, UartTx
 
 # Reply payloads, in send order: which one FrameTx carries.
-SEL_NAK, SEL_ACK, SEL_STATUS, SEL_RESULT = range(4)
+SEL_NAK, SEL_ACK, SEL_STATUS, SEL_RESULT, SEL_GAIN_ACK = range(5)
 
 
 class ChipHost(wiring.Component):
@@ -50,6 +58,16 @@ class ChipHost(wiring.Component):
         self.n_layers = len(plan.layers)
         if plan.acc_bits > 32:
             raise ValueError(f"logits of {plan.acc_bits} bits do not fit the link's 32")
+        self.gain_top = 2 ** plan.pes[0].params.gain_bits - 1
+        self.features = chip.features_on
+        if self.features:
+            fb = feature_buffer(plan)
+            self.feature_shape = (fb.channels, fb.depth, fb.bits)
+            self.feature_bytes = link.features_length(*self.feature_shape)
+            if link.result_length(self.n_logits, self.n_layers) + self.feature_bytes > \
+                    link.MAX_PAYLOAD:
+                raise ValueError(f"a feature map of {self.feature_bytes} bytes does not fit "
+                                 f"a frame")
         self.divisor = divisor
         # A frame silent for 64 byte times is abandoned.
         self.timeout = timeout if timeout is not None else 640 * divisor
@@ -63,7 +81,10 @@ class ChipHost(wiring.Component):
         m.submodules.uart_rx = urx = UartRx(self.divisor)
         m.submodules.uart_tx = utx = UartTx(self.divisor)
         commands = {link.Cmd.IMAGE: 4 + self.n_pixels,
-                    link.Cmd.PROG: struct.calcsize(link.PROG_FORMAT), link.Cmd.STATUS: 0}
+                    link.Cmd.PROG: struct.calcsize(link.PROG_FORMAT), link.Cmd.STATUS: 0,
+                    link.Cmd.GAIN: struct.calcsize(link.GAIN_FORMAT)}
+        if self.features:
+            commands[link.Cmd.IMAGE_FEATURES] = 4 + self.n_pixels
         m.submodules.frx = frx = FrameRx(commands, self.timeout)
         m.submodules.ftx = ftx = FrameTx()
         m.d.comb += [urx.rx.eq(self.rx), frx.data.eq(urx.data), frx.valid.eq(urx.valid),
@@ -83,7 +104,9 @@ class ChipHost(wiring.Component):
         queued = Signal()                 # the other bank holds a checked image too
         qid = Signal(32)                  # ... with this id
         overrun = Signal()
-        is_image = frx.kind == link.Cmd.IMAGE
+        is_image = Signal()
+        image_kinds = [link.Cmd.IMAGE] + ([link.Cmd.IMAGE_FEATURES] if self.features else [])
+        m.d.comb += is_image.eq(frx.kind.matches(*image_kinds))
         clash = streaming & (sbank == wbank)
         with m.If(frx.byte_valid & is_image):
             with m.If(frx.index < 4):
@@ -98,7 +121,8 @@ class ChipHost(wiring.Component):
 
         # The ids of the images in the chip, in order (the chip keeps at most two, one
         # computing and one loaded, and the buffer two more).
-        m.submodules.ids = ids = fifo.SyncFIFO(width=32, depth=4)
+        # Bit 32: the image came as IMAGE_FEATURES.
+        m.submodules.ids = ids = fifo.SyncFIFO(width=33, depth=4)
         addr = Signal(range(n + 1))                   # the pixel read next
         held = Signal()                               # rd.data holds pixel addr - 1
         id_out = Signal(32)
@@ -132,6 +156,24 @@ class ChipHost(wiring.Component):
                      chip.prog.payload.col.eq(col), chip.prog.payload.code.eq(code),
                      chip.prog.valid.eq(prog_pending)]
 
+        # ---- GAIN: staged like a cell; refused (RANGE) for a layer the chip does not have
+        # or a gain its register cannot hold (0 would silence the layer's ADCs; the gain
+        # port takes the low bits and would turn a large gain into a wrong small one).
+        gstaged = Signal(8 * commands[link.Cmd.GAIN])
+        gcell = Signal.like(gstaged)
+        gain_pending, gain_ack_pending = Signal(), Signal()
+        is_gain = frx.kind == link.Cmd.GAIN
+        with m.If(frx.byte_valid & is_gain):
+            with m.Switch(frx.index[:3]):
+                for k in range(len(gstaged) // 8):
+                    with m.Case(k):
+                        m.d.sync += gstaged[8 * k:8 * k + 8].eq(frx.byte)
+        gain_bad = Signal()
+        m.d.comb += gain_bad.eq((gstaged[:8] >= self.n_layers) | (gstaged[8:] == 0)
+                                | (gstaged[8:] > self.gain_top))
+        m.d.comb += [chip.gain.payload.layer.eq(gcell[:8]), chip.gain.payload.gain.eq(gcell[8:]),
+                     chip.gain.valid.eq(gain_pending)]
+
         # ---- Frame verdicts. A well-formed frame that cannot be taken now is refused
         # (OVERRUN): an image while both banks are taken (one streaming, one waiting) or four
         # are queued, a cell or a status request while the last one's reply is pending.
@@ -142,13 +184,14 @@ class ChipHost(wiring.Component):
         m.d.comb += refused.eq(
             (is_image & (overrun | queued | ~ids.w_rdy))
             | (is_prog & (prog_pending | ack_pending))
-            | ((frx.kind == link.Cmd.STATUS) & status_pending))
+            | ((frx.kind == link.Cmd.STATUS) & status_pending)
+            | (is_gain & (gain_pending | gain_ack_pending | gain_bad)))
         take = Signal()
         m.d.comb += take.eq(frx.done & frx.ok & ~refused)
         with m.If(take):
             m.d.sync += accepted.eq(accepted + 1)
             with m.Switch(frx.kind):
-                with m.Case(link.Cmd.IMAGE):
+                with m.Case(*image_kinds):
                     m.d.sync += wbank.eq(~wbank)
                     with m.If(streaming & ~finishing):
                         m.d.sync += [queued.eq(1), qid.eq(rx_id)]
@@ -159,25 +202,31 @@ class ChipHost(wiring.Component):
                     m.d.sync += [prog_pending.eq(1), cell.eq(staged)]
                 with m.Case(link.Cmd.STATUS):
                     m.d.sync += status_pending.eq(1)
+                with m.Case(link.Cmd.GAIN):
+                    m.d.sync += [gain_pending.eq(1), gcell.eq(gstaged)]
         with m.Elif(frx.done):
             m.d.sync += rejected.eq(rejected + 1)
             # A second rejection before the first NAK left is counted, not answered.
             with m.If(~nak_pending):
-                m.d.sync += [nak.eq(Cat(Mux(frx.ok, int(link.Nak.OVERRUN), frx.reason)[:8],
-                                        frx.kind)),
+                why = Mux(is_gain & gain_bad, int(link.Nak.RANGE), int(link.Nak.OVERRUN))
+                m.d.sync += [nak.eq(Cat(Mux(frx.ok, why, frx.reason)[:8], frx.kind)),
                              nak_pending.eq(1)]
         with m.If(frx.done):
             m.d.sync += overrun.eq(0)
         # The chip samples image_id (id_out) with the first pixel; the queue gives each
         # result its id.
-        m.d.comb += [ids.w_data.eq(rx_id), ids.w_en.eq(take & is_image)]
+        m.d.comb += [ids.w_data.eq(Cat(rx_id, frx.kind == link.Cmd.IMAGE_FEATURES)),
+                     ids.w_en.eq(take & is_image)]
         with m.If(chip.prog.valid & chip.prog.ready):
             m.d.sync += [prog_pending.eq(0), ack_pending.eq(1)]
+        with m.If(chip.gain.valid & chip.gain.ready):
+            m.d.sync += [gain_pending.eq(0), gain_ack_pending.eq(1)]
 
         # ---- RESULT: latch the logits, then wait until the chip's counters include the
         # image (images_done and cycles_image move when its last layer ends).
         result = Signal(chip.result.payload.shape())
         res_id = Signal(32)
+        res_feat = Signal()              # answer with RESULT_FEATURES
         results = Signal(32)             # results taken from the chip
         res_state = Signal(2)            # 0 empty, 1 waiting for counters, 2 ready, 3 sending
         cycles = Signal(32 * (1 + self.n_layers))
@@ -192,7 +241,8 @@ class ChipHost(wiring.Component):
         logit = Array([result.logits[i] for i in range(self.n_logits)])[scan]
         with m.If(chip.result.valid & chip.result.ready):
             m.d.sync += [result.eq(chip.result.payload), results.eq(results + 1),
-                         res_id.eq(ids.r_data), res_state.eq(1), label.eq(0),
+                         res_id.eq(ids.r_data[:32]), res_feat.eq(ids.r_data[32]),
+                         res_state.eq(1), label.eq(0),
                          best.eq(chip.result.payload.logits[0]), scan.eq(1)]
             m.d.comb += ids.r_en.eq(1)
         with m.Elif(scan < self.n_logits):
@@ -204,19 +254,41 @@ class ChipHost(wiring.Component):
             m.d.sync += [cycles.eq(Cat(chip.cycles_image, chip.cycles_layer.as_value())),
                          res_state.eq(2)]
 
+        # ---- FEATURES: the chip's last weight layer input map, word by word into a shift
+        # register (word 0 ends at the bottom). It holds one image's map until that image's
+        # result frame is out; the chip waits for it meanwhile (its feature reader stalls the
+        # last layer), so every result finds its own map here.
+        feats = Const(0, 0)
+        if self.features:
+            channels, depth, bits = self.feature_shape
+            wb = channels * bits
+            feats = Signal(depth * wb)
+            fcount = Signal(range(depth + 1))
+            m.d.comb += chip.features.ready.eq(fcount != depth)
+            with m.If(chip.features.valid & chip.features.ready):
+                m.d.sync += [feats.eq(Cat(feats[wb:], chip.features.payload)),
+                             fcount.eq(fcount + 1)]
+            with m.If((res_state == 3) & ~ftx.busy & (fcount == depth)):
+                m.d.sync += fcount.eq(0)
+
         # ---- The transmitter: one reply at a time, NAKs first.
-        sel = Signal(2)
+        sel = Signal(3)
+        result_len = link.result_length(self.n_logits, self.n_layers)
         length = {SEL_NAK: 2, SEL_ACK: len(cell) // 8,
                   SEL_STATUS: struct.calcsize(link.STATUS_FORMAT),
-                  SEL_RESULT: link.result_length(self.n_logits, self.n_layers)}
+                  SEL_RESULT: result_len + (self.feature_bytes if self.features else 0),
+                  SEL_GAIN_ACK: len(gcell) // 8}
         kinds = {SEL_NAK: link.Reply.NAK, SEL_ACK: link.Reply.PROG_ACK,
-                 SEL_STATUS: link.Reply.STATUS, SEL_RESULT: link.Reply.RESULT}
+                 SEL_STATUS: link.Reply.STATUS, SEL_RESULT: link.Reply.RESULT,
+                 SEL_GAIN_ACK: link.Reply.GAIN_ACK}
         logits = Cat(*[_sext(Value.cast(result.logits[i]), 32) for i in range(self.n_logits)])
         payloads = {
             SEL_NAK: nak,
             SEL_ACK: cell,
             SEL_STATUS: Cat(chip.images_done, accepted, rejected, chip.busy, Const(0, 7)),
-            SEL_RESULT: Cat(res_id, _zext(label, 8), logits, cycles),
+            # A RESULT frame is the first result_len bytes of a RESULT_FEATURES frame.
+            SEL_RESULT: Cat(res_id, _zext(label, 8), logits, cycles, feats),
+            SEL_GAIN_ACK: gcell,
         }
         byte = Signal(8)
         with m.Switch(sel):
@@ -236,11 +308,15 @@ class ChipHost(wiring.Component):
                 reply(SEL_NAK, nak_pending)
             with m.Elif(ack_pending):
                 reply(SEL_ACK, ack_pending)
+            with m.Elif(gain_ack_pending):
+                reply(SEL_GAIN_ACK, gain_ack_pending)
             with m.Elif(status_pending):
                 reply(SEL_STATUS, status_pending)
             with m.Elif(ready_result):
-                m.d.comb += [ftx.start.eq(1), ftx.kind.eq(kinds[SEL_RESULT]),
-                             ftx.length.eq(length[SEL_RESULT])]
+                m.d.comb += [ftx.start.eq(1),
+                             ftx.kind.eq(Mux(res_feat, int(link.Reply.RESULT_FEATURES),
+                                             int(link.Reply.RESULT))),
+                             ftx.length.eq(Mux(res_feat, length[SEL_RESULT], result_len))]
                 m.d.sync += [sel.eq(SEL_RESULT), res_state.eq(3)]
         # The result register is free once its frame is out.
         with m.If((res_state == 3) & ~ftx.busy):

@@ -1,8 +1,9 @@
 """The chip board on Verilator, reached through a pseudo-terminal (testbench/board_tests.py).
 
 `simulated_board(chip)` builds the board top (hdl/board_chip.py: the chip with the behavioral
-crossbar, the PLL bypassed, a UART of `divisor` cycles per bit), starts the simulation in a
-thread and yields the terminal's path; a host opens it like a serial port.
+crossbar and its features stream, the PLL bypassed, a UART of `divisor` cycles per bit),
+starts the simulation in a thread and yields the terminal's path; a host opens it like a
+serial port.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import hdl
 from cim_spec import program
 from hdl import build
 from hdl.board_chip import Ulx3sChipTop
-from hdl.chip import CimChip
+from hdl.chip import CimChip, has_features
 from hdl.chip_plan import plan_chip
 from hdl.params import CrossbarForm
 
@@ -33,8 +34,11 @@ SIM_CLOCK_MHZ = 100.0
 
 
 def board_top(chip: program.Chip, divisor: int = SIM_DIVISOR) -> Ulx3sChipTop:
-    return Ulx3sChipTop(CimChip(plan_chip(chip), CrossbarForm.VERILOG), SIM_CLOCK_MHZ,
-                        pll=False, divisor=divisor)
+    """The board top as the bitstream has it (the chip with its `features` stream when its
+    network has one, cim_flows.board.board_top), with the simulation's clock and UART."""
+    plan = plan_chip(chip)
+    return Ulx3sChipTop(CimChip(plan, CrossbarForm.VERILOG, features=has_features(plan)),
+                        SIM_CLOCK_MHZ, pll=False, divisor=divisor)
 
 
 def build_board(chip: program.Chip, divisor: int = SIM_DIVISOR) -> Path:

@@ -1,6 +1,8 @@
 """The chip board top's clock and serial-rate choices (no simulation: hdl/board_chip.py's
 protocol runs end to end in tests/cim_flows/test_board_link.py)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -56,38 +58,12 @@ def tiny_chip(seed=3):
                                         read_noise=40, noise_seed=1))
 
 
-def test_chip_host_answers_frames_over_its_serial_pins():
-    """The protocol around a small chip under amaranth.sim, bytes as 8N1 waveforms: two
-    images (bit-exact logits with their ids and cycle counts), a corrupt image (NAK, and the
-    chip never sees it), a cell write (acknowledged, and the next image follows it), a
-    status. (The same host logic runs with the full chip on Verilator in
-    tests/cim_flows/test_board_link.py.)"""
-    divisor = 4
-    chip = tiny_chip()
-    dut = ChipHost(CimChip(plan_chip(chip), CrossbarForm.AMARANTH), divisor)
-    rng = np.random.default_rng(4)
-    imgs = rng.integers(0, 256, size=(3, 4, 4)).astype(np.uint8)
-    bad = bytearray(link.image_frame(77, imgs[2].ravel()))
-    bad[12] ^= 1
-    cell = (1, 5, 3, 200)
-    frames = [link.image_frame(10, imgs[0].ravel()), link.image_frame(11, imgs[1].ravel()),
-              bytes(bad), link.prog_frame(*cell), link.image_frame(12, imgs[2].ravel()),
-              link.encode(link.Cmd.STATUS)]
+def exchange(dut, frames, divisor, gap=2500):
+    """Send `frames` to a ChipHost as 8N1 waveforms, `gap` cycles after each (its reply or
+    the chip's result comes before the next frame: the host's window shrunk to one keeps the
+    expected order simple); returns the decoded replies and the decoder."""
     dec = link.Decoder()
     replies = []
-
-    async def bench(ctx):
-        for frame in frames:
-            for byte in frame:
-                for level in [0, *[(byte >> k) & 1 for k in range(8)], 1]:
-                    for _ in range(divisor):
-                        ctx.set(dut.rx, level)
-                        await tick(ctx)
-            # A frame's reply (or the chip's result) before the next frame: the host's
-            # window, shrunk to one to keep the expected order simple.
-            for _ in range(2500):
-                await tick(ctx)
-
     line = {"state": None, "count": 0, "bits": []}
 
     async def tick(ctx):
@@ -108,7 +84,38 @@ def test_chip_host_answers_frames_over_its_serial_pins():
                                                        enumerate(st["bits"]))])))
                     st["state"] = None
 
+    async def bench(ctx):
+        for frame in frames:
+            for byte in frame:
+                for level in [0, *[(byte >> k) & 1 for k in range(8)], 1]:
+                    for _ in range(divisor):
+                        ctx.set(dut.rx, level)
+                        await tick(ctx)
+            for _ in range(gap):
+                await tick(ctx)
+
     run(dut, bench)
+    return replies, dec
+
+
+def test_chip_host_answers_frames_over_its_serial_pins():
+    """The protocol around a small chip under amaranth.sim, bytes as 8N1 waveforms: two
+    images (bit-exact logits with their ids and cycle counts), a corrupt image (NAK, and the
+    chip never sees it), a cell write (acknowledged, and the next image follows it), a
+    status. (The same host logic runs with the full chip on Verilator in
+    tests/cim_flows/test_board_link.py.)"""
+    divisor = 4
+    chip = tiny_chip()
+    dut = ChipHost(CimChip(plan_chip(chip), CrossbarForm.AMARANTH), divisor)
+    rng = np.random.default_rng(4)
+    imgs = rng.integers(0, 256, size=(3, 4, 4)).astype(np.uint8)
+    bad = bytearray(link.image_frame(77, imgs[2].ravel()))
+    bad[12] ^= 1
+    cell = (1, 5, 3, 200)
+    frames = [link.image_frame(10, imgs[0].ravel()), link.image_frame(11, imgs[1].ravel()),
+              bytes(bad), link.prog_frame(*cell), link.image_frame(12, imgs[2].ravel()),
+              link.encode(link.Cmd.STATUS)]
+    replies, dec = exchange(dut, frames, divisor)
     new = chip.conductance.copy()
     new[cell[0], cell[1], cell[2]] = cell[3]
     changed = program.Chip(chip.mapping, new, chip.digital)
@@ -127,4 +134,59 @@ def test_chip_host_answers_frames_over_its_serial_pins():
     assert replies[3][1] == link.prog_frame(*cell)[4:-2]
     st = link.parse_status(replies[5][1])
     assert (st.images_done, st.accepted, st.rejected, st.busy) == (3, 5, 1, False)
+    assert dec.errors == []
+
+
+WIDER = Network("wider", (1, 6, 6), (Conv("A", 1, 3, 3), Pool("P", 2, 2), Dense("D", 12, 2)))
+
+
+def test_chip_host_returns_features_and_writes_gains():
+    """A chip with its features stream: IMAGE_FEATURES is answered with the logits and the
+    last weight layer's input map (the golden model's P output, 3 channels x 4 positions);
+    GAIN frames set a layer's ADC gain register between images (acknowledged, and the next
+    image follows the new gains); gain frames outside the register are refused (RANGE) and
+    change nothing; a plain IMAGE is still answered with a plain RESULT."""
+    divisor = 4
+    cfg = SystemConfig(n_pe=2, array_rows=32, array_cols=16)
+    mapping = map_network(cfg, WIDER)
+    rng = np.random.default_rng(8)
+    chip = program.Chip(mapping, rng.integers(0, cfg.code_max + 1, size=(2, 32, 16)),
+                        program.Digital(adc_gain={"A": 9000, "D": 7000},
+                                        requant_mult={"A": 2 ** 15}, requant_shift={"A": 15},
+                                        read_noise=40, noise_seed=2))
+    plan = plan_chip(chip)
+    top = 2 ** plan.pes[0].params.gain_bits - 1
+    dut = ChipHost(CimChip(plan, CrossbarForm.AMARANTH, features=True), divisor)
+    assert (dut.feature_shape, dut.feature_bytes) == ((3, 4, 8), 12)
+    imgs = rng.integers(0, 256, size=(3, 6, 6)).astype(np.uint8)
+    gains = {"A": 11000, "D": top}        # C1-like layer up, the FC-like one at the edge
+    frames = [link.image_frame(20, imgs[0].ravel(), features=True),
+              link.gain_frame(0, gains["A"]), link.gain_frame(1, gains["D"]),
+              link.gain_frame(2, 5000), link.gain_frame(0, 0), link.gain_frame(1, top + 1),
+              link.image_frame(21, imgs[1].ravel(), features=True),
+              link.image_frame(22, imgs[2].ravel()), link.encode(link.Cmd.STATUS)]
+    replies, dec = exchange(dut, frames, divisor, gap=4000)
+    kinds = [k for k, _ in replies]
+    assert kinds == [link.Reply.RESULT_FEATURES, link.Reply.GAIN_ACK, link.Reply.GAIN_ACK,
+                     link.Reply.NAK, link.Reply.NAK, link.Reply.NAK,
+                     link.Reply.RESULT_FEATURES, link.Reply.RESULT, link.Reply.STATUS], kinds
+    assert replies[1][1] == link.gain_frame(0, gains["A"])[4:-2]
+    assert replies[2][1] == link.gain_frame(1, gains["D"])[4:-2]
+    assert [p for _, p in replies[3:6]] == [bytes([link.Nak.RANGE, link.Cmd.GAIN])] * 3
+    after = program.Chip(mapping, chip.conductance, replace(chip.digital, adc_gain=gains))
+    for (_, payload), c, i in ((replies[0], chip, 0), (replies[6], after, 1)):
+        r, feats = link.parse_result_features(payload, 2, 2, 3, 4, 8)
+        want = chip_model.run(c, imgs[i:i + 1], image_ids=np.array([20 + i]), trace=True)
+        assert r.image_id == 20 + i
+        assert list(r.logits) == want.logits[0].tolist()
+        assert feats == want.trace["P"].reshape(-1).tolist()
+    # The gains changed both layers: the new answers differ from the old chip's.
+    old = chip_model.run(chip, imgs[1:], image_ids=np.array([21, 22]), trace=True)
+    new = chip_model.run(after, imgs[1:], image_ids=np.array([21, 22]), trace=True)
+    assert (old.logits != new.logits).any(axis=1).all()
+    assert (old.trace["P"] != new.trace["P"]).any()
+    r = link.parse_result(replies[7][1], 2, 2)
+    assert (r.image_id, list(r.logits)) == (22, new.logits[1].tolist())
+    st = link.parse_status(replies[8][1])
+    assert (st.images_done, st.accepted, st.rejected) == (3, 6, 3)
     assert dec.errors == []
