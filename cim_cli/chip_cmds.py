@@ -80,13 +80,10 @@ def cmd_hybrid(args) -> int:
     from cim_spec import chipstate
     from golden import data, hybrid
     if args.on == "board":
-        # The board's serial link (docs/board.md) returns an image's logits only; the host
-        # also needs the FC inputs the chip saw (the chip's `features` stream), which the
-        # board top and its link do not carry yet.
-        raise ConfigError("--on board: the board's link returns only the logits, not the FC "
-                          "inputs hybrid training needs; use --on rtl (the chip on Verilator)")
-    if args.port is not None:
-        raise ConfigError("--port applies only with --on board")
+        if (args.port is None) == (not args.sim):
+            raise ConfigError("--on board needs exactly one of --port PATH and --sim")
+    elif args.port is not None or args.sim:
+        raise ConfigError("--port and --sim apply only with --on board")
     if args.engine:
         rule = engine_rule(args)
     elif args.margin is not None:
@@ -112,6 +109,20 @@ def cmd_hybrid(args) -> int:
                  f"build {times.build:.1f} s, simulation {times.simulation:.1f} s, transport "
                  f"{times.transport:.1f} s, host {times.host:.1f} s; {times.writes} cell writes; "
                  f"FC layer bit-exact with the golden model in "
+                 f"{times.images - checks['fc_mismatches']}/{times.images} images)")
+    elif args.on == "board":
+        from cim_flows import hybrid_loop
+        if args.sim:
+            common.note("building the simulated board (Verilator; cached after the first run) ...")
+        new, rep, checks, times = hybrid_loop.train_on_board(
+            state, images, labels, hybrid_params(args), port=args.port, sim=args.sim,
+            baud=args.baud, progress=not args.json)
+        extra = {"on": "board", "port": "sim" if args.sim else str(args.port), **checks,
+                 "times": times.to_dict()}
+        where = (f"the board ({extra['port']}; {times.batches} calls over the link: build "
+                 f"{times.build:.1f} s, images over the link {times.simulation:.1f} s, cell "
+                 f"writes {times.transport:.1f} s, host {times.host:.1f} s; {times.writes} cell "
+                 f"writes; FC layer bit-exact with the golden model in "
                  f"{times.images - checks['fc_mismatches']}/{times.images} images)")
     else:
         new, rep = hybrid.train(state, images, labels, hybrid_params(args),
@@ -293,9 +304,14 @@ def register(sub) -> None:
     sp.add_argument("--seed", type=int, help="image selection, shuffling, pulse noise")
     sp.add_argument("--on", choices=["golden", "rtl", "board"], default="golden",
                     help="where the forward passes run: the golden model (default), the "
-                    "chip's RTL on Verilator, or the board (not yet: its link lacks the FC "
-                    "inputs)")
-    sp.add_argument("--port", help="the board's serial port (with --on board)")
+                    "chip's RTL on Verilator, or the board over its serial link (--port or "
+                    "--sim)")
+    sp.add_argument("--port", help="the board's serial port (with --on board; its cells and "
+                    "gains are written from --chip first)")
+    sp.add_argument("--sim", action="store_true", help="with --on board: the simulated "
+                    "board (Verilator behind a pseudo-terminal), built from --chip")
+    sp.add_argument("--baud", type=int, default=2_000_000,
+                    help="serial rate with --port (default 2 Mbaud, the bitstream's)")
     sp.set_defaults(func=cmd_hybrid)
 
     sp = sub.add_parser("compensate", help="drift compensation: age a chip state and "

@@ -116,16 +116,53 @@ class Session:
         self.send(link.encode(link.Cmd.STATUS))
         return link.parse_status(self.wait_for(link.Reply.STATUS, timeout))
 
-    def program(self, cells, timeout: float) -> int:
+    def request(self, frame: bytes, ack: int, timeout: float, retries: int = 2) -> None:
+        """Send a write (PROG, GAIN) until the board acknowledges it with its own payload.
+        A NAK for a damaged, truncated or refused-for-now frame (CRC, TIMEOUT, OVERRUN) or
+        no acknowledgement in `timeout` sends it again (a write is idempotent), `retries`
+        times at most; a NAK for the frame's contents (TYPE, LENGTH, RANGE) raises at once.
+        An acknowledgement of another payload is a late one of an earlier write, dropped."""
+        kind, payload = frame[1], frame[4:-2]
+        for _ in range(retries + 1):
+            self.send(frame)
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                self.poll(min(end - time.monotonic(), 0.2))
+                keep, verdict = [], None
+                for k, p in self.replies:
+                    if k == ack and verdict is None:
+                        verdict = "ok" if p == payload else None
+                    elif k == link.Reply.NAK and len(p) == 2 and p[1] == kind and \
+                            verdict is None:
+                        verdict = p[0]
+                    else:
+                        keep.append((k, p))
+                self.replies = keep
+                if verdict == "ok":
+                    return
+                if verdict in (link.Nak.TYPE, link.Nak.LENGTH, link.Nak.RANGE):
+                    raise link.LinkError(f"the board refused {link.Cmd(kind).name} "
+                                         f"{payload.hex()}: {link.Nak(verdict).name}")
+                if verdict is not None:
+                    break           # damaged or refused for now: send it again
+        raise link.LinkError(f"{link.Cmd(kind).name} {payload.hex()} not acknowledged after "
+                             f"{retries + 1} tries")
+
+    def program(self, cells, timeout: float, retries: int = 2) -> int:
         """Write cells (pe, row, col, code) one frame each; each must be acknowledged with
         the same cell."""
         for pe, row, col, code in cells:
-            frame = link.prog_frame(int(pe), int(row), int(col), int(code))
-            self.send(frame)
-            echo = self.wait_for(link.Reply.PROG_ACK, timeout)
-            if echo != frame[4:-2]:
-                raise link.LinkError(f"cell ({pe}, {row}, {col}) acknowledged as {echo.hex()}")
+            self.request(link.prog_frame(int(pe), int(row), int(col), int(code)),
+                         link.Reply.PROG_ACK, timeout, retries)
         return len(cells)
+
+    def set_gains(self, gains, timeout: float, retries: int = 2) -> int:
+        """Write ADC gain registers, (weight-layer index, gain) one frame each, between
+        images (the board applies one while the chip is idle)."""
+        for layer, gain in gains:
+            self.request(link.gain_frame(int(layer), int(gain)), link.Reply.GAIN_ACK, timeout,
+                         retries)
+        return len(gains)
 
 
 @dataclass
@@ -158,20 +195,48 @@ class BoardRun:
                                         if self.cycles_image else None)}
 
 
-def run_images(session: Session, chip: program.Chip, images: np.ndarray, labels, ids, *,
-               timeout: float = 2.0, retries: int = 2, window: int = WINDOW) -> BoardRun:
-    """Stream images with at most `window` in flight; compare each result with the golden
-    model of `chip`. An image without a result after `timeout` seconds is sent again, up to
-    `retries` times, then reported as failed."""
+@dataclass
+class Streamed:
+    """What came back for a stream of images: results (and feature vectors) by id."""
+
+    results: dict            # id -> link.Result
+    features: dict           # id -> list of feature values (golden order), with features
+    lost: int
+    resent: int
+    failed: list
+    seconds: float
+
+
+def feature_shape(chip: program.Chip) -> tuple[int, int, int]:
+    """(channels, positions, bits) of the map a RESULT_FEATURES frame carries: the board's
+    chip's feature buffer (the last weight layer's input)."""
+    from hdl.chip import feature_buffer, has_features
+    from hdl.chip_plan import plan_chip
+    plan = plan_chip(chip)
+    if not has_features(plan):
+        raise ValueError("the chip's last weight layer reads the image: it has no features")
+    b = feature_buffer(plan)
+    return b.channels, b.depth, b.bits
+
+
+def stream_images(session: Session, chip: program.Chip, images: np.ndarray, ids, *,
+                  features: bool = False, timeout: float = 2.0, retries: int = 2,
+                  window: int = WINDOW) -> Streamed:
+    """Stream images with at most `window` in flight (IMAGE_FEATURES frames with
+    `features`). An image without a result after `timeout` seconds is sent again, up to
+    `retries` times, then reported as failed. Nothing is compared here."""
     net = chip.mapping.network
     images = chip_model.check_images(images, net.input_shape)
     ids = [int(i) for i in ids]
-    gold = chip_model.run(chip, images, image_ids=np.asarray(ids, np.int64)).logits
-    n_logits, n_layers = gold.shape[1], len(chip.mapping.layers)
+    n_logits, n_layers = net.layers[-1].n_out, len(chip.mapping.layers)
+    fshape = feature_shape(chip) if features else None
     index = {image_id: i for i, image_id in enumerate(ids)}
     if len(index) != len(ids):
         raise ValueError("image ids must be unique (results are matched by id)")
+    pixels = dac_inputs(images, chip.config.input_bits).reshape(len(images), -1)
     got: dict[int, link.Result] = {}
+    feats: dict[int, list] = {}
+    want_kind = link.Reply.RESULT_FEATURES if features else link.Reply.RESULT
     tries = Counter()
     in_flight: dict[int, float] = {}            # id -> deadline
     queue = list(ids)
@@ -180,21 +245,26 @@ def run_images(session: Session, chip: program.Chip, images: np.ndarray, labels,
     while queue or in_flight:
         while queue and len(in_flight) < window:
             image_id = queue.pop(0)
-            i = index[image_id]
-            session.send(link.image_frame(
-                image_id, dac_inputs(images[i], chip.config.input_bits).ravel()))
+            session.send(link.image_frame(image_id, pixels[index[image_id]], features))
             tries[image_id] += 1
             in_flight[image_id] = time.monotonic() + timeout
         session.poll(0.05)
         keep = []
         for kind, payload in session.replies:
-            if kind != link.Reply.RESULT:
+            if kind not in (link.Reply.RESULT, link.Reply.RESULT_FEATURES):
                 keep.append((kind, payload))
                 continue
-            r = link.parse_result(payload, n_logits, n_layers)
+            if kind != want_kind:       # a late answer to another stream's image
+                continue
+            if features:
+                r, f = link.parse_result_features(payload, n_logits, n_layers, *fshape)
+            else:
+                r, f = link.parse_result(payload, n_logits, n_layers), None
             if r.image_id in in_flight:
                 del in_flight[r.image_id]
                 got[r.image_id] = r
+                if f is not None:
+                    feats[r.image_id] = f
         # NAKs were counted by the session; their image shows up as a missing result.
         session.replies = [(k, p) for k, p in keep if k != link.Reply.NAK]
         now = time.monotonic()
@@ -206,27 +276,52 @@ def run_images(session: Session, chip: program.Chip, images: np.ndarray, labels,
                     queue.insert(0, image_id)
                 else:
                     failed.append(image_id)
-    seconds = time.monotonic() - t0
+    return Streamed(got, feats, lost, sum(tries.values()) - len(ids), failed,
+                    time.monotonic() - t0)
+
+
+def run_images(session: Session, chip: program.Chip, images: np.ndarray, labels, ids, *,
+               timeout: float = 2.0, retries: int = 2, window: int = WINDOW,
+               features: bool = False) -> BoardRun:
+    """Stream images (stream_images) and compare each result with the golden model of
+    `chip`; with `features`, the feature vectors too (a differing vector is a mismatch)."""
+    images = chip_model.check_images(images, chip.mapping.network.input_shape)
+    ids = [int(i) for i in ids]
+    gold = chip_model.run(chip, images, image_ids=np.asarray(ids, np.int64), trace=features)
+    if features:
+        net = chip.mapping.network
+        prev = net.source(net.layers.index(net.weight_layers()[-1]))
+        gold_x = gold.trace[prev].reshape(len(images), -1)
+    st = stream_images(session, chip, images, ids, features=features, timeout=timeout,
+                       retries=retries, window=window)
+    index = {image_id: i for i, image_id in enumerate(ids)}
     mismatches, exact, agree, correct, cycles = [], 0, 0, 0, []
-    for image_id, r in got.items():
+    for image_id, r in st.results.items():
         i = index[image_id]
-        want = [int(v) for v in gold[i]]
-        if list(r.logits) == want:
+        want = [int(v) for v in gold.logits[i]]
+        ok = list(r.logits) == want
+        if features and st.features[image_id] != gold_x[i].tolist():
+            ok = False
+            mismatches.append({"image_id": image_id, "features": "differ"})
+        if ok:
             exact += 1
-        else:
+        elif list(r.logits) != want:
             mismatches.append({"image_id": image_id, "board": list(r.logits), "golden": want})
-        agree += int(r.label == int(np.argmax(gold[i])))
+        agree += int(r.label == int(np.argmax(gold.logits[i])))
         correct += int(labels is not None and r.label == int(labels[i]))
         cycles.append(r.cycles_image)
-    return BoardRun(len(got), exact, agree, correct, seconds, mismatches, lost,
-                    sum(tries.values()) - len(ids), len(session.decoder.errors),
+    return BoardRun(len(st.results), exact, agree, correct, st.seconds, mismatches, st.lost,
+                    st.resent, len(session.decoder.errors),
                     {f"{k[0]}/0x{k[1]:02x}": v for k, v in session.naks.items()}, cycles,
-                    failed)
+                    st.failed)
 
 
-def link_images_per_s(baud: float, n_pixels: int, n_logits: int, n_layers: int) -> float:
-    """Images per second a full-duplex 8N1 link carries at `baud`: the image frames are the
-    bottleneck (the results go the other way)."""
+def link_images_per_s(baud: float, n_pixels: int, n_logits: int, n_layers: int,
+                      feature_bytes: int = 0) -> float:
+    """Images per second a full-duplex 8N1 link carries at `baud`: the larger of the image
+    frame and its reply (with `feature_bytes` of features) sets the pace, as the two go
+    opposite ways at the same time."""
     frame = link.HEADER + 4 + n_pixels + link.TRAILER
-    reply = link.HEADER + link.result_length(n_logits, n_layers) + link.TRAILER
+    reply = link.HEADER + link.result_length(n_logits, n_layers) + feature_bytes + \
+        link.TRAILER
     return baud / 10 / max(frame, reply)

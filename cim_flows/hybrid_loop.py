@@ -1,13 +1,15 @@
-"""Hybrid training with the chip's RTL in the loop (`cim hybrid --on rtl`): every batch's
-forward passes run on the generated chip in Verilator; the host (golden.hybrid.Trainer, the
-same update as `--on golden`) takes the logits and the FC inputs the chip returns, applies
+"""Hybrid training with the chip's RTL in the loop (`cim hybrid --on rtl`) or the board
+(`--on board`): every batch's forward passes run on the generated chip in Verilator (or on
+the board over its serial link, cim_flows.board_session); the host (golden.hybrid.Trainer,
+the same update as `--on golden`) takes the logits and the FC inputs the chip returns, applies
 the threshold rule through the device model and writes the cells whose conductance code
 changed through the chip's programming port before the next batch.
 
-One simulator process serves the whole run (testbench.chip_session). The chip is bit-exact
-with the golden model, so with the same seeds the run ends in the same cells and pulses as
-`--on golden`; a batch whose logits differ from the golden FC layer on the chip's own inputs
-is counted (`fc_mismatches`), as is any image whose inputs differ from the first epoch's.
+One simulator process (testbench.chip_session), or one link, serves the whole run. The chip
+is bit-exact with the golden model, so with the same seeds the run ends in the same cells and
+pulses as `--on golden`; a batch whose logits differ from the golden FC layer on the chip's
+own inputs is counted (`fc_mismatches`), as is any image whose inputs differ from the first
+epoch's.
 
 Engine training with the RTL in the loop (`engine_on_rtl`): the chip runs its own update
 engine (hdl/chip_engine.py); the host streams labelled images, applies one device-model pulse
@@ -41,11 +43,13 @@ FINAL_CHECK_IMAGES = 4
 
 @dataclass
 class LoopTimes:
-    """Where the wall time of an RTL-loop run went (seconds)."""
+    """Where the wall time of an RTL-loop or board-loop run went (seconds)."""
 
     build: float        # Verilog generation and Verilator build (0 when cached)
-    simulation: float   # inside the simulator: images through the chip, cell writes
-    transport: float    # host waiting beyond that: job files, wake-ups, simulator start-up
+    simulation: float   # RTL: inside the simulator, images through the chip and cell writes;
+    #                     board: images over the link, frames out and results back
+    transport: float    # RTL: host waiting beyond that (job files, wake-ups, simulator
+    #                     start-up); board: cell writes (PROG frames) and idle checks
     host: float         # the host's update (gradient, threshold rule, pulses) and checks
     total: float
     batches: int
@@ -60,6 +64,27 @@ def train_on_rtl(state: ChipState, images, labels, params: hybrid.HybridParams,
                  progress: bool = True):
     """Hybrid training with the forward passes on the RTL; returns the new state (its history
     entry says `on: rtl`), the report, the check counts and the times."""
+    return train_in_loop(state, images, labels, params, ChipSession, "rtl", progress)
+
+
+def train_on_board(state: ChipState, images, labels, params: hybrid.HybridParams, *,
+                   port: str | None = None, sim: bool = False, baud: int | None = None,
+                   timeout: float = 2.0, progress: bool = True):
+    """Hybrid training with the forward passes on the board (a ULX3S on `port`, or with `sim`
+    the simulated board); returns as train_on_rtl (the history entry says `on: board`)."""
+    from .board_session import BoardSession
+
+    def open_session(chip):
+        return BoardSession(chip, port=port, sim=sim, baud=baud, timeout=timeout)
+
+    return train_in_loop(state, images, labels, params, open_session, "board", progress)
+
+
+def train_in_loop(state: ChipState, images, labels, params: hybrid.HybridParams,
+                  open_session, on: str, progress: bool = True):
+    """The loop: `open_session(chip)` gives a session (ChipSession's calls: run, writes_for,
+    the time counters) holding the starting chip; `on` names it in the chip state's
+    history."""
     t_start = time.perf_counter()
     images = np.asarray(images)
     labels = np.asarray(labels, dtype=np.int64)
@@ -68,11 +93,11 @@ def train_on_rtl(state: ChipState, images, labels, params: hybrid.HybridParams,
                           f"{len(images)} images and {len(labels)} labels")
     tr = hybrid.Trainer(state, labels, params)
     chip_codes = tr.codes()
-    session = ChipSession(tr.chip())
+    session = open_session(tr.chip())
     host_s = 0.0
     writes_n = fc_bad = x_bad = 0
     first_x: dict[int, np.ndarray] = {}
-    bar = tqdm(total=params.epochs * tr.n_batches, desc="hybrid training (RTL)", unit="batch",
+    bar = tqdm(total=params.epochs * tr.n_batches, desc=f"hybrid training ({on})", unit="batch",
                disable=not progress, leave=False)
     with session:
         writes = []
@@ -97,7 +122,7 @@ def train_on_rtl(state: ChipState, images, labels, params: hybrid.HybridParams,
         if writes:      # the last batch's updates: the chip ends as the state says
             session.run(images[:0], tr.ids[:0], writes)
         bar.close()
-    new, report = tr.result(on="rtl")
+    new, report = tr.result(on=on)
     total = time.perf_counter() - t_start
     times = LoopTimes(session.build_seconds, session.sim_seconds,
                       session.call_seconds - session.sim_seconds, host_s, total,
