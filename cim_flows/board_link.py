@@ -233,7 +233,8 @@ def stream_images(session: Session, chip: program.Chip, images: np.ndarray, ids,
     index = {image_id: i for i, image_id in enumerate(ids)}
     if len(index) != len(ids):
         raise ValueError("image ids must be unique (results are matched by id)")
-    pixels = dac_inputs(images, chip.config.input_bits).reshape(len(images), -1)
+    pixels = dac_inputs(images, chip.config.input_bits).reshape(
+        len(images), int(np.prod(net.input_shape)))
     got: dict[int, link.Result] = {}
     feats: dict[int, list] = {}
     want_kind = link.Reply.RESULT_FEATURES if features else link.Reply.RESULT

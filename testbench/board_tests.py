@@ -18,9 +18,10 @@ from pathlib import Path
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, Timer
+from cocotb.triggers import ClockCycles, FallingEdge, Timer
 
 PERIOD_NS = 10
+RESET_CYCLES = 300
 
 
 async def host_to_board(dut, master: int, divisor: int, stop: Path):
@@ -69,6 +70,9 @@ async def bridge(dut):
     dut.ftdi_txd.value = 1
     dut.btn.value = 0
     Clock(dut.clk_25mhz, PERIOD_NS, unit="ns").start()
+    # The board is held in reset for its first 256 cycles (hdl/board_chip.py); a host that
+    # writes as soon as the terminal exists would lose the bytes driven meanwhile.
+    await ClockCycles(dut.clk_25mhz, RESET_CYCLES)
     cocotb.start_soon(board_to_host(dut, master, divisor))
     await host_to_board(dut, master, divisor, stop)
     os.close(master)
