@@ -40,21 +40,30 @@ def cmd_board_run(args) -> int:
         try:
             session = board_link.Session(port)
             before = session.status(timeout)
+            gains = 0
+            if args.write_gains:
+                names = [layer.name for layer in chip.mapping.network.weight_layers()]
+                gains = session.set_gains([(i, chip.digital.adc_gain[n])
+                                           for i, n in enumerate(names)], timeout)
             run = board_link.run_images(session, chip, images, labels, ids, timeout=timeout,
-                                        window=args.window)
+                                        window=args.window, features=args.features)
             after = session.status(timeout)
         finally:
             port.close()
     d = run.to_dict()
     n_pixels = int(images[0].size)
+    feature_bytes = (link.features_length(*board_link.feature_shape(chip))
+                     if args.features else 0)
     d.update(port="sim" if args.sim else str(args.port), chip=source,
+             features=args.features, gains_written=gains,
              status_before=before.__dict__, status_after=after.__dict__,
              rejected_by_board=after.rejected - before.rejected,
              link_bound_images_per_s=round(board_link.link_images_per_s(
                  args.baud, n_pixels, chip.mapping.layers[-1].n_out,
-                 len(chip.mapping.layers)), 1))
-    text = (f"board ({d['port']}): {run.images} images, {run.bitexact} bit-exact against the "
-            f"golden model, labels agree {run.label_agreement}/{run.images}, accuracy "
+                 len(chip.mapping.layers), feature_bytes), 1))
+    what = "logits and features" if args.features else "logits"
+    text = (f"board ({d['port']}): {run.images} images, {run.bitexact} bit-exact ({what}) "
+            f"against the golden model, labels agree {run.label_agreement}/{run.images}, accuracy "
             f"{run.correct}/{run.images}\n"
             f"  {run.images_per_s:.2f} images/s over the link ({run.seconds:.1f} s); "
             f"{args.baud:,} baud allows {d['link_bound_images_per_s']:,} images/s\n"
@@ -62,8 +71,12 @@ def cmd_board_run(args) -> int:
             f"a bad CRC, board rejected {d['rejected_by_board']} frames {run.naks or ''}")
     if run.failed:
         text += f"\n  FAILED (no result after retries): ids {run.failed[:10]}"
+    if gains:
+        text += f"\n  wrote the chip state's {gains} ADC gains first (GAIN frames)"
     for mm in run.mismatches[:3]:
-        text += f"\n  MISMATCH image {mm['image_id']}: board {mm['board']} golden {mm['golden']}"
+        text += (f"\n  MISMATCH image {mm['image_id']}: "
+                 + (f"board {mm['board']} golden {mm['golden']}" if "board" in mm
+                    else "the features differ"))
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         files.write_json(args.out / name, d)
@@ -103,6 +116,13 @@ def register(sub) -> None:
     rp.add_argument("--timeout", type=float, default=2.0,
                     help="seconds to wait for an image's result before sending it again")
     rp.add_argument("--window", type=int, default=2, help="images in flight")
+    rp.add_argument("--features", action="store_true",
+                    help="ask for each image's features too (IMAGE_FEATURES frames: the FC "
+                    "layer's inputs) and compare them with the golden model")
+    rp.add_argument("--write-gains", action="store_true",
+                    help="first write the chip state's ADC gains into the board's gain "
+                    "registers (GAIN frames), e.g. a drift-compensated state (cim compensate) "
+                    "on a bitstream built with other gains")
     rp.add_argument("--out", type=Path, help="run directory for board_run[_sim].json "
                     "(cim report shows it)")
     add_force(rp)

@@ -72,3 +72,47 @@ def test_result_and_status_payloads():
         link.parse_result(payload[:-1], 10, 3)
     assert link.parse_status(struct.pack(link.STATUS_FORMAT, 3, 4, 5, 1)) == link.Status(
         3, 4, 5, True)
+
+
+
+def _framed(body_hex: str) -> str:
+    body = bytes.fromhex(body_hex)
+    return "a5" + body_hex + struct.pack("<H", crc_bitwise_reflected_check(body)).hex()
+
+
+def test_older_frames_keep_their_bytes():
+    """The frames of the protocol before the feature and gain frames, byte for byte, the
+    CRC by the independent division (a host of the earlier protocol still speaks to this
+    board)."""
+    assert link.image_frame(0x01020304, [0, 255, 7]).hex() == _framed("0107000403020100ff07")
+    assert link.prog_frame(3, 300, 15, 200).hex() == _framed("020500032c010fc8")
+    assert link.encode(link.Cmd.STATUS).hex() == _framed("030000")
+    # The new frames: IMAGE_FEATURES is IMAGE's payload under type 4; GAIN is u8 + u32.
+    assert link.image_frame(9, [1, 2], features=True).hex() == _framed("04060009000000"
+                                                                        "0102")
+    assert link.gain_frame(2, 70000).hex() == _framed("0505000270110100")
+
+
+@pytest.mark.parametrize("bits", [8, 6, 3])
+def test_result_features_unpack_the_map_in_the_golden_order(bits):
+    """The feature field: words of `channels` values, word 0 first, LSB first, padded to a
+    byte; parsed into the golden model's channel-major order. The packing here is built bit
+    by bit, independently of the parser; edge values 0 and the largest included."""
+    channels, depth = 3, 5
+    rng = np.random.default_rng(bits)
+    x = rng.integers(0, 2 ** bits, size=(channels, depth))      # golden (c, p)
+    x[0, 0], x[2, 4] = 2 ** bits - 1, 0
+    stream = []
+    for p in range(depth):
+        for c in range(channels):
+            stream += [(int(x[c, p]) >> k) & 1 for k in range(bits)]
+    stream += [0] * (-len(stream) % 8)
+    field = bytes(sum(b << k for k, b in enumerate(stream[i:i + 8]))
+                  for i in range(0, len(stream), 8))
+    assert len(field) == link.features_length(channels, depth, bits)
+    head = struct.pack("<IB2iI2I", 4, 1, -3, 9, 500, 300, 200)
+    r, feats = link.parse_result_features(head + field, 2, 2, channels, depth, bits)
+    assert r == link.Result(4, 1, (-3, 9), 500, (300, 200))
+    assert feats == x.reshape(-1).tolist()
+    with pytest.raises(link.LinkError, match="RESULT_FEATURES"):
+        link.parse_result_features(head + field[:-1], 2, 2, channels, depth, bits)
