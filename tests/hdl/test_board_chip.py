@@ -11,7 +11,8 @@ from cim_spec.config import SystemConfig
 from cim_spec.mapping import map_network
 from cim_spec.network import Conv, Dense, Network, Pool
 from golden import chip_model
-from hdl.board_chip import ChipHost, pll_params, uart_divisor
+from hdl.board_chip import ChipHost
+from hdl.board_clock import pll_params, uart_divisor
 from hdl.chip import CimChip
 from hdl.chip_plan import plan_chip
 from hdl.params import CrossbarForm
