@@ -127,7 +127,7 @@ class Session:
             self.send(frame)
             end = time.monotonic() + timeout
             while time.monotonic() < end:
-                self.poll(min(end - time.monotonic(), 0.2))
+                self.poll(max(0.0, min(end - time.monotonic(), 0.2)))
                 keep, verdict = [], None
                 for k, p in self.replies:
                     if k == ack and verdict is None:
