@@ -162,12 +162,20 @@ images = 50
     assert json.loads(capsys.readouterr().out)["ran"] == 1
 
 
+def _default_sigint():
+    # A suite started in the background by a non-interactive shell (`bash .ci/run &`) has
+    # SIGINT ignored, and a child inherits that: Python then installs no KeyboardInterrupt
+    # handler and Ctrl-C would do nothing. A user's terminal gives the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_leaves_a_readable_partial_table(tmp_path):
     spec = write(tmp_path, TINY.replace("seeds = [1, 2]", "chips = 40"))
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "cim_cli.main", "sweep", str(spec), "--out",
                              str(out), "--workers", "0"], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_default_sigint)
     try:
         deadline = time.time() + 40
         while time.time() < deadline and not list((out / "points").glob("*.json")):
