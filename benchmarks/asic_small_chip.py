@@ -23,6 +23,7 @@ from hdl.chip_plan import plan_chip
 from hdl.params import CrossbarForm
 from testbench import chip_sim
 from testbench import gate_level as gl
+from testbench.random_config import uniform_chip
 
 OTHER = Network("other", (1, 10, 10), (
     Conv("A", 1, 3, 3), Pool("P", 2, 2), Conv("B", 3, 4, 2), Pool("Q", 2, 2),
@@ -32,17 +33,8 @@ OTHER = Network("other", (1, 10, 10), (
 def small_chip() -> tuple[SystemConfig, program.Chip, np.random.Generator]:
     cfg = SystemConfig(n_pe=6, array_rows=32, array_cols=12, replication=2, adc_bits=6,
                        input_bits=6, act_bits=6, adcs_per_pe=4, pulse_cycles=2)
-    mapping = map_network(cfg, OTHER)
     rng = np.random.default_rng(5)
-    names = [lm.name for lm in mapping.layers]
-    chip = program.Chip(
-        mapping, rng.integers(0, cfg.code_max + 1,
-                              size=(cfg.n_pe, cfg.array_rows, cfg.array_cols)),
-        program.Digital(adc_gain={n: int(rng.integers(2000, 12000)) for n in names},
-                        requant_mult={n: int(rng.integers(2 ** 14, 2 ** 16))
-                                      for n in names[:-1]},
-                        requant_shift={n: 18 for n in names[:-1]}, read_noise=300,
-                        noise_seed=9))
+    chip = uniform_chip(map_network(cfg, OTHER), rng)
     return cfg, chip, rng
 
 

@@ -29,36 +29,20 @@ from cim_spec.network import Conv, Dense, Network, Pool
 from golden import data
 from testbench import chip_sim, coverage
 from testbench.chip_sim import CellWrite, GainWrite
+from testbench.random_config import uniform_chip
 
 OTHER = Network("other", (1, 10, 10), (
     Conv("A", 1, 3, 3), Pool("P", 2, 2), Conv("B", 3, 4, 2), Pool("Q", 2, 2),
     Dense("D", 16, 5)))
 
 
-def mcnn_chip(replication: int, seed: int = 2020) -> program.Chip:
-    cfg = SystemConfig(replication=replication)
-    mapping, prog = stages.ideal_program(cfg, stages.load_model())
-    rng = np.random.default_rng(seed)
-    g = np.clip(prog.target + rng.integers(-4, 5, size=prog.target.shape), 0, cfg.code_max)
-    d = prog.digital
-    return program.Chip(mapping, g, program.Digital(
-        d.adc_gain, d.requant_mult, d.requant_shift, read_noise=119, noise_seed=seed))
+mcnn_chip = stages.perturbed_chip
 
 
 def other_chip() -> program.Chip:
     cfg = SystemConfig(n_pe=6, array_rows=32, array_cols=12, replication=2, adc_bits=6,
                        input_bits=6, act_bits=6, adcs_per_pe=4, pulse_cycles=2)
-    mapping = map_network(cfg, OTHER)
-    rng = np.random.default_rng(5)
-    names = [lm.name for lm in mapping.layers]
-    return program.Chip(
-        mapping, rng.integers(0, cfg.code_max + 1, size=(cfg.n_pe, cfg.array_rows,
-                                                         cfg.array_cols)),
-        program.Digital(adc_gain={n: int(rng.integers(2000, 12000)) for n in names},
-                        requant_mult={n: int(rng.integers(2 ** 14, 2 ** 16))
-                                      for n in names[:-1]},
-                        requant_shift={n: 18 for n in names[:-1]}, read_noise=300,
-                        noise_seed=9))
+    return uniform_chip(map_network(cfg, OTHER), np.random.default_rng(5))
 
 
 def writes_between(chip: program.Chip, rng, n_images: int) -> list[CellWrite]:

@@ -24,6 +24,7 @@ from cim_spec.config import SystemConfig
 from cim_spec.mapping import map_network
 from cim_spec.network import Conv, Dense, Network, Pool
 from golden import data
+from testbench.random_config import uniform_chip
 
 SMALL_NET = Network("small", (1, 8, 8), (Conv("A", 1, 4, 3), Pool("P", 2, 2),
                                          Dense("D", 36, 5)))
@@ -35,17 +36,8 @@ def small_chip(n_images: int) -> tuple[program.Chip, np.ndarray, str]:
     with block RAM (crossbars, feature maps) and DSPs (ADC gain, requantisation) in it."""
     cfg = SystemConfig(n_pe=2, array_rows=64, array_cols=12, adc_bits=6, input_bits=6,
                        act_bits=6, adcs_per_pe=4)
-    mapping = map_network(cfg, SMALL_NET)
     rng = np.random.default_rng(5)
-    names = [lm.name for lm in mapping.layers]
-    chip = program.Chip(
-        mapping, rng.integers(0, cfg.code_max + 1,
-                              size=(cfg.n_pe, cfg.array_rows, cfg.array_cols)),
-        program.Digital(adc_gain={n: int(rng.integers(2000, 12000)) for n in names},
-                        requant_mult={n: int(rng.integers(2 ** 14, 2 ** 16))
-                                      for n in names[:-1]},
-                        requant_shift={n: 18 for n in names[:-1]},
-                        read_noise=300, noise_seed=9))
+    chip = uniform_chip(map_network(cfg, SMALL_NET), rng)
     images = rng.integers(0, 256, size=(n_images, 8, 8)).astype(np.uint8)
     return chip, images, "small chip (2 PEs of 64 x 12 cells, random cells, read noise)"
 

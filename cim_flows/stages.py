@@ -84,3 +84,16 @@ def hybrid_subset(d, fraction: float | None, count: int | None, seed: int):
         n = max(1, round(fraction * n_all))
     idx = np.arange(n_all) if n == n_all else stratified_indices(d.train_labels, n, seed)
     return d.train_images[idx], d.train_labels[idx]
+
+
+def perturbed_chip(replication: int, seed: int = 2020) -> program.Chip:
+    """The bundled network's ideal chip with every code moved by a seeded -4..4 and read noise
+    on: the verification chip of the chip regressions and the coverage run (a chip whose cells
+    are not the targets, so an RTL that read the targets instead would disagree)."""
+    cfg = SystemConfig(replication=replication)
+    mapping, prog = ideal_program(cfg, load_model())
+    rng = np.random.default_rng(seed)
+    g = np.clip(prog.target + rng.integers(-4, 5, size=prog.target.shape), 0, cfg.code_max)
+    d = prog.digital
+    return program.Chip(mapping, g, program.Digital(
+        d.adc_gain, d.requant_mult, d.requant_shift, read_noise=119, noise_seed=seed))

@@ -219,3 +219,19 @@ def draw(seed: int, n_images: int = 3) -> Case:
         return Case(seed, calibrate(rng, chip, images, ids), images, ids, refused)
     raise RuntimeError(f"seed {seed}: no mappable draw in {MAX_TRIES} tries; last: "
                        f"{refused[-1]}")
+
+
+def uniform_chip(mapping: Mapping, rng, read_noise: int = 300,
+                 noise_seed: int = 9) -> program.Chip:
+    """A chip of uniformly random cells, ADC gains (2,000-12,000) and requantization
+    multipliers (2^14-2^16, shift 18), drawn in that order from `rng`: the fixed small chips of
+    the second-network test, the coverage run and the gate-level and post-synthesis benchmarks
+    (unlike `draw_chip`, no calibration: their logits need not depend on the image)."""
+    cfg = mapping.config
+    names = [lm.name for lm in mapping.layers]
+    cells = rng.integers(0, cfg.code_max + 1, size=(cfg.n_pe, cfg.array_rows, cfg.array_cols))
+    return program.Chip(mapping, cells, program.Digital(
+        adc_gain={n: int(rng.integers(2000, 12000)) for n in names},
+        requant_mult={n: int(rng.integers(2 ** 14, 2 ** 16)) for n in names[:-1]},
+        requant_shift={n: 18 for n in names[:-1]}, read_noise=read_noise,
+        noise_seed=noise_seed))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from cim_flows import stages
+from cim_flows.stages import perturbed_chip
 from cim_spec import program
 from cim_spec.config import SystemConfig
 from cim_spec.mapping import map_network
@@ -20,18 +21,9 @@ from golden import chip_model, compensate, data
 from hdl.chip_plan import plan_chip
 from testbench import chip_sim as rtl_sim
 from testbench.chip_sim import CellWrite, GainWrite
+from testbench.random_config import uniform_chip
 
 IMAGES = 24
-
-
-def perturbed_chip(replication: int, seed: int = 2020) -> program.Chip:
-    cfg = SystemConfig(replication=replication)
-    mapping, prog = stages.ideal_program(cfg, stages.load_model())
-    rng = np.random.default_rng(seed)
-    g = np.clip(prog.target + rng.integers(-4, 5, size=prog.target.shape), 0, cfg.code_max)
-    d = prog.digital
-    return program.Chip(mapping, g, program.Digital(
-        d.adc_gain, d.requant_mult, d.requant_shift, read_noise=119, noise_seed=seed))
 
 
 @pytest.mark.parametrize("replication", [1, 3])
@@ -166,17 +158,8 @@ def other_chip():
     noise on; and 12 random images."""
     cfg = SystemConfig(n_pe=6, array_rows=32, array_cols=12, replication=2, adc_bits=6,
                        input_bits=6, act_bits=6, adcs_per_pe=4, pulse_cycles=2)
-    mapping = map_network(cfg, OTHER)
     rng = np.random.default_rng(5)
-    names = [lm.name for lm in mapping.layers]
-    chip = program.Chip(
-        mapping, rng.integers(0, cfg.code_max + 1, size=(cfg.n_pe, cfg.array_rows,
-                                                         cfg.array_cols)),
-        program.Digital(adc_gain={n: int(rng.integers(2000, 12000)) for n in names},
-                           requant_mult={n: int(rng.integers(2 ** 14, 2 ** 16))
-                                         for n in names[:-1]},
-                           requant_shift={n: 18 for n in names[:-1]},
-                           read_noise=300, noise_seed=9))
+    chip = uniform_chip(map_network(cfg, OTHER), rng)
     # 8-bit pixels into 6-bit DACs: the host sends their top 6 bits (docs/datapath.md 0).
     images = rng.integers(0, 256, size=(12, 10, 10)).astype(np.uint8)
     return chip, images
