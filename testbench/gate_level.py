@@ -43,7 +43,11 @@ def write_stimulus(path: Path, cfg, p, vectors: int, seed: int = 1) -> int:
 _RESULT = re.compile(r"GATE-LEVEL (.*)$", re.M)
 
 
-MAKE_OPT = "OPT_FAST=-O1 OPT_SLOW=-O0"
+MAKE_OPT = "OPT_FAST=-O1 OPT_SLOW=-O0 OPT_GLOBAL=-O1"
+# A flat netlist becomes one huge evaluation function unless Verilator splits it into many
+# small C++ functions and files; split, the compiler's time and memory stay bounded (as for
+# the ECP5 netlist, testbench.post_synth), which the paper chip's 448 thousand cells need.
+SPLIT_ARGS = ["--output-split", "20000", "--output-split-cfuncs", "2000"]
 
 SIMULATORS = {"icarus": "Icarus Verilog (iverilog/vvp) via cocotb",
               "verilator": "Verilator via cocotb"}
@@ -68,7 +72,7 @@ def build(sources: list[Path], top: str, build_dir: Path, simulator: str = "icar
         # hundred thousand nets would otherwise all be kept) and its waivers (for Amaranth's
         # Verilog, e.g. the chip's harness). UNOPTFLAT: yosys keeps multi-bit wires whose
         # bits feed each other through gates (no real loop); Verilator settles them.
-        args = [*runner.BUILD_ARGS, "-Wno-UNOPTFLAT"]
+        args = [*runner.BUILD_ARGS, "-Wno-UNOPTFLAT", *SPLIT_ARGS]
         files = [VerilatorControlFile(WAIVERS), *files]
         if saif:
             # With cocotb's --trace (waves): SAIF, not VCD. yosys names its nets and cell
