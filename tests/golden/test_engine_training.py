@@ -11,38 +11,15 @@ from cim_spec import device_params
 from cim_spec.config import ConfigError, SystemConfig
 from cim_spec.program import Chip
 from golden import chip_model, data, engine_training, hybrid, transfer
-from golden.update_engine import Request, apply_requests
+from golden.update_engine import apply_requests
+
+from .engine_reference import scalar_rule
 
 
 @pytest.fixture(scope="module")
 def state():
     mapping, prog = stages.ideal_program(SystemConfig(), stages.load_model())
     return transfer.program_chip(mapping, prog, device_params.load_preset("yao2020"), 3)
-
-
-def scalar_rule(acc, t, margin, logits, y, x, words, lanes):
-    """One image: the requests, in the gateware's order; `acc` (lists) updated in place."""
-    logits = [int(v) for v in logits]
-    j = None
-    for k in range(len(logits)):
-        if k != y and (j is None or logits[k] > logits[j]):
-            j = k
-    if logits[y] - logits[j] > margin:
-        return []
-    reqs = []
-    for w in range(words):
-        for row, sign in ((y, 1), (j, -1)):
-            for c in range(lanes):
-                i = c * words + w
-                a = min(max(acc[row][i] + sign * int(x[i]), -2048), 2047)
-                if a >= t:
-                    a -= t
-                    reqs.append(Request(row, i, False))
-                elif a <= -t:
-                    a += t
-                    reqs.append(Request(row, i, True))
-                acc[row][i] = a
-    return reqs
 
 
 def replay(state, images, labels, t, margin, epochs, seed):

@@ -7,32 +7,14 @@ import pytest
 from cim_spec.config import ConfigError
 from golden.update_engine import EngineParams, Request, UpdateEngine
 
+from .engine_reference import scalar_rule
+
 
 def reference(p, t, margin, images):
-    """The rule, one accumulator at a time in the gateware's order."""
+    """Every image through the scalar rule, one shared accumulator."""
     acc = [[0] * p.n_in for _ in range(p.n_out)]
-    out = []
-    for logits, y, x in images:
-        reqs = []
-        if 0 <= y < p.n_out:
-            j = None
-            for k in range(p.n_out):
-                if k != y and (j is None or logits[k] > logits[j]):
-                    j = k
-            if logits[y] - logits[j] <= margin:
-                for w in range(p.words):
-                    for row, sign in ((y, 1), (j, -1)):
-                        for c in range(p.lanes):
-                            i = c * p.words + w
-                            a = min(max(acc[row][i] + sign * int(x[i]), p.acc_min), p.acc_max)
-                            if a >= t:
-                                a -= t
-                                reqs.append(Request(row, i, False))
-                            elif a <= -t:
-                                a += t
-                                reqs.append(Request(row, i, True))
-                            acc[row][i] = a
-        out.append(reqs)
+    out = [scalar_rule(acc, t, margin, logits, y, x, p.words, p.lanes, p.acc_min, p.acc_max)
+           for logits, y, x in images]
     return out, np.array(acc)
 
 
