@@ -167,3 +167,19 @@ def test_chip_manifest_with_any_field_changed(saved, data):
         chipstate.load(case)
     except ChipStateError as e:
         assert str(case) in str(e)
+
+
+def test_chip_manifest_whose_device_no_longer_fits_the_config(saved):
+    """A device edited (checksum fixed) so that its write tolerance overlaps the
+    configuration's states: refused naming the manifest, as every other field is (a case
+    the test above found)."""
+    npz, js = chipstate.paths(saved)
+    m = json.loads(js.read_text())
+    m["device"]["params"]["tolerance_us"] = 2.0
+    m["checksum"]["manifest"] = chipstate.manifest_checksum(m)
+    case = saved.with_name("narrow")
+    case.with_suffix(".npz").write_bytes(npz.read_bytes())
+    case.with_suffix(".json").write_text(json.dumps(m))
+    with pytest.raises(ChipStateError, match="half a state step") as e:
+        chipstate.load(case)
+    assert str(case) in str(e.value)
