@@ -38,10 +38,11 @@ def board_top(cfg: SystemConfig, design: str = "pe", reads: int = 64,
     stream on) behind the serial host link (hdl/board_chip.py)."""
     if design == "chip":
         from cim_flows.stages import ideal_program, load_model
-        from hdl.board_chip import Ulx3sChipTop
+        from hdl.board_chip import Ulx3sChipTop, board_clock
         from hdl.chip import CimChip, has_features
         from hdl.chip_plan import plan_chip
         from hdl.params import CrossbarForm
+        board_clock(clock_mhz, baud)      # a clock the board cannot make builds nothing
         mapping, prog = ideal_program(cfg, load_model())
         plan = plan_chip(prog.chip(mapping))
         # With the features stream: the board answers IMAGE_FEATURES frames for hybrid

@@ -339,6 +339,16 @@ def _sext(value, width: int):
         value[:width]
 
 
+def board_clock(clock_mhz: float, baud: int, pll: bool = True, divisor: int | None = None
+                ) -> tuple[dict | None, float, int]:
+    """The board's clock from the 25 MHz oscillator (the PLL's setting or None, the clock in
+    MHz) and the UART divisor for `baud`; ValueError if the PLL or the UART cannot make
+    them. Callers check it before they build the chip the top would hold."""
+    setting = pll_params(25.0, clock_mhz) if pll else None
+    mhz = setting["mhz"] if pll else clock_mhz
+    return setting, mhz, divisor if divisor is not None else uart_divisor(mhz * 1e6, baud)
+
+
 class Ulx3sChipTop(wiring.Component):
     """ULX3S pins: the 25 MHz oscillator, the FTDI serial lines, LEDs and buttons.
 
@@ -351,10 +361,8 @@ class Ulx3sChipTop(wiring.Component):
     def __init__(self, chip: CimChip, clock_mhz: float = 50.0, baud: int = 2_000_000,
                  pll: bool = True, divisor: int | None = None):
         self.pll = pll
-        self.pll_setting = pll_params(25.0, clock_mhz) if pll else None
-        self.clock_mhz = self.pll_setting["mhz"] if pll else clock_mhz
-        self.divisor = divisor if divisor is not None else uart_divisor(
-            self.clock_mhz * 1e6, baud)
+        self.pll_setting, self.clock_mhz, self.divisor = board_clock(clock_mhz, baud, pll,
+                                                                     divisor)
         self.baud = self.clock_mhz * 1e6 / self.divisor
         self.host = ChipHost(chip, self.divisor)
         super().__init__({"clk_25mhz": In(1), "btn": In(7), "led": Out(8),
