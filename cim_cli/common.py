@@ -99,6 +99,16 @@ def config_from(args) -> SystemConfig:
     return cfg.with_(**changes) if changes else cfg
 
 
+def replicate_names(args):
+    """`--replicate A,B`: the conv layers to replicate (None: all of them)."""
+    if getattr(args, "replicate", None) is None:
+        return None
+    names = [n for n in args.replicate.split(",") if n]
+    if not names:
+        raise ConfigError("--replicate needs conv layer names, e.g. --replicate C1,C3")
+    return names
+
+
 def load_data(args):
     from golden import data
     return data.load(getattr(args, "data", None))

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cim_spec.config import ConfigError
-
-from .common import add_config, add_force, config_from, emit
+from .common import add_config, add_force, config_from, emit, refuse_with, replicate_names
 
 DEFAULT_RUN = Path("build/run")
 
@@ -96,22 +94,33 @@ def _periphery_pj(run: Path | None, notes: list[str]) -> tuple[float | None, int
 def cmd_energy(args) -> int:
     from cim_flows import energy, engine_energy
     from cim_spec import files
-    cfg = config_from(args)
+    mapping, state, source = _energy_network(args)
+    cfg = mapping.config if mapping is not None else config_from(args)
     if args.run is not None:
         files.check_output(args.run, {files.DIRECTORY}, args.force)
-        files.check_output(args.run / "energy.json", {files.JSON}, args.force, [args.config])
+        files.check_output(args.run / "energy.json", {files.JSON}, args.force,
+                           [args.config, args.weights, args.chip])
     cycles, gates, notes = _run_inputs(args.run)
     periphery, periphery_rep = _periphery_pj(args.run, notes)
     if args.cycles is not None:
         cycles[cfg.replication] = args.cycles
+    if source:
+        notes.append(source)
     bench = energy.benchmark()
-    reps = sorted({cfg.replication} | ({1, 3} if args.replication is None else set()))
-    systems = {r: energy.system(cfg.with_(replication=r), cycles_per_image=cycles.get(r),
-                                digital_nand2_eq=gates,
-                                periphery_pj_per_image=periphery if r == periphery_rep
-                                else None)
-               for r in reps}
-    engine = _engine_figures(args.chip, cfg, notes)
+
+    def one(r):
+        kw = dict(cycles_per_image=cycles.get(r), digital_nand2_eq=gates,
+                  periphery_pj_per_image=periphery if r == periphery_rep else None)
+        if mapping is not None and r == cfg.replication:
+            return energy.system_for(mapping, **kw)
+        return energy.system(cfg.with_(replication=r), **kw)
+
+    # The mCNN at replication 1 and 3 unless told; another network at its configuration's
+    # replication only (it may need more PEs at another).
+    mcnn = mapping is None
+    reps = sorted({cfg.replication} | ({1, 3} if mcnn and args.replication is None else set()))
+    systems = {r: one(r) for r in reps}
+    engine = _engine_figures(state, args.chip, cfg, mapping, notes)
     out = {"benchmark": bench, "systems": {str(r): s for r, s in systems.items()},
            "engine": engine, "assumptions": energy.assumptions() + engine_energy.assumptions(),
            "inputs": notes}
@@ -121,20 +130,47 @@ def cmd_energy(args) -> int:
     return 0
 
 
-def _engine_figures(chip: Path | None, cfg, notes: list[str]) -> dict:
-    """The update engine's energies; with a chip state trained by it (`cim hybrid --engine`)
-    its run's totals, from the state's last engine entry."""
+def _energy_network(args):
+    """(mapping, chip state, note) of the network `cim energy` prices: the chip state's
+    (--chip), or the model file's (--weights) mapped onto the configuration; (None, None,
+    None) for the bundled mCNN."""
+    from cim_spec.mapping import map_network
+    from cim_spec.network import MCNN
+    if args.chip is not None:
+        refuse_with(args, "with --chip: the chip state holds the network, its mapping and "
+                    "configuration", {"--weights": args.weights is not None,
+                                      "--config": args.config is not None,
+                                      "--replication": args.replication is not None,
+                                      "--adc-bits": args.adc_bits is not None,
+                                      "--replicate": args.replicate is not None})
+        from cim_spec import chipstate
+        state = chipstate.load(args.chip)
+        return state.mapping, state, f"network {state.mapping.network.name!r} from {args.chip}"
+    if args.weights is None:
+        if args.replicate is not None:
+            return map_network(config_from(args), MCNN, replicate_names(args)), None, None
+        return None, None, None
+    from cim_flows import stages
+    net = stages.network(stages.load_model(args.weights))
+    return (map_network(config_from(args), net, replicate_names(args)), None,
+            f"network {net.name!r} from {args.weights}")
+
+
+def _engine_figures(state, chip: Path | None, cfg, mapping, notes: list[str]) -> dict:
+    """The update engine's energies for the logits layer; with a chip state trained by it
+    (`cim hybrid --engine`) its run's totals, from the state's last engine entry."""
     from cim_flows import engine_energy
-    if chip is None:
-        return engine_energy.engine_figures(cfg)
-    from cim_spec import chipstate
-    from golden import engine_training
-    state = chipstate.load(chip)
-    runs = [h for h in state.history if h["stage"] == "engine"]
+    runs = [h for h in state.history if h["stage"] == "engine"] if state is not None else []
     if not runs:
-        raise ConfigError(f"{chip}: its history has no update engine run (stages "
-                          f"{[h['stage'] for h in state.history]}); make one with "
-                          f"`cim hybrid --engine`")
+        if mapping is None:
+            return engine_energy.engine_figures(cfg)
+        last = mapping.layers[-1]
+        if chip is not None:
+            notes.append(f"{chip}: no update engine run in its history (stages "
+                         f"{[h['stage'] for h in state.history]}): the engine's figures per "
+                         f"event only")
+        return engine_energy.engine_figures(cfg, last.n_out, last.n_in)
+    from golden import engine_training
     p = engine_training.engine_params(state, runs[-1]["acc_bits"])
     notes.append(f"update engine run from {chip}")
     return engine_energy.engine_figures(state.config, p.n_out, p.n_in, p.acc_bits,
@@ -150,14 +186,19 @@ def energy_text(bench: dict, systems: dict, notes: list[str], engine: dict) -> s
              "  " + ", ".join(f"{k} {v:,.1f}" for k, v in bench["energy_pj"].items() if v)
              + " pJ", ""]
     for r, s in systems.items():
-        lines += [f"mCNN on the configured chip, replication {r} ({s['used_pes']} of "
+        name = "mCNN" if s["network"] == "mcnn" else s["network"]
+        lines += [f"{name} on the configured chip, replication {r} ({s['used_pes']} of "
                   f"{s['n_pe']} PEs used):",
-                  f"  {s['gops_per_w']:,.0f} GOPS/W, {s['gops_per_mm2']:,.2f} GOPS/mm^2 "
-                  f"(macros only {s['macro_gops_per_mm2']:,.2f}), {s['gops']:.3f} GOPS, "
-                  f"{s['energy_per_image_uj']:.3f} uJ/image, {s['images_per_s']:,.0f} "
-                  f"images/s ({s['cycles_per_image']:,} cycles, {s['cycles_source']})",
-                  "  " + ", ".join(f"{k} {v / 1e3:,.1f}" for k, v in s["energy_pj"].items())
-                  + " nJ/image"]
+                  f"  {s['energy_per_image_uj']:.3f} uJ/image, {s['cycles_per_image']:,} "
+                  f"cycles/image ({s['cycles_source']}), {s['images_per_s']:,.0f} images/s, "
+                  f"{s['gops_per_w']:,.0f} GOPS/W, {s['gops_per_mm2']:,.2f} GOPS/mm^2 "
+                  f"(macros only {s['macro_gops_per_mm2']:,.2f}), {s['gops']:.3f} GOPS",
+                  "  by part: " + ", ".join(f"{k} {v / 1e3:,.1f}" for k, v in
+                                            s["energy_breakdown_pj"].items()) + " nJ/image",
+                  "  by term: " + ", ".join(f"{k} {v / 1e3:,.1f}" for k, v in
+                                            s["energy_pj"].items() if v) + " nJ/image",
+                  f"  area {s['area_mm2']:.3f} mm^2: " + ", ".join(
+                      f"{k} {v * 1e-6:.3f}" for k, v in s["area_um2"].items())]
         if "periphery_pj_per_image" in s:
             nj = s["periphery_pj_per_image"] / 1e3
             lines.append(f"  with the gate-level periphery ({nj:,.1f} nJ/image) instead of "
@@ -253,14 +294,19 @@ def register(sub) -> None:
     sp.set_defaults(func=cmd_timing)
 
     sp = sub.add_parser("energy", help="energy and area: the paper-core calibration and the "
-                        "configured chip running the mCNN")
+                        "configured chip running the mCNN or any network")
     cfg_args(sp)
+    sp.add_argument("--weights", type=Path, help="model file of the network (cim import; "
+                    "default: the bundled mCNN)")
+    sp.add_argument("--replicate", metavar="LAYERS", help="comma-separated conv layers to "
+                    "replicate --replication times (default: every conv layer)")
     sp.add_argument("--run", type=Path, help="run directory: take measured cycles (sim.json) "
                     "and the digital periphery (asic_*.json, else synth_*_generic_asic.json) "
                     "from it, and write "
                     "energy.json there")
-    sp.add_argument("--chip", type=Path, help="a chip state trained by the update engine "
-                    "(cim hybrid --engine): also its run's engine energy")
+    sp.add_argument("--chip", type=Path, help="a chip state: its network on its mapping and "
+                    "configuration; when the update engine trained it (cim hybrid --engine), "
+                    "also its run's engine energy")
     sp.add_argument("--cycles", type=int, help="cycles per image at the configured "
                     "replication (default: measured, else the mapping's lower bound)")
     add_force(sp)

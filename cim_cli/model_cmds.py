@@ -10,7 +10,17 @@ import numpy as np
 from cim_spec.config import ConfigError
 
 from . import chip_cmds
-from .common import add_common, add_force, config_from, emit, load_data, note, refuse_with, split
+from .common import (
+    add_common,
+    add_force,
+    config_from,
+    emit,
+    load_data,
+    note,
+    refuse_with,
+    replicate_names,
+    split,
+)
 
 
 def cmd_map(args) -> int:
@@ -26,16 +36,6 @@ def cmd_map(args) -> int:
     else:
         print(m.table())
     return 0
-
-
-def replicate_names(args):
-    """`--replicate A,B`: the conv layers to replicate (None: all of them)."""
-    if getattr(args, "replicate", None) is None:
-        return None
-    names = [n for n in args.replicate.split(",") if n]
-    if not names:
-        raise ConfigError("--replicate needs conv layer names, e.g. --replicate C1,C3")
-    return names
 
 
 def cmd_train(args) -> int:

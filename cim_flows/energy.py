@@ -7,46 +7,22 @@ digital ones are Horowitz's 45 nm figures (ISSCC 2014) scaled to the paper's 130
 docs/energy.md derives the op-counting convention and the digital term that reproduce the
 paper's 11,014 GOPS/W, and lists every assumption; `assumptions()` returns the same list.
 
-Event counts come from the mapping (`mcnn_events`, one image of the mCNN) or from anyone who
-can count them (RTL counters): `energy(events)` takes an `Events`.
+Event counts come from the mapping (`cim_flows.events.network_events`, one image of any
+mapped network) or from anyone who can count them (RTL counters): `energy(events)` takes an
+`Events`. `system(cfg, network=NET)` (or `system_for(mapping)`) gives a network's energy per
+image, its breakdown, cycles, GOPS/W and area on the configured chip.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 from cim_spec.config import PAPER, ConfigError, SystemConfig
 
+from .events import Events, mapping_cycles, network_events, slot_cycles  # noqa: F401 (interface)
+
 PAPER_GOPS_PER_W = 11014.0
 PAPER_GOPS_PER_MM2 = 1164.0
-
-
-@dataclass
-class Events:
-    """What happened, counted; energy is linear in every field."""
-
-    slots: int = 0               # array read slots (one input bit-plane on one block)
-    cell_slots: int = 0          # cells on selected lines x driven bit lines, summed over slots
-    input_line_slots: int = 0    # bit lines driven, summed over slots
-    output_line_slots: int = 0   # source lines multiplexed and sampled, summed over slots
-    conversions: int = 0         # ADC conversions
-    shift_adds: int = 0          # ADC codes shifted into an accumulator
-    psum_adds: int = 0           # partial sums added across chunks
-    requants: int = 0            # activations requantized (multiply, round, clamp)
-    pool_compares: int = 0       # max-pool comparisons
-    buffer_bytes: int = 0        # feature-map buffer bytes read or written
-    macs: int = 0                # useful multiply-accumulates (2 ops each)
-
-    def __add__(self, other: Events) -> Events:
-        return Events(**{f.name: getattr(self, f.name) + getattr(other, f.name)
-                         for f in fields(self)})
-
-    @property
-    def ops(self) -> int:
-        return 2 * self.macs
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "ops": self.ops}
 
 
 @dataclass(frozen=True)
@@ -99,7 +75,10 @@ class EnergyParams:
 def widths(cfg: SystemConfig) -> dict:
     """Datapath widths the digital energies depend on (as the RTL's PEParams has them)."""
     acc = cfg.adc_bits + cfg.input_bits + 6          # 16 chunks: bits_for(16) + sign
-    return {"shift_add": cfg.adc_bits + cfg.input_bits, "psum": acc, "pool": cfg.act_bits}
+    # An average pool's sum: windows of up to 63 elements; a residual add: the signed input
+    # (act_bits and a sign) plus the rescaled other map, one more bit.
+    return {"shift_add": cfg.adc_bits + cfg.input_bits, "psum": acc, "pool": cfg.act_bits,
+            "act": cfg.act_bits, "avg_sum": cfg.act_bits + 6, "residual": cfg.act_bits + 2}
 
 
 def energy(ev: Events, p: EnergyParams = EnergyParams(),
@@ -116,9 +95,31 @@ def energy(ev: Events, p: EnergyParams = EnergyParams(),
         "psum_add": ev.psum_adds * p.add_pj(w["psum"]),
         "requant": ev.requants * (p.mult_pj(w["psum"], p.multiplier_bits)
                                   + p.add_pj(w["psum"] + p.multiplier_bits)),
-        "pool": ev.pool_compares * p.add_pj(w["pool"]),
+        "bias": ev.bias_adds * p.add_pj(w["psum"]),
+        "pool": (ev.pool_compares * p.add_pj(w["pool"]) + ev.avg_adds * p.add_pj(w["avg_sum"])
+                 + ev.avg_mults * p.mult_pj(w["avg_sum"], p.multiplier_bits)),
+        "residual": (ev.res_rescales * (p.mult_pj(w["act"], p.multiplier_bits)
+                                        + p.add_pj(w["act"] + p.multiplier_bits))
+                     + ev.res_adds * 2 * p.add_pj(w["residual"])),     # the add, the clamp
         "buffer": ev.buffer_bytes * p.buffer_pj_per_byte,
     }
+
+
+ANALOG = ("array", "drivers_mux", "sample_hold", "adc")
+DIGITAL = ("psum_add", "bias", "requant", "pool", "residual")
+
+
+def breakdown(ev: Events, p: EnergyParams = EnergyParams(),
+              cfg: SystemConfig | None = None) -> dict:
+    """The energy in pJ by part of the chip: the array, the DACs (bit-line drivers), the
+    readout (output MUX and sample-and-hold), the ADCs, the shift-add, the rest of the digital
+    datapath (partial sums, biases, requantization, pooling, residual adds), the buffers."""
+    e = energy(ev, p, cfg)
+    dac = ev.input_line_slots * p.pj_per_input_line_slot
+    return {"array": e["array"], "dac": dac,
+            "readout": e["drivers_mux"] - dac + e["sample_hold"], "adc": e["adc"],
+            "shift_add": e["shift_add"], "digital": sum(e[k] for k in DIGITAL),
+            "buffer": e["buffer"]}
 
 
 @dataclass(frozen=True)
@@ -203,72 +204,25 @@ def _figures(ev: Events, e: dict, seconds: float, area_um2: float, area: dict) -
 
 
 # --------------------------------------------------------------------------------------------
-# The mCNN on the configured chip
-
-def _pool_compares(in_hw, k, stride) -> int:
-    """Comparisons of a ceil-mode max-pool per channel: (window size - 1) per output."""
-    h, w = in_hw
-    n = 0
-    for oy in range(-(-(h - k) // stride) + 1 if h > k else 1):
-        for ox in range(-(-(w - k) // stride) + 1 if w > k else 1):
-            rows = min(oy * stride + k, h) - oy * stride
-            cols = min(ox * stride + k, w) - ox * stride
-            n += rows * cols - 1
-    return n
-
-
-def mcnn_events(mapping) -> dict[str, Events]:
-    """Events of one image, per weight layer (pooling booked to the layer it follows)."""
-    from cim_spec.network import Pool
-    cfg, net = mapping.config, mapping.network
-    bits = cfg.input_bits
-    out: dict[str, Events] = {}
-    last = None
-    for layer in net.layers:
-        if isinstance(layer, Pool):
-            c, h, w = net.input_shape_of(layer.name)
-            out[last].pool_compares += c * _pool_compares((h, w), layer.k, layer.stride)
-            continue
-        lm = mapping.layer(layer.name)
-        a = mapping.assign(lm.name)
-        ev = Events(macs=lm.positions * lm.n_in * lm.n_out)
-        for b in mapping.blocks_of(lm.name):
-            reads = int((a == b.id).sum())
-            ev.slots += reads * bits
-            ev.cell_slots += reads * bits * b.n_in * b.n_rows
-            ev.input_line_slots += reads * bits * b.n_in
-            ev.output_line_slots += reads * bits * b.n_rows
-            ev.conversions += reads * bits * b.n_rows
-            ev.shift_adds += reads * bits * b.n_rows
-            ev.buffer_bytes += reads * b.n_in                 # operands fetched
-        ev.psum_adds = lm.positions * lm.n_out * (lm.n_chunks - 1)
-        if layer is not net.layers[-1]:
-            ev.requants = lm.positions * lm.n_out
-            ev.buffer_bytes += ev.requants                    # activations stored
-        out[lm.name] = ev
-        last = lm.name
-    return out
-
-
-def slot_cycles(cfg: SystemConfig, lines: int) -> int:
-    """Cycles of one read slot (as hdl.params.PEParams.slot_cycles)."""
-    return max(cfg.pulse_cycles, -(-lines // cfg.adcs_per_pe) * cfg.adc_conv_cycles + 1)
-
-
-def mapping_cycles(mapping) -> dict[str, int]:
-    """Lower bound on cycles per image per layer: the busiest PE's slots, layers in turn."""
-    cfg = mapping.config
-    out = {}
-    for lm in mapping.layers:
-        lines = max(b.n_rows for b in mapping.blocks_of(lm.name))
-        out[lm.name] = mapping.slot_bound(lm.name) * slot_cycles(cfg, lines)
-    return out
-
+# A network on the configured chip
 
 def system(cfg: SystemConfig, p: EnergyParams = EnergyParams(), a: AreaParams = AreaParams(),
            cycles_per_image: int | None = None, digital_nand2_eq: float | None = None,
-           periphery_pj_per_image: float | None = None) -> dict:
-    """GOPS/W and GOPS/mm^2 of the configured chip running the mCNN.
+           periphery_pj_per_image: float | None = None, network=None,
+           replicate=None) -> dict:
+    """GOPS/W, GOPS/mm^2 and energy per image of the configured chip running `network`
+    (a cim_spec.network.Network; default the mCNN), mapped with `replicate` (the conv layers
+    to replicate, default all; cim_spec.mapping.map_network). See `system_for`."""
+    from cim_spec.mapping import map_network
+    from cim_spec.network import MCNN
+    return system_for(map_network(cfg, MCNN if network is None else network, replicate), p, a,
+                      cycles_per_image, digital_nand2_eq, periphery_pj_per_image)
+
+
+def system_for(mapping, p: EnergyParams = EnergyParams(), a: AreaParams = AreaParams(),
+               cycles_per_image: int | None = None, digital_nand2_eq: float | None = None,
+               periphery_pj_per_image: float | None = None) -> dict:
+    """The figures of a mapping (cim_spec.mapping.Mapping: its network on its configuration).
 
     `cycles_per_image`: measured (RTL simulation); default the mapping's lower bound.
     `digital_nand2_eq`: the chip's digital periphery from synthesis (ASIC view); without it
@@ -278,10 +232,8 @@ def system(cfg: SystemConfig, p: EnergyParams = EnergyParams(), a: AreaParams = 
     the model's own figures (`gops_per_w_measured_periphery`: the analog terms plus it, in
     place of the per-operation digital estimates).
     """
-    from cim_spec.mapping import map_network
-    from cim_spec.network import MCNN
-    mapping = map_network(cfg, MCNN)
-    per_layer = mcnn_events(mapping)
+    cfg = mapping.config
+    per_layer = network_events(mapping)
     ev = sum(per_layer.values(), Events())
     e = energy(ev, p, cfg)
     bound = mapping_cycles(mapping)
@@ -301,10 +253,12 @@ def system(cfg: SystemConfig, p: EnergyParams = EnergyParams(), a: AreaParams = 
     res = _figures(ev, e, seconds, sum(area.values()), area)
     macro_mm2 = sum(v for k, v in area.items() if k != "digital") * 1e-6
     res.update(
-        replication=cfg.replication, n_pe=cfg.n_pe, used_pes=len(mapping.used_pes()),
-        cycles_per_image=cycles, cycles_source="measured" if cycles_per_image is not None
-        else "mapping lower bound", cycles_bound_per_layer=bound,
+        network=mapping.network.name, replication=cfg.replication, n_pe=cfg.n_pe,
+        used_pes=len(mapping.used_pes()), cycles_per_image=cycles,
+        cycles_source="measured" if cycles_per_image is not None else "mapping lower bound",
+        cycles_bound=sum(bound.values()), cycles_bound_per_layer=bound,
         images_per_s=1 / seconds, energy_per_image_uj=sum(e.values()) * 1e-6,
+        energy_breakdown_pj=breakdown(ev, p, cfg),
         events_per_layer={k: v.to_dict() for k, v in per_layer.items()},
         energy_per_layer_pj={k: sum(energy(v, p, cfg).values()) for k, v in per_layer.items()},
         macro_gops_per_mm2=res["gops"] / macro_mm2, adc_um2=a.adc)
@@ -314,9 +268,6 @@ def system(cfg: SystemConfig, p: EnergyParams = EnergyParams(), a: AreaParams = 
                    gops_per_w_measured_periphery=ev.ops / (
                        (analog + periphery_pj_per_image) * 1e-12) / 1e9)
     return res
-
-
-ANALOG = ("array", "drivers_mux", "sample_hold", "adc")
 
 
 def assumptions(p: EnergyParams = EnergyParams(), a: AreaParams = AreaParams()) -> list[str]:

@@ -52,7 +52,7 @@ def test_impossible_area_assumptions_are_refused():
 
 def test_mcnn_events_from_the_mapping():
     cfg = SystemConfig()
-    ev = E.mcnn_events(map_network(cfg, MCNN))
+    ev = E.network_events(map_network(cfg, MCNN))
     # Useful MACs of the network: positions x inputs x outputs.
     assert ev["C1"].macs == 26 * 26 * 9 * 8
     assert ev["C3"].macs == 7 * 7 * 72 * 12
