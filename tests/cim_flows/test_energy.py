@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,8 @@ from cim_flows import energy as E
 from cim_spec.config import SystemConfig
 from cim_spec.mapping import map_network
 from cim_spec.network import MCNN
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
 def test_paper_core_reproduces_11014_gops_per_w_within_5_percent():
@@ -118,3 +121,54 @@ def test_measured_cycles_go_to_their_replication(capsys, tmp_path):
     assert main(["energy", "--json", "--run", str(tmp_path), "--force"]) == 0
     s = json.loads(capsys.readouterr().out)["systems"]
     assert s["3"]["cycles_source"] == "mapping lower bound"
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    """The shipped networks as model files (`cim import`, their own scales: instant)."""
+    from golden import data
+    d, out = Path(data.__file__).parent / "data", tmp_path_factory.mktemp("nets")
+    for name in ("resnet6", "lenet5"):
+        assert main(["import", str(d / f"{name}.onnx"), "--out", str(out / f"{name}.npz"),
+                     "--json"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("name, pes, bound", [("resnet6", 12, 46000), ("lenet5", 32, 47480)])
+def test_cim_energy_of_an_imported_network(imported, capsys, name, pes, bound):
+    """Energy per image, its breakdown, PEs and cycles of a shipped network; the slot bound is
+    docs/onnx.md's (the mapping's slot_bound per layer x pulse_cycles)."""
+    from cim_flows import stages
+    from cim_spec.config import SystemConfig as Cfg
+    capsys.readouterr()
+    weights, config = imported / f"{name}.npz", EXAMPLES / f"{name}.toml"
+    assert main(["energy", "--weights", str(weights), "--config", str(config), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["systems"]) == {"1"}
+    s = out["systems"]["1"]
+    assert s["network"] == name and s["used_pes"] == pes and s["cycles_bound"] == bound
+    net = stages.network(stages.load_model(weights))
+    want = E.system(Cfg.load(config), network=net)
+    assert s["energy_total_pj"] == pytest.approx(want["energy_total_pj"], rel=1e-12)
+    assert sum(s["energy_breakdown_pj"].values()) == pytest.approx(s["energy_total_pj"])
+    assert s["energy_per_image_uj"] > 0.626          # bigger than the mCNN's
+    assert main(["energy", "--weights", str(weights), "--config", str(config)]) == 0
+    text = capsys.readouterr().out
+    assert f"{name} on the configured chip, replication 1 ({pes} of {pes} PEs used)" in text
+    assert "uJ/image" in text and "by part: array" in text and "area" in text
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--weights", "missing.npz"], "missing.npz: no such model file"),
+    (["--weights", "{resnet6}"], "needs 12 PEs of 128 x 16 at replication 1"),
+    (["--weights", "{resnet6}", "--config", "{toml}", "--replicate", "fc"],
+     "not conv layers of 'resnet6'"),
+    (["--chip", "x", "--weights", "{resnet6}"], "--weights does not apply with --chip"),
+])
+def test_cim_energy_bad_input_is_one_line(imported, capsys, argv, says):
+    argv = [a.format(resnet6=imported / "resnet6.npz", toml=EXAMPLES / "resnet6.toml")
+            for a in argv]
+    capsys.readouterr()
+    assert main(["energy", *argv]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1, err
