@@ -271,14 +271,16 @@ def system_for(mapping, p: EnergyParams = EnergyParams(), a: AreaParams = AreaPa
 
 
 def assumptions(p: EnergyParams = EnergyParams(), a: AreaParams = AreaParams()) -> list[str]:
-    w = widths(PAPER)
+    w, m = widths(PAPER), p.multiplier_bits
     return [
         f"Analog energies per slot of the 128 x 128 benchmark core (paper): array "
         f"{p.array_pj_per_slot} pJ, drivers/MUX {p.drivers_mux_pj_per_slot} pJ, sample-and-hold "
         f"{p.sample_hold_pj_per_slot} pJ; ADC {p.adc_pj_per_conversion} pJ per conversion.",
         f"Array energy scales with the cells on the selected source lines times the driven bit "
         f"lines ({1e3 * p.pj_per_cell_slot:.4f} fJ per cell and slot), at the benchmark's "
-        f"average input activity.",
+        f"average input activity. A conv's zero padding is a known code 0: the DAC never "
+        f"pulses its bit lines (no driver or cell energy), while the read's slots, sampling, "
+        f"conversions and shift-adds happen as for any read.",
         f"Drivers/MUX: {100 * p.driver_share:.0f}% of the figure is the input drivers "
         f"({1e3 * p.pj_per_input_line_slot:.2f} fJ per driven bit line and slot), the rest the "
         f"output MUX ({1e3 * p.pj_per_output_line_slot:.2f} fJ per sampled line and slot).",
@@ -288,14 +290,27 @@ def assumptions(p: EnergyParams = EnergyParams(), a: AreaParams = AreaParams()) 
         f"x{p.node_scale:.2f} (C ~ feature size, E ~ C V^2): a {w['shift_add']}-bit shift-add "
         f"{p.add_pj(w['shift_add']):.3f} pJ per conversion, a {w['psum']}-bit partial-sum add "
         f"{p.add_pj(w['psum']):.3f} pJ, a requantization "
-        f"{p.mult_pj(w['psum'], p.multiplier_bits) + p.add_pj(w['psum'] + 16):.2f} pJ, a pool "
-        f"comparison {p.add_pj(w['pool']):.3f} pJ, a buffer byte {p.buffer_pj_per_byte:.2f} pJ.",
+        f"{p.mult_pj(w['psum'], p.multiplier_bits) + p.add_pj(w['psum'] + 16):.2f} pJ, a bias "
+        f"add {p.add_pj(w['psum']):.3f} pJ, a pool comparison {p.add_pj(w['pool']):.3f} pJ, an "
+        f"average pool's add ({w['avg_sum']} bits, windows up to 63 elements) "
+        f"{p.add_pj(w['avg_sum']):.3f} pJ and its constant-reciprocal multiply "
+        f"({w['avg_sum']} x {m} bits) {p.mult_pj(w['avg_sum'], m):.2f} pJ, a residual add's "
+        f"rescale ({w['act']} x {m}-bit multiply and its rounding add) "
+        f"{p.mult_pj(w['act'], m) + p.add_pj(w['act'] + m):.2f} pJ and its "
+        f"add and clamp (two {w['residual']}-bit adds) {2 * p.add_pj(w['residual']):.3f} pJ, "
+        f"a buffer byte {p.buffer_pj_per_byte:.2f} pJ.",
         "Ops: 2 per useful multiply-accumulate. The benchmark core counts every one of its "
-        "128 x 128 cells as a MAC; the mCNN counts its signed weights (a differential pair of "
-        "cells is one MAC), so it gets half the ops per cell read.",
+        "128 x 128 cells as a MAC; a network counts its signed weights (a differential pair of "
+        "cells is one MAC) times its output positions, padding included, so it gets half the "
+        "ops per cell read.",
         "Partial sums: one add per output per extra chunk (an upper bound: the PE's own "
         "accumulator absorbs chunks that sit in the same PE). Buffer: every operand byte of a "
-        "read is fetched, every requantized activation stored once.",
+        "read is fetched (padding is not: the feeder substitutes the 0), every requantized "
+        "activation stored once, a residual add's other map fetched once; the pooling "
+        "writer's read-modify-write of a pooled word and an average pool's running sums are "
+        "not counted. Average pool: per window of n elements n adds (the sum and the "
+        "rounding term) and one multiply. Pools and adds are booked to the weight layer "
+        "they follow (the RTL fuses them into its merger and pooling writer).",
         "No leakage or clock-tree power; no host, programming or off-chip traffic.",
         f"Area at 130 nm: 1T1R cell {a.cell_f2:.0f} F^2 ({a.cell_um2:.3f} um^2), driver "
         f"{a.driver_um2} um^2 per bit line, MUX {a.mux_um2} um^2 and sample-and-hold "
