@@ -300,10 +300,9 @@ def register(sub) -> None:
                     "default: the bundled mCNN)")
     sp.add_argument("--replicate", metavar="LAYERS", help="comma-separated conv layers to "
                     "replicate --replication times (default: every conv layer)")
-    sp.add_argument("--run", type=Path, help="run directory: take measured cycles (sim.json) "
-                    "and the digital periphery (asic_*.json, else synth_*_generic_asic.json) "
-                    "from it, and write "
-                    "energy.json there")
+    sp.add_argument("--run", type=Path, help="run directory: take measured cycles (sim.json, "
+                    "of the same network) and the digital periphery (asic_*.json, else "
+                    "synth_*_generic_asic.json) from it, and write energy.json there")
     sp.add_argument("--chip", type=Path, help="a chip state: its network on its mapping and "
                     "configuration; when the update engine trained it (cim hybrid --engine), "
                     "also its run's engine energy")
