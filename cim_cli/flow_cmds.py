@@ -62,14 +62,14 @@ def cmd_timing(args) -> int:
     return 0
 
 
-def _run_inputs(run: Path | None) -> tuple[dict, float | None, list[str]]:
-    """Measured cycles per image by replication, and the digital periphery's size, if the run
-    directory has them."""
+def _run_inputs(run: Path | None, network) -> tuple[dict, float | None, list[str]]:
+    """Measured cycles per image by replication (of `network` only), and the digital
+    periphery's size, if the run directory has them."""
     from cim_flows.report import digital_nand2_eq, measured_cycles
     if run is None:
         return {}, None, []
     notes = []
-    cycles = measured_cycles(run)
+    cycles = measured_cycles(run, network)
     for r, c in cycles.items():
         notes.append(f"cycles per image {c:,} (replication {r}) from {run / 'sim.json'}")
     gates, src = digital_nand2_eq(run)
@@ -100,7 +100,8 @@ def cmd_energy(args) -> int:
         files.check_output(args.run, {files.DIRECTORY}, args.force)
         files.check_output(args.run / "energy.json", {files.JSON}, args.force,
                            [args.config, args.weights, args.chip])
-    cycles, gates, notes = _run_inputs(args.run)
+    from cim_spec.network import MCNN
+    cycles, gates, notes = _run_inputs(args.run, MCNN if mapping is None else mapping.network)
     periphery, periphery_rep = _periphery_pj(args.run, notes)
     if args.cycles is not None:
         cycles[cfg.replication] = args.cycles

@@ -149,10 +149,12 @@ def cmd_demo(args) -> int:
         more, state = chip_cmds.demo_rows(args, cfg, model, d, images, labels)
         rows += more
         chip = state.chip
-    result = {"images": int(len(labels)), "replication": cfg.replication,
+    result = {"network": mapping.network.name, "images": int(len(labels)),
+              "replication": cfg.replication,
               "stages": {name: acc for name, acc in rows}}
     width = max(len(n) for n, _ in rows)
-    text = [f"mCNN on {len(labels)} MNIST test images "
+    name = "mCNN" if mapping.network.name == "mcnn" else mapping.network.name
+    text = [f"{name} on {len(labels)} MNIST test images "
             f"({'bundled subset' if args.data is None else args.data}), "
             f"replication {cfg.replication}", ""]
     text += [f"  {name:<{width}}  {100 * acc:6.2f}%" for name, acc in rows]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .report import _e, _table
+from .report_page import _e, _table
 
 
 def results(run: Path) -> list[tuple[Path, dict]]:

@@ -1,11 +1,11 @@
 """The coverage section of `cim report`: the merged coverage report that
 `benchmarks/coverage_run.py --out RUN` writes (RUN/coverage.json, testbench/coverage.py):
 functional bins hit per group, with the bins not hit, and Verilator's line, toggle and
-branch coverage (cim_flows.report calls it)."""
+branch coverage (cim_flows.report calls it; primitives from report_page)."""
 
 from __future__ import annotations
 
-from .report import _e, _missing, _table, load_json
+from .report_page import _e, _missing, _table, load_json
 
 
 def section(pg) -> str:

@@ -104,7 +104,7 @@ def summarize(chip, res, labels) -> dict:
     cfg = chip.config
     bounds = {n: chip.mapping.slot_bound(n) * cfg.pulse_cycles for n in res.cycles_layer}
     return {
-        "images": res.images, "bitexact": res.bitexact,
+        "network": chip.mapping.network.name, "images": res.images, "bitexact": res.bitexact,
         "accuracy": float((res.labels_rtl == labels).mean()),
         "golden_accuracy": float((np.argmax(res.golden_logits, axis=1) == labels).mean()),
         "cycles_per_image": res.cycles_per_image,

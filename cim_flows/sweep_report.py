@@ -1,5 +1,5 @@
 """The sweep section of `cim report`: accuracy against each axis of a `cim sweep` table, with
-the spread over chip instances (cim_flows.report calls it)."""
+the spread over chip instances (cim_flows.report calls it; primitives from report_page)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import _e, _missing, _table, load_json
+from .report_page import _e, _missing, _table, load_json
 from .sweep import read_table
 
 
