@@ -89,7 +89,8 @@ def s_accuracy(pg: _Page, ri: RunInfo) -> str:
         table = _table(["stage", "accuracy"],
                        [[n, f"{100 * st['stages'][n]:.2f}%"] for n in names])
     return (f"<p>{_e(label)} on {_e(st.get('images', '?'))} MNIST test images, replication "
-            f"{rep}" + ("" if mcnn else " (the paper reports the mCNN only: no comparison)")
+            f"{rep}" + ("" if mcnn else " (the paper's stages are of its own network: no "
+                           "comparison)")
             + ".</p>" + pg.figure(fig, "accuracy") + table)
 
 
