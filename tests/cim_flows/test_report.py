@@ -135,6 +135,9 @@ def test_page_holds_every_section_and_its_figures(page, run):
         assert (run / "report" / f"{png}.png").stat().st_size > 2000
     assert "stand-in" in html                          # the sim.json stand-in is flagged
     assert "11,014" in html and "GOPS/W" in html
+    # The mCNN run: compared with the paper, energy at the paper's two replications.
+    assert "<th class=''>paper</th>" in html and "Memristor CIM run report: mCNN" in html
+    assert "mCNN, replication 1 (" in html and "mCNN, replication 3 (" in html
     # the drift figure and its table of means carry the recalibrated series
     assert "recalibrated</th>" in html and "recalibration: hybrid training" in html
     assert "shift_add" in html and "Fmax" in html
