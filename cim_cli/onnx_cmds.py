@@ -16,7 +16,7 @@ def cmd_import(args) -> int:
     files.check_output(args.out, {files.MODEL}, args.force, [args.model, args.data])
     imp = onnx_io.read_onnx(args.model)
     net = imp.network
-    if imp.scales is not None and not args.recalibrate:
+    if (imp.scales is not None or imp.qdq is not None) and not args.recalibrate:
         calib, how = None, {}
     else:
         if args.recalibrate and args.data is None:
@@ -68,7 +68,8 @@ def register(sub) -> None:
     sp.add_argument("--calib-images", type=int, default=5000, dest="calib_images",
                     help="training images to calibrate on (default 5000)")
     sp.add_argument("--recalibrate", action="store_true",
-                    help="calibrate even if the file carries scales (a `cim export` file)")
+                    help="calibrate even if the file carries scales (a `cim export` file, or "
+                    "a quantized QDQ-format file: its Q/DQ scales are then not used)")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     add_force(sp)
     sp.set_defaults(func=cmd_import)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cim_flows import onnx_qdq
 from cim_spec.network import Add, Conv, Dense, Network, Pool, conv_out, pool_out
 
 OPSET = 17
@@ -62,6 +63,7 @@ class Imported:
     scales: tuple[dict, dict] | None      # (weight, act) scales from the file's metadata
     sha256: str
     ignored: list[str] = field(default_factory=list)
+    qdq: dict | None = None       # the scales of a QDQ-format file (cim_flows.onnx_qdq.resolve)
 
 
 def _name(raw: str, used: set, fallback: str) -> str:
@@ -86,8 +88,11 @@ def read_onnx(path: str | Path) -> Imported:
         model = onnx.load_model_from_string(raw)
     except Exception as e:  # the protobuf parser's errors have no common base
         raise OnnxImportError(f"{path}: not an ONNX model ({type(e).__name__})") from None
-    g = model.graph
     where = str(path)
+    qdq = None
+    if any(n.op_type in onnx_qdq.QDQ_OPS | onnx_qdq.INTEGER_OPS for n in model.graph.node):
+        model, qdq = onnx_qdq.strip(model, where)    # a quantized model: its float graph
+    g = model.graph
 
     def fail(node, msg):
         label = node.name or f"{node.op_type} #{list(g.node).index(node)}"
@@ -122,6 +127,7 @@ def read_onnx(path: str | Path) -> Imported:
     shape_of = {None: in_shape}
     used: set = set()
     ignored: list[str] = []
+    weight_src: dict[str, str] = {}                   # layer -> its weight tensor
 
     def attrs(node):
         return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -192,6 +198,7 @@ def read_onnx(path: str | Path) -> Imported:
             if len(node.input) > 2 and node.input[2] and b is None:
                 raise fail(node, "the bias must be an initializer")
             name = _name(node.name, used, f"conv{len(layers)}")
+            weight_src[name] = node.input[1]
             layer = Conv(name, c, int(w.shape[0]), k, stride=s, pad=p, bias=b is not None,
                          relu=False)
             add_layer(node, layer, (int(w.shape[0]), conv_out(h, k, s, p),
@@ -275,6 +282,7 @@ def read_onnx(path: str | Path) -> Imported:
                     raise fail(node, f"bias shape {b.shape} is not ({w.shape[0]},)")
             layer = Dense(_name(node.name, used, f"dense{len(layers)}"), n_in, int(w.shape[0]),
                           bias=b is not None, relu=False)
+            weight_src[layer.name] = node.input[1]
             add_layer(node, layer, (int(w.shape[0]),), node.output[0], weight=w, bias=b)
         elif op == "Add":
             only(node, {})
@@ -368,7 +376,10 @@ def read_onnx(path: str | Path) -> Imported:
         except json.JSONDecodeError:
             raise OnnxImportError(f"{where}: metadata {META_WEIGHT_SCALES}/{META_ACT_SCALES} "
                                   f"is not JSON") from None
-    return Imported(net, weights, biases, scales, hashlib.sha256(raw).hexdigest(), ignored)
+    if qdq is not None:
+        qdq = onnx_qdq.resolve(qdq, tensor, net, weights, weight_src, inputs[0].name, where)
+    return Imported(net, weights, biases, scales, hashlib.sha256(raw).hexdigest(), ignored,
+                    qdq)
 
 
 def _map(node, shape, fail):
@@ -455,13 +466,20 @@ def to_model(imp: Imported, source: str | Path, calib_images: np.ndarray | None,
              calibration: dict, percentile: float = 99.99):
     """A :class:`golden.model_file.TrainedModel` of an imported network: the weight scales
     (``max|W| / 7`` refined to the least squared error, as training does) and the activation
-    scales calibrated on `calib_images` (the `percentile` of each activation map / 255), or
-    the scales the file's metadata carries when `calib_images` is None."""
+    scales calibrated on `calib_images` (the `percentile` of each activation map / 255), or,
+    when `calib_images` is None, the scales of the file's Q/DQ nodes (a QDQ-format file) or
+    of its metadata (a `cim export` file)."""
     import datetime
 
     from golden import float_model, model_file, net_float
     net = imp.network
-    if calib_images is None:
+    if calib_images is None and imp.qdq is not None:
+        q = imp.qdq     # the file's QuantizeLinear/DequantizeLinear scales (datapath.md 5a)
+        ws = {la.name: q["weight_scales"].get(la.name) or float_model.weight_scale(
+            imp.weights[la.name], rule="mse") for la in net.weight_layers()}
+        acts = q["act_scales"]
+        how = {k: v for k, v in q.items() if k not in ("weight_scales", "act_scales")}
+    elif calib_images is None:
         if imp.scales is None:
             raise OnnxImportError(f"{source}: the file carries no quantization scales; "
                                   f"calibration images are needed")
