@@ -254,7 +254,7 @@ def resolve(qdq: Qdq, tensor: dict, net: Network, weights: dict, weight_src: dic
                                   f"quantizes {t!r}, which is not a map the chip computes")
     layers = {la.name: la for la in net.layers}
     acts, act_rec, not_followed = {}, {}, []
-    act_names = set(net.act_layers())
+    act_names = net.act_layers()
     last = net.layers[-1].name
 
     def one(name, items, what):

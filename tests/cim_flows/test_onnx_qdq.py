@@ -5,10 +5,12 @@ independent computation of the QDQ graph (onnx's reference evaluator for the fir
 from the chip's own input codes for the later ones); the refusals name the node."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
+import onnx
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
@@ -295,3 +297,32 @@ def test_cli_import_records_the_onnx_scales(tmp_path, capsys):
     model = model_file.load_any(out)[1]
     assert model.meta["calibration"] == cal
     assert model.weight_scales["c1"] == float(S_C1) and model.act_scales["c2"] == float(S_A2)
+
+
+def test_make_qdq_tool_gives_a_model_the_chip_follows(tmp_path, capsys):
+    """tools/make_qdq.py on the shipped lenet5: its chip-level weights and its input are
+    followed exactly, every activation scale is the file's, and the calibration says so."""
+    import runpy
+    import sys
+    root = Path(__file__).resolve().parents[2]
+    out, npz = tmp_path / "lenet5_qdq.onnx", tmp_path / "lenet5_qdq.npz"
+    argv = sys.argv
+    sys.argv = ["make_qdq.py", str(root / "golden/data/lenet5.onnx"), "--out", str(out),
+                "--calib-images", "20"]
+    try:
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(str(root / "tools/make_qdq.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert e.value.code == 0
+    assert main(["import", str(out), "--out", str(npz), "--json"]) == 0
+    cal = json.loads(capsys.readouterr().out.splitlines()[-1])["calibration"]
+    assert cal["input"]["exact"] and cal["not_followed"] == []
+    assert all(w["exact"] for w in cal["weights"].values())
+    model = model_file.load_any(npz)[1]
+    assert list(model.act_scales) == ["C1", "C3", "F5", "F6"]
+    g = onnx.load(out).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    q_scale = {n.input[0]: float(inits[n.input[1]]) for n in g.node
+               if n.op_type == "QuantizeLinear"}
+    assert model.act_scales == {k: q_scale[f"{k}.relu"] for k in model.act_scales}
