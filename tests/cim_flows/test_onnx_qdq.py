@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
-import onnx
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
