@@ -6,17 +6,23 @@ largest activation over the images / 255; a pool keeps its input's scale), on ea
 add's conv operand (int8, symmetric), and int8 weights with a DequantizeLinear (float biases).
 
     python tools/make_qdq.py golden/data/resnet6.onnx --out runs/resnet6_qdq.onnx \\
-        [--weights chip|int8] [--calib-images 500] [--data MNIST] [--eval MNIST]
+        [--weights chip|int8] [--percentile 100] [--calib-images 500] [--data MNIST] \\
+        [--scales calibrate|meta] [--eval MNIST]
 
 `--weights chip` (default): one scale per tensor, codes -7..7 (max|W| / 7): the chip's 15
 levels, so `cim import` follows the weights exactly. `--weights int8`: one scale per output
 channel, codes -127..127 (max|W_c| / 127), which the chip rounds (docs/datapath.md 5a).
+`--percentile 99.99` clips the activation scales as ONNX Runtime's Percentile calibration
+does. `--scales meta` writes the trained model's own scales instead (the `cim export`
+metadata of the shipped files: quantization-aware training's weight and activation scales),
+so that the QDQ file and the float file import to the same chip up to float32 scales.
 `--eval` runs the QDQ model itself (onnx's reference evaluator) on the test set.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -53,7 +59,9 @@ def with_outputs(model, names):
     return m
 
 
-def quantize(model, images, weights: str):
+def quantize(model, images, weights: str, percentile: float = 100.0, meta: bool = False):
+    """The QDQ model. `meta`: the scales of the file's `cim export` metadata (the trained
+    model's own, quantization-aware) instead of calibrated ones."""
     g = model.graph
     producer = {o: n for n in g.node for o in n.output}
     readers: dict[str, list] = {}
@@ -67,7 +75,18 @@ def quantize(model, images, weights: str):
     vals = run(with_outputs(model, relus + operands), relus + operands, images)
     scale: dict[str, tuple] = {}
     for t in relus:
-        scale[t] = (F32(max(float(vals[t].max()), 1e-8) / 255), np.uint8(0))
+        top = float(np.percentile(vals[t], percentile))
+        scale[t] = (F32(max(top, 1e-8) / 255), np.uint8(0))
+    own_w, own_a = {}, {}
+    if meta:
+        props = {p.key: json.loads(p.value) for p in model.metadata_props
+                 if p.key.startswith("cim.")}
+        if "cim.weight_scales" not in props:
+            raise SystemExit(f"{model.graph.name}: no cim.weight_scales metadata (--scales meta "
+                             f"needs a file written by cim export)")
+        own_w, own_a = props["cim.weight_scales"], props["cim.act_scales"]
+        for t in relus:        # a Relu reads its layer's output, named after the layer
+            scale[t] = (F32(own_a[producer[t].input[0]]), np.uint8(0))
     for t in operands:
         scale[t] = (F32(max(float(np.abs(vals[t]).max()), 1e-8) / 127), np.int8(0))
     for n in g.node:               # a pool keeps its input's scale (shared, as PyTorch does)
@@ -97,7 +116,10 @@ def quantize(model, images, weights: str):
                 m.input[i] = rename[t]
         if n.op_type in ("Conv", "Gemm"):
             w = inits[n.input[1]].astype(np.float64)
-            if weights == "chip":
+            if meta:          # the trained scale; its rule clips at +-7 as training did
+                s = F32(own_w[n.name])
+                q = np.clip(np.rint(w / s), -7, 7).astype(np.int8)
+            elif weights == "chip":
                 s = F32(np.abs(w).max() / 7)
                 q = np.clip(np.rint(w / s), -7, 7).astype(np.int8)
             else:
@@ -137,6 +159,10 @@ def main(argv=None) -> int:
     p.add_argument("model", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--weights", choices=("chip", "int8"), default="chip")
+    p.add_argument("--percentile", type=float, default=100.0,
+                   help="activation scale: this percentile of the map / 255 (100: MinMax)")
+    p.add_argument("--scales", choices=("calibrate", "meta"), default="calibrate",
+                   help="meta: the trained model's own scales (cim export metadata)")
     p.add_argument("--calib-images", type=int, default=500)
     p.add_argument("--data", type=Path, help="MNIST (default: the bundled subset)")
     p.add_argument("--eval", type=Path, help="MNIST: accuracy of the QDQ model on its test set")
@@ -145,7 +171,8 @@ def main(argv=None) -> int:
     files.check_output(a.out, {files.OTHER}, a.force, [a.model])
     d = data.load(a.data) if a.data else data.load_bundled()
     model = onnx.load_model_from_string(a.model.read_bytes())
-    q = quantize(model, d.train_images[:a.calib_images], a.weights)
+    q = quantize(model, d.train_images[:a.calib_images], a.weights, a.percentile,
+                 a.scales == "meta")
     files.write_bytes(a.out, q.SerializeToString())
     print(f"wrote {a.out}: {sum(n.op_type == 'QuantizeLinear' for n in q.graph.node)} Q/DQ "
           f"pairs, weights {a.weights}, calibrated on {a.calib_images} training images")

@@ -176,7 +176,8 @@ def test_chip_codes_within_the_documented_bound_of_the_qdq_graph(tmp_path):
     images[:3] = 255                                                 # edge cases
     images[3] = 0
     prog = compile_model(model, mapping, images)        # calibrated on them: no ADC clamps
-    tr = chip_model.run(prog.chip(mapping), images, trace=True).trace
+    res = chip_model.run(prog.chip(mapping), images, trace=True)
+    tr = res.trace
     d = prog.digital
     frac = 2 ** cfg.adc_gain_frac_bits
     checked = 0
@@ -220,6 +221,17 @@ def test_chip_codes_within_the_documented_bound_of_the_qdq_graph(tmp_path):
             pooled[:, :, oy, ox] = np.rint(win.mean(axis=(2, 3)))
     diff = np.abs(tr["pool2"] - pooled)
     assert diff.max() <= 1 and checked > 1000
+    # The logits: the model's float logits from the chip's pooled codes, against the chip's
+    # partial sums times the logit scale, within the bound before any rounding.
+    x = tr["pool2"].reshape(len(images), -1).astype(np.float64)
+    w = imp.weights["fc"].astype(np.float64)
+    z = float(S_A2) * x @ w.T + imp.biases["fc"]
+    u = prog.logit_scale
+    n_chunks = len({b.chunk for b in mapping.blocks_of("fc")})
+    w_err = float(S_A2) * x @ np.abs(w - prog.levels["fc"] * model.weight_scales["fc"]).T
+    err = np.abs(res.logits * u - z)
+    assert np.all(err <= (n_chunks * (2 ** cfg.input_bits - 1) + 0.5) * u + w_err + 1e-9)
+    assert err.max() > 0.1 * u
 
 
 def test_residual_add_takes_the_scale_after_it(tmp_path):
