@@ -475,9 +475,7 @@ def to_model(imp: Imported, source: str | Path, calib_images: np.ndarray | None,
     net = imp.network
     if calib_images is None and imp.qdq is not None:
         q = imp.qdq     # the file's QuantizeLinear/DequantizeLinear scales (datapath.md 5a)
-        ws = {la.name: q["weight_scales"].get(la.name) or float_model.weight_scale(
-            imp.weights[la.name], rule="mse") for la in net.weight_layers()}
-        acts = q["act_scales"]
+        ws, acts = q["weight_scales"], q["act_scales"]
         how = {k: v for k, v in q.items() if k not in ("weight_scales", "act_scales")}
     elif calib_images is None:
         if imp.scales is None:

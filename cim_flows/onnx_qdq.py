@@ -14,7 +14,6 @@ and per-channel activation scales are refused with the node's name.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -220,21 +219,24 @@ def strip(model, where: str):
 
 
 def _weight_rule(layer, w: np.ndarray, wq: WeightQuant | None, same: bool):
-    """The chip's weight scale of one layer and how it was derived (docs/datapath.md 5a)."""
-    w = np.asarray(w, np.float64)
+    """The chip's weight scale of one layer and how it was derived (docs/datapath.md 5a):
+    the file's scale where its codes are the chip's levels, else the least-squares rule of a
+    float import (the chip must round either way; this rounds best)."""
+    from golden.float_model import weight_scale
+    mse = "least squared error in [0.5, 1] * max|W| / 7 (the chip rounds)"
     if wq is None:
-        return None, {"rule": "float weight (no DequantizeLinear): least squared error"}
+        return weight_scale(w, W_MAX, rule="mse"), {
+            "rule": f"float weight (no DequantizeLinear): {mse}", "exact": False}
     rec = {"node": wq.node, "onnx_scale": wq.scale.tolist(), "axis": wq.axis,
            "max_code": int(np.abs(wq.codes).max(initial=0))}
-    if wq.scale.ndim == 0 and same:
-        m = max(1, math.ceil(rec["max_code"] / W_MAX))
-        rec.update(rule="per tensor: s_w = m * scale, m = ceil(max|q| / 7)", multiple=m,
-                   exact=m == 1)
-        return float(wq.scale) * m, rec
-    top = float(np.abs(w).max(initial=0.0))
-    why = "per channel" if same else "BatchNormalization folded into the weight"
-    rec.update(rule=f"{why}: s_w = max|W| / 7", exact=False)
-    return (top / W_MAX if top > 0 else float(np.max(wq.scale))), rec
+    if wq.scale.ndim == 0 and same and rec["max_code"] <= W_MAX:
+        rec.update(rule="per tensor, codes within +-7: s_w = scale, levels = codes",
+                   exact=True)
+        return float(wq.scale), rec
+    why = ("codes beyond +-7" if wq.scale.ndim == 0 and same else
+           "per channel" if same else "BatchNormalization folded into the weight")
+    rec.update(rule=f"{why}: {mse}", exact=False)
+    return weight_scale(w, W_MAX, rule="mse"), rec
 
 
 def resolve(qdq: Qdq, tensor: dict, net: Network, weights: dict, weight_src: dict,
@@ -318,9 +320,7 @@ def resolve(qdq: Qdq, tensor: dict, net: Network, weights: dict, weight_src: dic
         wq = qdq.weights.get(src)
         same = wq is not None and _dequantized_equal(wq, weights[layer.name])
         s, rec = _weight_rule(layer, weights[layer.name], wq, same)
-        w_rec[layer.name] = rec
-        if s is not None:
-            w_scales[layer.name] = s
+        w_rec[layer.name], w_scales[layer.name] = rec, s
     return {"from": "the ONNX file's QuantizeLinear/DequantizeLinear scales",
             "weight_scales": w_scales, "act_scales": acts, "weights": w_rec,
             "activations": act_rec, "input": inp, "not_followed": not_followed}

@@ -114,11 +114,10 @@ def test_weights_are_the_dequantized_weights_and_scales_land_as_documented(tmp_p
     assert np.array_equal(imp.biases["c2"], want_b2) and np.array_equal(imp.biases["c1"], C1_B)
     q = imp.qdq
     assert q["act_scales"] == {"c1": float(S_A1), "c2": float(S_A2)}
-    assert q["weight_scales"]["c1"] == float(S_C1)                       # m = 1: exact
-    assert q["weights"]["c1"]["exact"] and q["weights"]["c1"]["multiple"] == 1
-    assert q["weight_scales"]["fc"] == float(S_FC) * 3                   # ceil(20 / 7) = 3
-    w2 = imp.weights["c2"].astype(np.float64)
-    assert q["weight_scales"]["c2"] == np.abs(w2).max() / 7              # per channel
+    assert q["weight_scales"]["c1"] == float(S_C1) and q["weights"]["c1"]["exact"]
+    for name in ("c2", "fc"):       # per channel; per tensor with codes up to 20: rounded
+        assert q["weight_scales"][name] == least_squares_scale(imp.weights[name])
+        assert not q["weights"][name]["exact"]
     assert q["input"]["exact"] and q["input"]["scale"] == float(S_IN)
     assert [(n["map"], n["node"]) for n in q["not_followed"]] == [("fc", "out_Q")]
     # The model file records that its scales came from the ONNX.
@@ -126,12 +125,14 @@ def test_weights_are_the_dequantized_weights_and_scales_land_as_documented(tmp_p
     assert model.act_scales == q["act_scales"]
     assert model.meta["calibration"]["from"].startswith("the ONNX file's QuantizeLinear")
     assert model.meta["calibration"]["weights"]["c2"]["axis"] == 0
-    # The chip's levels: c1's are the ONNX codes; fc's are rint(q / 3).
+    # The chip's levels: c1's are the ONNX codes, fc's the documented rounding.
     mapping = map_network(SystemConfig(), imp.network)
     images = RNG.integers(0, 256, (40, 12, 12), dtype=np.uint8)
     prog = compile_model(model, mapping, images)
     assert np.array_equal(prog.levels["c1"], C1_Q.reshape(4, -1))
-    assert np.array_equal(prog.levels["fc"], np.rint(FC_Q / 3))
+    s_fc = q["weight_scales"]["fc"]
+    assert np.array_equal(prog.levels["fc"],
+                          np.clip(np.rint(imp.weights["fc"].astype(np.float64) / s_fc), -7, 7))
     # An input scale that does not give back every pixel is recorded, not followed.
     path.write_bytes(qdq_net(s_in=F32(1 / 250)).SerializeToString())
     q = onnx_io.read_onnx(path).qdq
@@ -145,6 +146,19 @@ def test_weights_are_the_dequantized_weights_and_scales_land_as_documented(tmp_p
     q = onnx_io.read_onnx(path).qdq
     assert q["act_scales"]["c2"] == float(S_A2)
     assert (q["activations"]["c2"]["zero_point"], q["activations"]["c2"]["top"]) == (10, 245)
+
+
+def least_squares_scale(w):
+    """docs/datapath.md 5a: of the scales max|W| / 7 * linspace(0.5, 1, 51), the first whose
+    levels clip(rint(W / s), -7, 7) * s have the least squared error."""
+    w = np.asarray(w, np.float64).ravel()
+    best = None
+    for f in np.linspace(0.5, 1.0, 51):
+        s = np.abs(w).max() / 7 * f
+        e = float(((np.clip(np.rint(w / s), -7, 7) * s - w) ** 2).sum())
+        if best is None or e < best[0]:
+            best = (e, s)
+    return best[1]
 
 
 def ref_dequantize(codes, scale, axis):
