@@ -25,6 +25,8 @@ INTEGER_OPS = frozenset({"QLinearConv", "ConvInteger", "MatMulInteger", "QLinear
                          "DynamicQuantizeLinear", "QGemm", "QLinearAdd", "QLinearMul",
                          "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat",
                          "QLinearLeakyRelu", "QLinearSigmoid", "DynamicQuantizeMatMul"})
+# Producers whose map a Q/DQ pair without negative codes turns into a ReLU map.
+IMPLIED_RELU = frozenset({"Conv", "Gemm", "MatMul", "Add", "BatchNormalization"})
 # The chip's weight levels for the default configuration (cell_states = 8): -7..7.
 W_MAX = 7
 # What each integer type covers; the chip's activations are 8-bit (act_bits = 8).
@@ -125,6 +127,8 @@ def strip(model, where: str):
         for t in node.input:
             readers.setdefault(t, []).append(node)
     rename: dict[str, str] = {}
+    q_float: dict[str, str] = {}       # an activation Q's output -> the float map it stands for
+    outputs = {o.name for o in g.output}
     folded: dict[str, np.ndarray] = {}
     qdq = Qdq({}, {})
     keep = []
@@ -162,6 +166,19 @@ def strip(model, where: str):
                 if r.op_type != "DequantizeLinear":
                     raise fail(r, f"reads the integer map {node.output[0]!r}: only a "
                                   f"DequantizeLinear may read a QuantizeLinear's output")
+            dqs = readers.get(node.output[0], [])
+            after = [r for d in dqs for r in readers.get(d.output[0], [])]
+            if z == qmin and producer.get(x) is not None and \
+                    producer[x].op_type in IMPLIED_RELU and \
+                    not any(r.op_type == "Relu" for r in after) and \
+                    not any(d.output[0] in outputs for d in dqs):
+                # No code below the zero point: the pair clips at 0, a ReLU (ONNX Runtime's
+                # quantizer removes the Relu it implies). Made explicit, as the chip needs it.
+                relu = onnx.helper.make_node("Relu", [x], [f"{x}.qdq_relu"],
+                                             name=f"{_node_label(g, node)}_relu")
+                keep.append(relu)
+                x = relu.output[0]
+            q_float[node.output[0]] = x
             qdq.acts.setdefault(x, []).append(
                 ActQuant(node.name or _node_label(g, node), float(scale.reshape(-1)[0]), z,
                          qmin, qmax))
@@ -199,7 +216,7 @@ def strip(model, where: str):
                                                              zp.astype(np.int64))):
             raise fail(node, f"its scale or zero point differs from its QuantizeLinear "
                              f"{_node_label(g, src)!r}'s")
-        rename[node.output[0]] = rename.get(src.input[0], src.input[0])
+        rename[node.output[0]] = q_float[src.output[0]]
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.node[:]

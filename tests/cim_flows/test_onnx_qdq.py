@@ -81,7 +81,7 @@ def qdq_net(**change):
     g.inits.append(init("c1_b", C1_B))
     y = g.op("Conv", [x, g.weight("c1", C1_Q, S_C1), "c1_b"], "c1", kernel_shape=[3, 3],
              pads=[1, 1, 1, 1])
-    y = g.qdq(g.op("Relu", [y], "c1_relu"), "a1", S_A1)
+    y = g.qdq(y if change.get("no_relu") else g.op("Relu", [y], "c1_relu"), "a1", S_A1)
     y = g.qdq(g.op("MaxPool", [y], "pool1", kernel_shape=[2, 2], strides=[2, 2]), "p1",
               change.get("s_p1", S_A1))
     g.inits.append(init("c2_bq", C2_B_Q))
@@ -135,11 +135,16 @@ def test_weights_are_the_dequantized_weights_and_scales_land_as_documented(tmp_p
                           np.clip(np.rint(imp.weights["fc"].astype(np.float64) / s_fc), -7, 7))
     # An input scale that does not give back every pixel is recorded, not followed.
     path.write_bytes(qdq_net(s_in=F32(1 / 250)).SerializeToString())
-    q = onnx_io.read_onnx(path).qdq
-    assert not q["input"]["exact"] and q["not_followed"][0]["map"] == "input"
+    q_in = onnx_io.read_onnx(path).qdq
+    assert not q_in["input"]["exact"] and q_in["not_followed"][0]["map"] == "input"
     # A pool's Q/DQ at another scale than its input's is recorded, not followed.
     path.write_bytes(qdq_net(s_p1=F32(0.03)).SerializeToString())
     assert [n["map"] for n in onnx_io.read_onnx(path).qdq["not_followed"]] == ["pool1", "fc"]
+    # No Relu after c1 (ONNX Runtime's quantizer drops it): uint8 with zero point 0 has no
+    # negative code, so the pair is the ReLU; the same network and scales.
+    path.write_bytes(qdq_net(no_relu=True).SerializeToString())
+    again = onnx_io.read_onnx(path)
+    assert again.network == imp.network and again.qdq["act_scales"] == q["act_scales"]
     # uint8 with a zero point: the chip's code is q - z, at the same scale; the model's map
     # tops out at 255 - z codes (before the Relu, as here, or after it alike).
     path.write_bytes(qdq_net(z_a2=np.uint8(10)).SerializeToString())
