@@ -78,6 +78,8 @@ def _qparams(node, consts, fail, onnx_helper):
             raise fail(node, "saturate=0 is not supported")
         if k not in ("axis", "saturate", "block_size"):
             raise fail(node, f"attribute {k!r} is not supported")
+    if len(node.input) < 2 or not node.input[1]:
+        raise fail(node, "has no scale")
     for i in (1, 2):
         if len(node.input) > i and node.input[i] and node.input[i] not in consts:
             raise fail(node, f"input {i} (the {('scale', 'zero point')[i - 1]}) must be an "
@@ -235,7 +237,7 @@ def strip(model, where: str):
     return out, qdq
 
 
-def _weight_rule(layer, w: np.ndarray, wq: WeightQuant | None, same: bool):
+def _weight_rule(w: np.ndarray, wq: WeightQuant | None, same: bool):
     """The chip's weight scale of one layer and how it was derived (docs/datapath.md 5a):
     the file's scale where its codes are the chip's levels, else the least-squares rule of a
     float import (the chip must round either way; this rounds best)."""
@@ -336,7 +338,7 @@ def resolve(qdq: Qdq, tensor: dict, net: Network, weights: dict, weight_src: dic
         src = weight_src.get(layer.name)
         wq = qdq.weights.get(src)
         same = wq is not None and _dequantized_equal(wq, weights[layer.name])
-        s, rec = _weight_rule(layer, weights[layer.name], wq, same)
+        s, rec = _weight_rule(weights[layer.name], wq, same)
         w_rec[layer.name], w_scales[layer.name] = rec, s
     return {"from": "the ONNX file's QuantizeLinear/DequantizeLinear scales",
             "weight_scales": w_scales, "act_scales": acts, "weights": w_rec,
