@@ -191,7 +191,7 @@ def test_chip_codes_within_the_documented_bound_of_the_qdq_graph(tmp_path):
     model = onnx_io.to_model(imp, path, None, {})
     cfg = SystemConfig()
     mapping = map_network(cfg, imp.network)
-    images = RNG.integers(0, 256, (60, 12, 12), dtype=np.uint8)
+    images = np.random.default_rng(5).integers(0, 256, (60, 12, 12), dtype=np.uint8)
     images[:3] = 255                                                 # edge cases
     images[3] = 0
     prog = compile_model(model, mapping, images)        # calibrated on them: no ADC clamps
