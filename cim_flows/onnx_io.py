@@ -8,7 +8,9 @@ strides, symmetric zero padding, bias), BatchNormalization (folded into the conv
 Relu, MaxPool and AveragePool (no padding), GlobalAveragePool, Add (a residual add followed by
 Relu; or a constant bias after a MatMul), Gemm and MatMul, Flatten and Reshape (to the CHW
 flattening), and Identity, Dropout and a final Softmax, which change nothing the chip's argmax
-sees. Anything else is refused with the node's name and what is missing (ImportError_).
+sees. Anything else is refused with the node's name and what is missing (ImportError_). A
+quantized (QDQ-format) file is first turned into its float graph and its scales by
+:mod:`cim_flows.onnx_qdq`.
 
 A weight layer is followed by ReLU, except the logits and a layer whose only reader is a
 residual add; the importer fuses Conv + BatchNormalization + Relu into one layer and Add +
