@@ -406,8 +406,14 @@ def gate_level_chip(cfg: SystemConfig, work: Path, top: str, images: int,
     chip = prog.chip(mapping)
     cells = cell_models(work, "liberty")
     _say(progress, f"asic: building the chip's gate-level simulation ({simulator})")
-    built = gl.build_chip(chip, [work / "mapped_sim.v", cells], top, work / "gls_chip",
-                          simulator, saif=with_power)
+    try:
+        built = gl.build_chip(chip, [work / "mapped_sim.v", cells], top, work / "gls_chip",
+                              simulator, saif=with_power)
+    except RuntimeError as e:      # cocotb's runner: a build command's non-zero exit
+        why = (" (killed: most often out of memory; the paper chip's netlist needs about 7 GB,"
+               " more with --power's tracing)") if "137" in str(e) else ""
+        raise AsicError(f"the gate-level build failed{why}: {e}; see "
+                        f"{work / 'gls_chip' / 'build.log'}") from None
     d = data.load_bundled()
     writes = gl.chip_cell_writes(chip)
     out = {"simulator": gl.SIMULATORS[simulator], "models": "liberty", "images": images,

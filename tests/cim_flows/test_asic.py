@@ -200,3 +200,13 @@ def test_an_existing_result_is_replaced_only_with_force(run):
     rc, out, err = _cim("asic", "--config", str(d / "small.toml"), "--quiet", "--out", str(d))
     assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert "asic_pe.json exists; give --force" in err
+
+
+def test_a_failed_gate_level_build_is_one_line_naming_its_log(tmp_path):
+    """A netlist Verilator cannot build (here: not Verilog) ends in an AsicError that names
+    the build log, not an internal error."""
+    (tmp_path / "mapped_sim.v").write_text("module cim_chip_asic(\n")
+    with pytest.raises(asic.AsicError, match="gate-level build failed") as e:
+        asic.gate_level_chip(SystemConfig(n_pe=4), tmp_path, "cim_chip_asic", 1,
+                             progress=False)
+    assert str(tmp_path / "gls_chip" / "build.log") in str(e.value)
