@@ -202,14 +202,10 @@ def _steps(net) -> list[tuple[Conv | Dense, Add | None, Pool | None, str]]:
     """[(weight layer, fused add, fused pool, last fused layer's name)] in schedule order (by
     the network index of the last fused layer); refuses what the gateware cannot run."""
     names = [layer.name for layer in net.layers]
-    last = net.layers[-1]
     steps, covered = [], set()
     for layer in net.layers:
         if not isinstance(layer, (Conv, Dense)):
             continue
-        if isinstance(layer, Dense) and layer is not last:
-            raise ChipPlanError(f"layer {layer.name}: the RTL supports one dense layer, the "
-                                f"last (its outputs are the logits)")
         cur, add, pool = layer.name, None, None
         users = net.consumers(cur)
         if isinstance(layer, Conv) and not layer.relu:
@@ -296,6 +292,12 @@ def plan_chip(chip: Chip) -> ChipPlan:
         else:
             words = tuple(range(sb.depth))
             dst = None
+            if not last:
+                # A dense layer before another: its outputs are a 1 x 1 map, one word of
+                # n_out channels, which the next dense layer reads as its whole window.
+                dst = f"{layer.name}_out"
+                buffers[dst] = Buffer(dst, layer.n_out, 1, 1, cfg.act_bits)
+                stored[cur] = dst
         layers.append(LayerPlan(
             weight_names.index(layer.name), layer.name, LayerKind(lm.kind), src, words,
             lm.out_hw, lm.n_out, int(dig.adc_gain[layer.name]),

@@ -421,9 +421,10 @@ def locate(chip: program.Chip, images: np.ndarray, image_ids,
             if lp.dst is None:
                 break
             key = lp.trace                                  # the layer the buffer holds
-            want = gold.trace[key][i]                       # (C, H, W)
-            got = out.taps[f"tap_{lp.dst}"][i].T.reshape(want.shape)
             buf = plan.buffers[lp.dst]
+            # (C, H, W); a hidden dense layer's (C,) is its 1 x 1 map
+            want = gold.trace[key][i].reshape(buf.channels, buf.height, buf.width)
+            got = out.taps[f"tap_{lp.dst}"][i].T.reshape(want.shape)
             if buf.signed:                                  # two's complement channels
                 got = np.where(got >> (buf.bits - 1), got - (1 << buf.bits), got)
             diff = np.argwhere(got != want)

@@ -9,8 +9,9 @@ counted so a benchmark can tell a generator that draws nonsense from one that fi
 The drawn networks stay inside what the gateware sequences (hdl/chip_plan.py): one input
 channel; conv layers with stride, zero padding and a bias, each maybe followed by a residual
 block (identity, or strided with a 1 x 1 projection) and a non-overlapping pool (k == stride,
-max or average, ceil or floor mode); one dense layer at the end, maybe with a bias. Sizes are
-kept small so that a Verilator build takes about a minute.
+max or average, ceil or floor mode); sometimes one or two hidden dense layers (ReLU, maybe a
+bias), then the dense logits layer, maybe with a bias. Sizes are kept small so that a
+Verilator build takes about a minute.
 """
 
 from __future__ import annotations
@@ -77,11 +78,12 @@ def draw_config(rng) -> SystemConfig:
     )
 
 
-def draw_network(rng, cfg: SystemConfig) -> Network:
+def draw_network(rng, cfg: SystemConfig, hidden=None) -> Network:
     """1-2 conv layers (each maybe pooled, max or average, ceil or floor mode; maybe with
     stride, zero padding and a bias; maybe followed by a residual block: an identity block,
-    or a strided one with a 1 x 1 projection shortcut), then the dense logits layer (maybe
-    with a bias)."""
+    or a strided one with a 1 x 1 projection shortcut), then, drawn from the generator
+    `hidden` if given, sometimes one or two hidden dense layers, then the dense logits layer
+    (maybe with a bias)."""
     h = int(rng.integers(5, 15))
     w = int(rng.integers(5, 15))
     layers, ch, shape, last = [], 1, (h, w), None
@@ -109,6 +111,11 @@ def draw_network(rng, cfg: SystemConfig) -> Network:
             shape = tuple(pool_out(s, pk, pk, ceil) for s in shape)
             last = layers[-1].name
     n_in = ch * shape[0] * shape[1] if layers else h * w
+    if hidden is not None and hidden.random() < 0.3:
+        for i in range(int(hidden.integers(1, 3))):
+            n_out = int(hidden.integers(2, min(10, cfg.array_rows // 2) + 1))
+            layers.append(Dense(f"H{i}", n_in, n_out, bool(hidden.random() < 0.5)))
+            n_in = n_out
     layers.append(Dense("F", n_in, int(rng.integers(2, 11)), bool(rng.random() < 0.3)))
     return Network("random", (1, h, w), tuple(layers))
 
@@ -179,8 +186,9 @@ def calibrate(rng, chip: program.Chip, images, ids) -> program.Chip:
         trace = chip_model.run(now, images, image_ids=ids, trace=True).trace
         src = net.source(net.layers.index(layer))
         x = a if src is None else trace[src]
-        psum = chip_model.layer_psums(now, li, layer.name, chip_model.conv_patches(
-            x, layer.k, layer.stride, layer.pad), ids)
+        x = chip_model.conv_patches(x, layer.k, layer.stride, layer.pad) \
+            if isinstance(layer, Conv) else x.reshape(len(x), 1, -1)
+        psum = chip_model.layer_psums(now, li, layer.name, x, ids)
         if layer.bias:
             psum = psum + np.asarray(chip.digital.bias[layer.name], dtype=np.int64)
         top = max(1, int(np.abs(psum).max()))
@@ -199,12 +207,15 @@ def draw(seed: int, n_images: int = 3) -> Case:
     """A configuration, a network that maps onto it and the gateware accepts, a chip and
     images, all from `seed`."""
     rng = np.random.default_rng(seed)
+    # The hidden dense layers come from a generator of their own, so a seed whose draw has
+    # none draws what it did before they existed (the tests pick seeds for their features).
+    hidden = np.random.default_rng([seed, 1])
     refused = []
     for _ in range(MAX_TRIES):
         cfg = None
         try:
             cfg = draw_config(rng)
-            net = draw_network(rng, cfg)
+            net = draw_network(rng, cfg, hidden)
             mapping = map_network(cfg, net)
             chip = draw_chip(rng, mapping)
             plan_chip(chip)  # the gateware's own checks, before calibration

@@ -42,6 +42,13 @@ RESIDUAL = Network("residual", (1, 10, 10), (
     Add("A2", other="SC", src="R2"), Pool("G", 2, 2, mode="avg"),
     Dense("D", 24, 5, bias=True)))
 
+# A chain of dense layers (docs/chip.md): F1 reads the pooled map, F2 reads F1's outputs (a
+# 1 x 1 map of 12 channels, cut into two chunks on 8 bit lines), the logits layer F3 reads
+# F2's; biases on F1 and F3, none on F2.
+DENSE_CHAIN = Network("chain", (1, 8, 8), (
+    Conv("C", 1, 3, 3), Pool("P", 2, 2, mode="avg"),
+    Dense("F1", 27, 12, bias=True), Dense("F2", 12, 7), Dense("F3", 7, 5, bias=True)))
+
 
 def feature_chip(net, seed, cfg=CFG, n_images=4):
     rng = np.random.default_rng(seed)
@@ -85,3 +92,28 @@ def test_residual_adds_and_earlier_sources():
     res = chip_sim.simulate(chip, images, ids, progress=False, pauses=2)
     assert res.bitexact == len(images), [str(m) for m in res.mismatches[:3]]
     assert len({tuple(r) for r in res.logits.tolist()}) > 1
+
+
+def test_dense_chain():
+    """Three dense layers after a conv and a pool: every logit against the golden model, the
+    hidden dense layers' outputs varying, each stored as a one-word map."""
+    cfg = replace(CFG, array_cols=8)
+    chip, images, ids = feature_chip(DENSE_CHAIN, 13, cfg)
+    plan = plan_chip(chip)
+    assert [lp.name for lp in plan.schedule] == ["C", "F1", "F2", "F3"]
+    for name, src, n in (("F1", "C_out", 12), ("F2", "F1_out", 7)):
+        assert plan.layer(name).src == src
+        buf = plan.buffers[plan.layer(name).dst]
+        assert (buf.channels, buf.depth) == (n, 1)
+    assert plan.layer("F2").n_chunks == 2
+    check_maps_vary(chip, images, ids)
+    res = chip_sim.simulate(chip, images, ids, progress=False, pauses=3)
+    assert res.bitexact == len(images), [str(m) for m in res.mismatches[:3]]
+    assert len({tuple(r) for r in res.logits.tolist()}) > 1
+    # A golden chip whose F2 requantizes differently: the hidden map F2 is the first that
+    # differs (F1's map, stored before it, still agrees).
+    dig = chip.digital
+    other = replace(chip, digital=replace(dig, requant_mult={
+        **dig.requant_mult, "F2": dig.requant_mult["F2"] * 3 // 2}))
+    where = chip_sim.locate(chip, images[:1], ids[:1], golden=other)
+    assert where[0].startswith("F2 (after F2) channel"), where

@@ -14,9 +14,9 @@ from testbench import chip_sim, random_config
 # Seeds per CI run (benchmarks/random_configs.py runs many), chosen for the features they
 # draw: seed 0 a padded conv with a bias, an identity residual block and an average pool
 # (replication 2, read noise); seed 1 a lone dense layer (a chip without a feature map); seed
-# 13 stride, a floor-mode max pool and a strided block with a projection shortcut whose
-# patches are cut across channels (5 bit lines); seed 3 (stride, padding, a floor-mode max
-# pool) on Icarus. Three images do not repay an optimized C++ build: Verilator's model is
+# 13 stride, a floor-mode max pool, a strided block with a projection shortcut whose
+# patches are cut across channels (5 bit lines) and two hidden dense layers; seed 3 (stride,
+# padding, a floor-mode max pool, two hidden dense layers) on Icarus. Three images do not repay an optimized C++ build: Verilator's model is
 # compiled at -O0.
 SEEDS = [(0, "verilator"), (1, "verilator"), (13, "verilator"), (3, "icarus")]
 
@@ -38,7 +38,7 @@ def test_draws_are_reproducible_and_span_the_space():
     """The same seed draws the same case; 100 seeds reach every replication, noise on and
     off, 1-bit to 8-bit inputs, pooled and unpooled conv layers, none, one and two of them,
     stride, padding, biases, max and average pools in ceil and floor mode, and residual
-    blocks with identity and projection shortcuts."""
+    blocks with identity and projection shortcuts, one or two hidden dense layers."""
     a, b = random_config.draw(5), random_config.draw(5)
     assert a.describe() == b.describe() and (a.chip.conductance == b.chip.conductance).all()
     assert (a.images == b.images).all() and (a.image_ids == b.image_ids).all()
@@ -59,6 +59,9 @@ def test_draws_are_reproducible_and_span_the_space():
     assert any(la.stride > 1 for la in convs) and any(la.pad for la in convs)
     assert any(la.bias for la in convs) and any(la.bias for la in layers
                                                 if isinstance(la, Dense))
+    hidden = [sum(isinstance(la, Dense) for la in c.chip.mapping.network.layers) - 1
+              for c in cases]
+    assert set(hidden) == {0, 1, 2}
     adds = [la for la in layers if isinstance(la, Add)]
     assert {la.other.startswith("S") for la in adds} == {True, False}
     # The calibration leaves most cases with logits that depend on the image.
