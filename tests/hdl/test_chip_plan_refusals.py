@@ -1,7 +1,7 @@
-"""The RTL's plan runs padding, stride, biases, residual adds and average pooling
-(docs/datapath.md section 4a) and refuses, in one line, what its schedule cannot run yet:
-overlapping pools, a map read both pooled and unpooled, a pool of a pool, more than one dense
-layer, multi-channel images, and conv layers outside the replica groups (named
+"""The RTL's plan runs padding, stride, biases, residual adds, average pooling
+(docs/datapath.md section 4a) and chains of dense layers, and refuses, in one line, what its
+schedule cannot run yet: overlapping pools, a map read both pooled and unpooled, a pool of a
+pool, multi-channel images, and conv layers outside the replica groups (named
 replication)."""
 
 import numpy as np
@@ -34,11 +34,21 @@ def chip(net, cfg, replicate=None):
                                Dense("F", 18, 3))),
     Network("res", (1, 6, 6), (Conv("A", 1, 2, 3), Conv("B", 2, 2, 1, relu=False),
                                Add("R", other="A"), Dense("F", 32, 3))),
+    Network("dense2", (1, 4, 4), (Dense("E", 16, 8), Dense("F", 8, 3))),
+    Network("dense3", (1, 8, 8), (Conv("A", 1, 2, 3), Pool("P", 2, 2), Dense("E", 18, 8),
+                                  Dense("G", 8, 6, bias=True), Dense("F", 6, 3))),
 ], ids=lambda n: n.name)
 def test_padding_stride_bias_average_pools_and_adds_plan(net):
-    """What the RTL gained (docs/datapath.md 4a) is no longer refused."""
+    """What the RTL gained (docs/datapath.md 4a, chains of dense layers) is no longer
+    refused; a hidden dense layer's outputs are a one-word map that the next one reads."""
     plan = plan_chip(chip(net, SystemConfig()))
     assert [lp.name for lp in plan.schedule] == [la.name for la in net.weight_layers()]
+    for layer, nxt in zip(net.layers, net.layers[1:], strict=False):
+        if isinstance(layer, Dense):
+            buf = plan.buffers[plan.layer(layer.name).dst]
+            assert (buf.channels, buf.height, buf.width) == (layer.n_out, 1, 1)
+            assert plan.layer(nxt.name).src == buf.name
+            assert plan.layer(nxt.name).words == (0,)
 
 
 @pytest.mark.parametrize("net, why", [
@@ -50,8 +60,6 @@ def test_padding_stride_bias_average_pools_and_adds_plan(net):
      r"pool must be the only reader of A \(also read by \['R'\]\)"),
     (Network("pools", (1, 9, 9), (Conv("A", 1, 2, 2), Pool("P", 2, 2), Pool("Q", 2, 2),
                                   Dense("F", 8, 3))), "layer Q: the RTL runs a pool only"),
-    (Network("dense2", (1, 4, 4), (Dense("E", 16, 8), Dense("F", 8, 3))),
-     "one dense layer"),
     (Network("rgb", (2, 4, 4), (Conv("A", 2, 2, 3), Dense("F", 8, 3))),
      "single-channel images"),
 ], ids=lambda v: v.name if isinstance(v, Network) else "")

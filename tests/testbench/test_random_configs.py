@@ -16,8 +16,8 @@ from testbench import chip_sim, random_config
 # (replication 2, read noise); seed 1 a lone dense layer (a chip without a feature map); seed
 # 13 stride, a floor-mode max pool, a strided block with a projection shortcut whose
 # patches are cut across channels (5 bit lines) and two hidden dense layers; seed 3 (stride,
-# padding, a floor-mode max pool, two hidden dense layers) on Icarus. Three images do not repay an optimized C++ build: Verilator's model is
-# compiled at -O0.
+# padding, a floor-mode max pool, two hidden dense layers) on Icarus. Three images do not
+# repay an optimized C++ build: Verilator's model is compiled at -O0.
 SEEDS = [(0, "verilator"), (1, "verilator"), (13, "verilator"), (3, "icarus")]
 
 
