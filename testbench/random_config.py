@@ -207,8 +207,9 @@ def draw(seed: int, n_images: int = 3) -> Case:
     """A configuration, a network that maps onto it and the gateware accepts, a chip and
     images, all from `seed`."""
     rng = np.random.default_rng(seed)
-    # The hidden dense layers come from a generator of their own, so a seed whose draw has
-    # none draws what it did before they existed (the tests pick seeds for their features).
+    # The hidden dense layers come from a generator of their own, so a seed none of whose
+    # tries has them draws the case it drew before they existed (the tests pick seeds for
+    # their features).
     hidden = np.random.default_rng([seed, 1])
     refused = []
     for _ in range(MAX_TRIES):
