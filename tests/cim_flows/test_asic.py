@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cim_cli.main import main
-from cim_flows import asic, asic_liberty
+from cim_flows import asic, asic_cells, asic_liberty
 from cim_spec.config import SystemConfig
 from hdl.params import PEParams
 
@@ -131,9 +131,9 @@ def test_verilator_runs_the_netlist_bit_exact_and_gives_power(run):
     # The activities are real counts: a flip-flop's clock pin toggles twice a cycle, its
     # output at most once; the run lasted the testbench's cycles.
     duration, nets = asic_power.read_saif(Path(g["saif"]))
-    lib = asic.asic_cells.parse_liberty((work / asic.LIBERTY).read_text())
+    lib = asic_cells.parse_liberty((work / asic.LIBERTY).read_text())
     pins_of = {c.args[0]: {p.args[0] for p in c.children("pin")}
-               for c in asic.asic_cells.cells(lib)}
+               for c in asic_cells.cells(lib)}
     cells = asic_power.netlist_cells(work / "mapped.v", set(pins_of), "cim_pe_asic")
     acts = asic_power.pin_activity(nets, duration, asic.SIM_PERIOD_S,
                                    asic_power.find_scope(nets, "cim_pe_asic"),
