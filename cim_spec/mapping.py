@@ -17,6 +17,7 @@ rule that the golden model and the RTL scheduler both follow:
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 
@@ -218,8 +219,34 @@ def _place(items: list[_Item], n_pes: int, rows: int):
         return 0.0, []
     items = sorted(items, key=lambda it: (-it.load, -it.rows, it.layer, it.chunk))
     heavy, rest = items[0], items[1:]
+    # Exact shortcuts (the result is the one trying every count of copies gives), without
+    # which a network of hundreds of chunks (ResNet-20) takes hours to map:
+    # * no placement's largest load is below the next item's load or the mean load, so a
+    #   placement at that floor cannot be beaten by the 1e-9 margin below;
+    # * copies past the PEs' spare rows cannot fit;
+    # * every load is positive, so the items after the heavy copies take the empty PEs first,
+    #   one each (an empty PE's load 0 is the least); after them no PE has fewer rows used
+    #   than the fewest those items have, and a later item needing more rows than are left
+    #   cannot be placed.
+    floor = max(rest[0].load if rest else 0.0, sum(it.load for it in items) / n_pes)
+    spare = n_pes * rows - sum(it.rows for it in items)
+    spread = all(it.load > 0 for it in items)
+    fewest = list(itertools.accumulate((it.rows for it in rest), min))
+    most_after = list(itertools.accumulate((it.rows for it in reversed(rest)), max))[::-1]
+
+    def doomed(n_copies: int) -> bool:
+        k = n_pes - n_copies  # the rest items that take the empty PEs
+        if not spread or k >= len(rest):
+            return False
+        least = min(heavy.rows, fewest[k - 1]) if k else heavy.rows
+        return most_after[k] > rows - least
+
     best = None
     for n_copies in range(1, n_pes + 1):
+        if (n_copies - 1) * heavy.rows > spare:
+            break
+        if doomed(n_copies):
+            continue
         load = [0.0] * n_pes
         used = [0] * n_pes
         placed = []
@@ -242,6 +269,8 @@ def _place(items: list[_Item], n_pes: int, rows: int):
             placed.append((it, 0, p))
         if ok and (best is None or max(load) < best[0] - 1e-9):
             best = (max(load), placed)
+        if best is not None and best[0] <= floor:
+            break  # nothing can beat it by the margin above
     return best
 
 

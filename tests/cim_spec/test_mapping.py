@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from cim_spec.config import SystemConfig
-from cim_spec.mapping import MappingError, map_network
+from cim_spec.mapping import MappingError, _Item, _place, map_network
 from cim_spec.network import MCNN, Conv, Dense, Network, Pool
 
 
@@ -91,3 +91,47 @@ def test_named_replication_and_the_pes_a_network_needs():
                                            r"the configuration has 8"):
         map_network(SystemConfig(replication=4), MCNN)
     assert len(map_network(SystemConfig(replication=4, n_pe=10), MCNN).used_pes()) == 10
+
+
+def _place_every_count(items, n_pes, rows):
+    """The placement search without its shortcuts: the heaviest item in 1..n_pes copies, the
+    rest each on the least loaded PE with room; the least largest load wins."""
+    items = sorted(items, key=lambda it: (-it.load, -it.rows, it.layer, it.chunk))
+    heavy, rest = items[0], items[1:]
+    best = None
+    for n_copies in range(1, n_pes + 1):
+        load, used, placed = [0.0] * n_pes, [0] * n_pes, []
+        if heavy.rows > rows:
+            return None
+        for c in range(n_copies):
+            load[c] += heavy.load / n_copies
+            used[c] += heavy.rows
+            placed.append((heavy, c, c))
+        for it in rest:
+            fits = [p for p in range(n_pes) if used[p] + it.rows <= rows]
+            if not fits:
+                break
+            p = min(fits, key=lambda p: (load[p], used[p], p))
+            load[p] += it.load
+            used[p] += it.rows
+            placed.append((it, 0, p))
+        else:
+            if best is None or max(load) < best[0] - 1e-9:
+                best = (max(load), placed)
+    return best
+
+
+def test_placement_shortcuts_change_nothing():
+    """The placement search skips counts of copies that cannot fit or cannot win (what makes
+    a ResNet-20 map in a second); on random items it places what the full search places,
+    tight and loose, including the items' many ties."""
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        rows = 2 * int(rng.integers(2, 9))
+        items = [_Item(f"L{int(rng.integers(3))}", c, 2 * int(rng.integers(1, rows // 2 + 1)),
+                       float(rng.choice([1, 4, 9, 16, 49, 196, 784])) / int(rng.integers(1, 4)))
+                 for c in range(int(rng.integers(1, 12)))]
+        need = -(-sum(it.rows for it in items) // rows)
+        for n_pes in range(need, need + 4):
+            assert _place(items, n_pes, rows) == _place_every_count(items, n_pes, rows)
+
