@@ -1,4 +1,4 @@
-"""Train the networks shipped as ONNX files (golden/data/lenet5.onnx, golden/data/resnet6.onnx)
+"""Train the networks shipped as ONNX files (golden/data/lenet5.onnx, resnet6.onnx, resnet20.onnx)
 on MNIST with the numpy trainer (golden/train.py), and write them with `cim export`'s writer.
 
     python tools/train_onnx_nets.py --data /path/to/mnist [--epochs 3] [--qat-epochs 1]
@@ -15,7 +15,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-
 from threadpoolctl import threadpool_limits
 
 from cim_flows import onnx_io
@@ -120,8 +119,9 @@ def _one(args, d, name) -> None:
     net = NETWORKS[name]
     path = args.out / f"{name}.onnx"
     files.check_output(path, {files.OTHER}, args.force)
-    kw = dict(lr=args.lr, batch_size=args.batch_size, float_mix=args.float_mix, progress=sys.stderr.isatty(),
-              evaluate=args.evaluate, log=lambda s: print(s, file=sys.stderr))
+    kw = dict(lr=args.lr, batch_size=args.batch_size, float_mix=args.float_mix,
+              progress=sys.stderr.isatty(), evaluate=args.evaluate,
+              log=lambda s: print(s, file=sys.stderr))
     if name == "resnet20":
         kw["init"] = _zero_residual_init(net)
     if args.qat_images and args.epochs and args.qat_epochs:

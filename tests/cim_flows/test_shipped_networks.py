@@ -1,7 +1,7 @@
 """The networks shipped as ONNX files (golden/data/lenet5.onnx, resnet6.onnx, resnet20.onnx,
-trained with tools/train_onnx_nets.py): they import, have the shape the issue asks for, compute what onnx's
-reference evaluator computes, and their compiled chip runs bit-exact with the loop
-reference."""
+trained with tools/train_onnx_nets.py): they import, have the shape the issue asks for,
+compute what onnx's reference evaluator computes, and their compiled chip runs bit-exact
+with the loop reference."""
 
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from golden.quantize import compile_model
 DATA = Path(data.__file__).parent / "data"
 
 
-@pytest.mark.parametrize("name", ["lenet5", "resnet6"])
+@pytest.mark.parametrize("name", ["lenet5", "resnet6", "resnet20"])
 def test_shipped_network_imports_and_matches_onnx(name):
     path = DATA / f"{name}.onnx"
     imp = onnx_io.read_onnx(path)
