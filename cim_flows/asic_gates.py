@@ -6,8 +6,6 @@ and OpenSTA's report_power with the run's switching activity (cim_flows.asic_pow
 from __future__ import annotations
 
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,15 @@ import numpy as np
 from cim_spec.config import SystemConfig
 
 from . import asic_cells, asic_liberty
-from .asic_tools import CELL_MODELS, LIBERTY, MACRO_LIBERTY, AsicError, library_dir, need_tool
+from .asic_tools import (
+    CELL_MODELS,
+    LIBERTY,
+    MACRO_LIBERTY,
+    AsicError,
+    library_dir,
+    need_tool,
+    run_sta,
+)
 from .synth import _say
 
 SIMULATORS = ("verilator", "icarus")
@@ -145,7 +151,7 @@ def power(work: Path, top: str, clock_mhz: float, saif, scope: str | None = None
     in it (default: the scope named `top`). Watts by kind, the pins annotated and the run's
     cycles."""
     from . import asic_power
-    sta = need_tool("sta")
+    need_tool("sta")
     duration, nets = saif if isinstance(saif, tuple) else asic_power.read_saif(saif)
     scope = scope or asic_power.find_scope(nets, top)
     lib = asic_cells.parse_liberty((work / LIBERTY).read_text())
@@ -165,15 +171,7 @@ def power(work: Path, top: str, clock_mhz: float, saif, scope: str | None = None
     (work / "power.tcl").write_text("\n".join(tcl))
     _say(progress, f"asic: OpenSTA report_power for {len(per_cell):,} cells in groups of equal "
                    f"activity")
-    t0 = time.time()
-    proc = subprocess.run([sta, "-no_splash", "-exit", "power.tcl"], cwd=work,
-                          capture_output=True, text=True)
-    log = proc.stdout + proc.stderr
-    (work / "power.log").write_text(log)
-    errors = [ln for ln in log.splitlines() if ln.startswith("Error")]
-    if proc.returncode or errors or "=== end" not in log:
-        raise AsicError(f"OpenSTA report_power failed; {work / 'power.log'}:\n"
-                        + "\n".join((errors or log.splitlines())[-8:]))
+    log, seconds = run_sta(work, "power.tcl", "report_power")
     watts = asic_power.parse_instance_power(log.split("=== power")[1])
     if watts["instances"] != len(per_cell):
         raise AsicError(f"report_power gave {watts['instances']} instances of "
@@ -183,4 +181,4 @@ def power(work: Path, top: str, clock_mhz: float, saif, scope: str | None = None
             "cell_pins": sum(len(v) for v in cell_pins.values()), "cells": len(cells),
             "cells_annotated": len(per_cell),
             "cycles": round(cycles), "saif_scope": scope,
-            "seconds": round(time.time() - t0, 1)}
+            "seconds": round(seconds, 1)}

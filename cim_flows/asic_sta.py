@@ -5,12 +5,10 @@ path cell by cell with its modules (the ASIC flow's step 2, cim_flows.asic)."""
 from __future__ import annotations
 
 import re
-import subprocess
-import time
 from pathlib import Path
 
 from . import asic_liberty
-from .asic_tools import LIBERTY, MACRO_LIBERTY, AsicError, need_tool
+from .asic_tools import LIBERTY, MACRO_LIBERTY, AsicError, need_tool, run_sta
 from .synth import _say
 
 
@@ -93,19 +91,10 @@ def per_module_slack(log: str, period: float) -> dict:
 
 def static_timing(work: Path, top: str, clock_mhz: float, instances: tuple[str, ...] = (),
                   progress: bool = True) -> dict:
-    sta = need_tool("sta")
+    need_tool("sta")
     (work / "sta.tcl").write_text(sta_script(top, clock_mhz, instances))
     _say(progress, f"asic: OpenSTA at {clock_mhz:g} MHz")
-    t0 = time.time()
-    proc = subprocess.run([sta, "-no_splash", "-exit", "sta.tcl"], cwd=work,
-                          capture_output=True, text=True)
-    seconds = time.time() - t0
-    log = proc.stdout + proc.stderr
-    (work / "sta.log").write_text(log)
-    errors = [ln for ln in log.splitlines() if ln.startswith("Error")]
-    if proc.returncode or errors or "=== end" not in log:
-        raise AsicError(f"OpenSTA failed (exit {proc.returncode}); {work / 'sta.log'}:\n"
-                        + "\n".join((errors or log.splitlines())[-8:]))
+    log, seconds = run_sta(work, "sta.tcl", "timing")
     setup = parse_path(log.split("=== setup")[1].split("=== hold")[0], top)
     hold = parse_path(log.split("=== hold")[1].split("=== summary")[0], top)
     summary = log.split("=== summary")[1]

@@ -4,6 +4,8 @@ one corner), OpenSTA and Icarus; a missing one is named with the package that ha
 from __future__ import annotations
 
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 from .synth import SynthError
@@ -32,3 +34,21 @@ def need_tool(name: str) -> str:
     if not path:
         raise AsicError(f"`{name}` is not on PATH: apt-get install {PACKAGES[name]}")
     return path
+
+
+def run_sta(work: Path, script: str, what: str) -> tuple[str, float]:
+    """OpenSTA on `work/script` (a Tcl script that ends by printing `=== end`); its output
+    is kept as `work/<script stem>.log`. (output, seconds), or AsicError with the errors."""
+    sta = need_tool("sta")
+    t0 = time.time()
+    proc = subprocess.run([sta, "-no_splash", "-exit", script], cwd=work,
+                          capture_output=True, text=True)
+    seconds = time.time() - t0
+    log = proc.stdout + proc.stderr
+    log_path = work / (Path(script).stem + ".log")
+    log_path.write_text(log)
+    errors = [ln for ln in log.splitlines() if ln.startswith("Error")]
+    if proc.returncode or errors or "=== end" not in log:
+        raise AsicError(f"OpenSTA {what} failed (exit {proc.returncode}); {log_path}:\n"
+                        + "\n".join((errors or log.splitlines())[-8:]))
+    return log, seconds
