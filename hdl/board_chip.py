@@ -52,6 +52,9 @@ class ChipHost(wiring.Component):
         plan = chip.plan
         self.chip = chip
         self.n_pixels = plan.buffers["img"].depth
+        if plan.buffers["img"].channels > 1:     # an IMAGE frame is one plane (cim_spec.link)
+            raise ValueError(f"the link carries single-channel images; the network has "
+                             f"{plan.buffers['img'].channels} input channels")
         if plan.buffers["img"].bits > 8:
             raise ValueError(f"the link carries one byte per pixel; the chip's pixels have "
                              f"{plan.buffers['img'].bits} bits")

@@ -1,7 +1,7 @@
 """The whole chip: eight PEs, their feeders, the group mergers, the pooling writers, the
 feature-map buffers, the image input and the layer sequencer, with a host interface.
 
-    pixels (stream, raster order) + image_id ──> image memory (2 banks)
+    pixels (stream, raster order, plane by plane) + image_id ──> image memory (2 banks)
     sequencer: for each layer, start the feeders and mergers that the plan gives it, wait
                until all are done, then the next layer; the image bank is freed after the
                first layer, so the next image loads meanwhile
@@ -178,9 +178,11 @@ class CimChip(wiring.Component):
         img_buf = plan.buffers["img"]
         m.submodules.img_in = img_in = ImageInput(
             img_buf, label_bits(plan) if self.engine is not None else 0)
-        m.submodules.img_mem = img_mem = memory.Memory(shape=img_buf.bits,
+        m.submodules.img_mem = img_mem = memory.Memory(shape=img_buf.word_bits,
                                                        depth=2 * img_buf.depth, init=[])
-        wiring.connect(m, img_in.wr, img_mem.write_port())
+        # A multi-channel image is written a channel (lane) at a time (hdl/image_in.py).
+        lanes = {"granularity": img_buf.bits} if img_buf.channels > 1 else {}
+        wiring.connect(m, img_in.wr, img_mem.write_port(**lanes))
         m.d.comb += [img_in.pixels.payload.eq(self.pixels.payload),
                      img_in.pixels.valid.eq(self.pixels.valid),
                      self.pixels.ready.eq(img_in.pixels.ready),

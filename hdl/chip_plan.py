@@ -250,9 +250,8 @@ def plan_chip(chip: Chip) -> ChipPlan:
         raise ChipPlanError(f"conv layers {shared} are outside the replica groups (named "
                             f"replication): the RTL's schedule does not support that yet")
     c0, h0, w0 = net.input_shape
-    if c0 != 1:
-        raise ChipPlanError(f"the RTL's image input takes single-channel images, the network "
-                            f"{net.name!r} has {c0} input channels")
+    # The image memory holds a word per pixel position, its channels side by side, like any
+    # feature map (hdl/image_in.py writes it plane by plane).
     buffers = {"img": Buffer("img", c0, h0, w0, cfg.input_bits)}
     stored = {}                        # network layer -> the buffer that holds its output
     weight_names = [w.name for w in net.weight_layers()]

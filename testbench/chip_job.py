@@ -38,7 +38,7 @@ class GainWrite:
 
 @dataclass
 class Job:
-    images: np.ndarray              # (n, H, W) pixels
+    images: np.ndarray              # (n, H, W) pixels, (n, C, H, W) for C channels
     image_ids: np.ndarray           # (n,)
     expected: np.ndarray            # (n, n_out) logits of the golden model
     meta: dict                      # formats and options (see chip_sim.job_meta)

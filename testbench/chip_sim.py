@@ -163,8 +163,11 @@ class SimResult:
 
 def host_pixels(chip: program.Chip, images: np.ndarray) -> np.ndarray:
     """What the host sends the chip's pixel port: the 8-bit pixels at the DAC's width
-    (docs/datapath.md section 0), one channel."""
-    return program.dac_inputs(images[:, 0], chip.config.input_bits)
+    (docs/datapath.md section 0), (N, H, W) for one channel, else (N, C, H, W), which the
+    loader flattens into the order the image input takes (plane by plane,
+    hdl/image_in.py)."""
+    x = images[:, 0] if images.shape[1] == 1 else images
+    return program.dac_inputs(x, chip.config.input_bits)
 
 
 def check_writes(chip: program.Chip, writes, n_images: int) -> list[CellWrite | GainWrite]:

@@ -6,11 +6,12 @@ few images: the chip's RTL must agree with the golden model on every logit for a
 gateware refuses it, ConfigError) is redrawn from the same seed's generator; the refusals are
 counted so a benchmark can tell a generator that draws nonsense from one that finds bugs.
 
-The drawn networks stay inside what the gateware sequences (hdl/chip_plan.py): one input
-channel; conv layers with stride, zero padding and a bias, each maybe followed by a residual
-block (identity, or strided with a 1 x 1 projection) and a non-overlapping pool (k == stride,
-max or average, ceil or floor mode); sometimes one or two hidden dense layers (ReLU, maybe a
-bias), then the dense logits layer, maybe with a bias. Sizes are kept small so that a
+The drawn networks stay inside what the gateware sequences (hdl/chip_plan.py): an image of
+one channel, or in about a quarter of them two or three (RGB-like); conv layers with stride,
+zero padding and a bias, each maybe followed by a residual block (identity, or strided with
+a 1 x 1 projection) and a non-overlapping pool (k == stride, max or average, ceil or floor
+mode); sometimes one or two hidden dense layers (ReLU, maybe a bias), then the dense logits
+layer, maybe with a bias. Sizes are kept small so that a
 Verilator build takes about a minute.
 """
 
@@ -37,7 +38,7 @@ MAX_TRIES = 200
 class Case:
     seed: int
     chip: program.Chip
-    images: np.ndarray                 # (n, H, W) 8-bit pixels
+    images: np.ndarray                 # (n, H, W) 8-bit pixels; (n, C, H, W) for C > 1
     image_ids: np.ndarray              # (n,) random 32-bit ids
     refused: list[str] = field(default_factory=list)   # why earlier draws did not map
 
@@ -47,6 +48,8 @@ class Case:
 
     def describe(self) -> str:
         c, net = self.config, self.chip.mapping.network
+        ch, h, w = net.input_shape
+        shape = f"{h}x{w}" if ch == 1 else f"{ch}x{h}x{w}"
         layers = " ".join(
             f"{la.name}:conv{la.k}x{la.k}x{la.out_ch}/s{la.stride}p{la.pad}"
             f"{'b' if la.bias else ''}{'' if la.relu else 'n'}" if isinstance(la, Conv) else
@@ -58,7 +61,7 @@ class Case:
                 f"{c.cell_states} states, in {c.input_bits}b, adc {c.adc_bits}b x "
                 f"{c.adcs_per_pe}, pulse {c.pulse_cycles}, conv {c.adc_conv_cycles}, "
                 f"repl {c.replication}, noise {self.chip.digital.read_noise}; "
-                f"input {net.input_shape[1]}x{net.input_shape[2]} {layers}")
+                f"input {shape} {layers}")
 
 
 def draw_config(rng) -> SystemConfig:
@@ -78,15 +81,18 @@ def draw_config(rng) -> SystemConfig:
     )
 
 
-def draw_network(rng, cfg: SystemConfig, hidden=None) -> Network:
-    """1-2 conv layers (each maybe pooled, max or average, ceil or floor mode; maybe with
+def draw_network(rng, cfg: SystemConfig, hidden=None, channels=None) -> Network:
+    """An image of one channel, or (drawn from the generator `channels` if given) of two or
+    three, then 1-2 conv layers (each maybe pooled, max or average, ceil or floor mode; maybe with
     stride, zero padding and a bias; maybe followed by a residual block: an identity block,
     or a strided one with a 1 x 1 projection shortcut), then, drawn from the generator
     `hidden` if given, sometimes one or two hidden dense layers, then the dense logits layer
     (maybe with a bias)."""
     h = int(rng.integers(5, 15))
     w = int(rng.integers(5, 15))
-    layers, ch, shape, last = [], 1, (h, w), None
+    c0 = int(channels.integers(2, 4)) if channels is not None and channels.random() < 0.25 \
+        else 1
+    layers, ch, shape, last = [], c0, (h, w), None
     for i in range(int(rng.integers(1, 3))):
         k = int(rng.integers(1, 4))
         stride = int(rng.integers(1, 3)) if rng.random() < 0.3 else 1
@@ -110,14 +116,14 @@ def draw_network(rng, cfg: SystemConfig, hidden=None) -> Network:
             layers.append(Pool(f"P{i}", pk, pk, mode, ceil))
             shape = tuple(pool_out(s, pk, pk, ceil) for s in shape)
             last = layers[-1].name
-    n_in = ch * shape[0] * shape[1] if layers else h * w
+    n_in = ch * shape[0] * shape[1] if layers else c0 * h * w
     if hidden is not None and hidden.random() < 0.3:
         for i in range(int(hidden.integers(1, 3))):
             n_out = int(hidden.integers(2, min(10, cfg.array_rows // 2) + 1))
             layers.append(Dense(f"H{i}", n_in, n_out, bool(hidden.random() < 0.5)))
             n_in = n_out
     layers.append(Dense("F", n_in, int(rng.integers(2, 11)), bool(rng.random() < 0.3)))
-    return Network("random", (1, h, w), tuple(layers))
+    return Network("random", (c0, h, w), tuple(layers))
 
 
 def _residual(rng, layers, i, x, ch, shape):
@@ -177,7 +183,7 @@ def calibrate(rng, chip: program.Chip, images, ids) -> program.Chip:
     for n in req:
         if n not in [w.name for w in net.weight_layers()]:
             mults[n], shifts[n] = requant_params(float(rng.uniform(0.3, 1.5)))
-    a = program.dac_inputs(images[:, None], cfg.input_bits)
+    a = program.dac_inputs(chip_model.check_images(images, net.input_shape), cfg.input_bits)
     for li, layer in enumerate(net.weight_layers()[:-1]):
         rest = [n for n in req if n not in mults]
         now = program.Chip(mapping, chip.conductance, dataclasses.replace(
@@ -211,22 +217,24 @@ def draw(seed: int, n_images: int = 3) -> Case:
     # tries has them draws the case it drew before they existed (the tests pick seeds for
     # their features).
     hidden = np.random.default_rng([seed, 1])
+    channels = np.random.default_rng([seed, 2])     # the same for multi-channel images
     refused = []
     for _ in range(MAX_TRIES):
         cfg = None
         try:
             cfg = draw_config(rng)
-            net = draw_network(rng, cfg, hidden)
+            net = draw_network(rng, cfg, hidden, channels)
             mapping = map_network(cfg, net)
             chip = draw_chip(rng, mapping)
             plan_chip(chip)  # the gateware's own checks, before calibration
         except (ConfigError, ValueError) as e:
             refused.append(f"{type(e).__name__}: {e}")
             continue
-        _, h, w = net.input_shape
-        images = rng.integers(0, 256, size=(n_images, h, w)).astype(np.uint8)
+        c0, h, w = net.input_shape
+        images = rng.integers(0, 256, size=(n_images, *([c0] if c0 > 1 else []), h, w))
+        images = images.astype(np.uint8)
         images[rng.random(images.shape) < 0.3] = 0      # dark pixels, as in digits
-        images[0, :, 0] = 255                           # the brightest pixel somewhere
+        images[0, ..., 0] = 255                         # the brightest pixel somewhere
         ids = rng.integers(0, 2 ** 32, size=n_images, dtype=np.int64)
         return Case(seed, calibrate(rng, chip, images, ids), images, ids, refused)
     raise RuntimeError(f"seed {seed}: no mappable draw in {MAX_TRIES} tries; last: "

@@ -1,8 +1,8 @@
 """The RTL's plan runs padding, stride, biases, residual adds, average pooling
-(docs/datapath.md section 4a) and chains of dense layers, and refuses, in one line, what its
-schedule cannot run yet: overlapping pools, a map read both pooled and unpooled, a pool of a
-pool, multi-channel images, and conv layers outside the replica groups (named
-replication)."""
+(docs/datapath.md section 4a), chains of dense layers and multi-channel images, and refuses,
+in one line, what its schedule cannot run yet: overlapping pools, a map read both pooled and
+unpooled, a pool of a pool, and conv layers outside the replica groups (named replication);
+the board's link refuses multi-channel images."""
 
 import numpy as np
 import pytest
@@ -11,6 +11,8 @@ from cim_spec import program
 from cim_spec.config import SystemConfig
 from cim_spec.mapping import map_network
 from cim_spec.network import MCNN, Add, Conv, Dense, Network, Pool
+from hdl.board_chip import ChipHost
+from hdl.chip import CimChip
 from hdl.chip_plan import ChipPlanError, plan_chip
 
 
@@ -60,12 +62,30 @@ def test_padding_stride_bias_average_pools_and_adds_plan(net):
      r"pool must be the only reader of A \(also read by \['R'\]\)"),
     (Network("pools", (1, 9, 9), (Conv("A", 1, 2, 2), Pool("P", 2, 2), Pool("Q", 2, 2),
                                   Dense("F", 8, 3))), "layer Q: the RTL runs a pool only"),
-    (Network("rgb", (2, 4, 4), (Conv("A", 2, 2, 3), Dense("F", 8, 3))),
-     "single-channel images"),
 ], ids=lambda v: v.name if isinstance(v, Network) else "")
 def test_networks_beyond_the_rtl_are_refused(net, why):
     with pytest.raises(ChipPlanError, match=why):
         plan_chip(chip(net, SystemConfig()))
+
+
+def test_multi_channel_images_plan_and_the_board_link_refuses_them():
+    """The image memory holds a word of C pixels per position, as a feature map does; the
+    first layer gathers (window word, channel) as from any map, and a dense layer reading
+    the image flattens it (C, H, W) as the golden model does. The board's IMAGE frame is one
+    plane, so its host refuses such a chip in one line."""
+    net = Network("rgb", (3, 5, 4), (Conv("A", 3, 2, 3, pad=1), Dense("F", 40, 3)))
+    plan = plan_chip(chip(net, SystemConfig()))
+    img = plan.buffers["img"]
+    assert (img.channels, img.height, img.width, img.word_bits) == (3, 5, 4, 3 * img.bits)
+    gathers = [g for pe in plan.pes for en in pe.entries if en.layer == "A"
+               for g in en.gather]
+    assert sorted(gathers) == [(w, c) for w in range(9) for c in range(3)]
+    dense = Network("rgbd", (3, 2, 2), (Dense("F", 12, 3),))
+    gathers = [g for pe in plan_chip(chip(dense, SystemConfig())).pes for en in pe.entries
+               for g in en.gather]
+    assert sorted(gathers) == [(w, c) for w in range(4) for c in range(3)]
+    with pytest.raises(ValueError, match="single-channel images; the network has 3 input"):
+        ChipHost(CimChip(plan), 4)
 
 
 def test_shared_conv_layers_are_refused_and_the_mcnn_still_plans():
