@@ -217,7 +217,10 @@ def draw(seed: int, n_images: int = 3) -> Case:
     # tries has them draws the case it drew before they existed (the tests pick seeds for
     # their features).
     hidden = np.random.default_rng([seed, 1])
-    channels = np.random.default_rng([seed, 2])     # the same for multi-channel images
+    # So do the input channels: of seeds 0-99, the 25 that draw a multi-channel image and
+    # seed 22 (one of whose tries no longer maps with more channels) draw other cases, CI
+    # seeds 0 and 3 the same networks and systems with two and three input channels.
+    channels = np.random.default_rng([seed, 2])
     refused = []
     for _ in range(MAX_TRIES):
         cfg = None

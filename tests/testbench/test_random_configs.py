@@ -12,12 +12,13 @@ from golden import chip_model
 from testbench import chip_sim, random_config
 
 # Seeds per CI run (benchmarks/random_configs.py runs many), chosen for the features they
-# draw: seed 0 a padded conv with a bias, an identity residual block and an average pool
-# (replication 2, read noise); seed 1 a lone dense layer (a chip without a feature map); seed
-# 13 stride, a floor-mode max pool, a strided block with a projection shortcut whose
-# patches are cut across channels (5 bit lines) and two hidden dense layers; seed 3 (stride,
-# padding, a floor-mode max pool, two hidden dense layers) on Icarus. Three images do not
-# repay an optimized C++ build: Verilator's model is compiled at -O0.
+# draw: seed 0 a two-channel image, a padded conv with a bias, an identity residual block and
+# an average pool (replication 2, read noise); seed 1 a lone dense layer (a chip without a
+# feature map); seed 13 stride, a floor-mode max pool, a strided block with a projection
+# shortcut whose patches are cut across channels (5 bit lines) and two hidden dense layers;
+# seed 3 (a three-channel image, stride, padding, a floor-mode max pool, two hidden dense
+# layers) on Icarus. Three images do not repay an optimized C++ build: Verilator's model is
+# compiled at -O0.
 SEEDS = [(0, "verilator"), (1, "verilator"), (13, "verilator"), (3, "icarus")]
 
 
@@ -38,7 +39,8 @@ def test_draws_are_reproducible_and_span_the_space():
     """The same seed draws the same case; 100 seeds reach every replication, noise on and
     off, 1-bit to 8-bit inputs, pooled and unpooled conv layers, none, one and two of them,
     stride, padding, biases, max and average pools in ceil and floor mode, and residual
-    blocks with identity and projection shortcuts, one or two hidden dense layers."""
+    blocks with identity and projection shortcuts, one or two hidden dense layers, images
+    of one, two and three channels."""
     a, b = random_config.draw(5), random_config.draw(5)
     assert a.describe() == b.describe() and (a.chip.conductance == b.chip.conductance).all()
     assert (a.images == b.images).all() and (a.image_ids == b.image_ids).all()
@@ -62,6 +64,7 @@ def test_draws_are_reproducible_and_span_the_space():
     hidden = [sum(isinstance(la, Dense) for la in c.chip.mapping.network.layers) - 1
               for c in cases]
     assert set(hidden) == {0, 1, 2}
+    assert {c.chip.mapping.network.input_shape[0] for c in cases} == {1, 2, 3}
     adds = [la for la in layers if isinstance(la, Add)]
     assert {la.other.startswith("S") for la in adds} == {True, False}
     # The calibration leaves most cases with logits that depend on the image.
