@@ -48,8 +48,10 @@ class Buffer:
     """A feature map stored one word per position, the channels side by side in a word.
 
     `signed` maps (a weight layer without ReLU, read only by a residual add) hold
-    `act_bits + 1`-bit two's complement channels. `pool_mode`, `pool` and `src_hw` say how
-    the writer pools the (height, width) map `src_hw` into it (window `pool` = stride)."""
+    `act_bits + 1`-bit two's complement channels. `pool_mode`, `pool`, `pool_stride` and
+    `src_hw` say how the writer pools the (height, width) map `src_hw` into it (window
+    `pool`, stride `pool_stride`, None: the window's; a larger window than stride overlaps,
+    so one word of the source map goes to several pooled words)."""
 
     name: str
     channels: int
@@ -60,6 +62,22 @@ class Buffer:
     pool_mode: PoolMode = PoolMode.MAX
     pool: int = 1
     src_hw: tuple[int, int] | None = None
+    pool_stride: int | None = None
+
+    @property
+    def stride(self) -> int:
+        return self.pool_stride or self.pool
+
+    @property
+    def overlaps(self) -> bool:
+        return self.stride != self.pool
+
+    def pooled(self, i: int, n_out: int) -> tuple[int, int]:
+        """(first pooled row, how many) whose windows hold source row `i` (or column, with
+        `n_out` the pooled map's width); none outside a floor-mode pool's whole windows."""
+        k, s = self.pool, self.stride
+        lo, hi = max(0, -(-(i - k + 1) // s)), min(i // s, n_out - 1)
+        return (lo, hi - lo + 1) if hi >= lo else (0, 0)
 
     @property
     def depth(self) -> int:
@@ -72,8 +90,8 @@ class Buffer:
     def window_sizes(self) -> dict[tuple[bool, bool], int]:
         """Words in the (clipped) pooling window, by (last pooled row, last pooled column)."""
         h, w = self.src_hw or (self.height, self.width)
-        k = self.pool
-        last_r, last_c = min(k, h - (self.height - 1) * k), min(k, w - (self.width - 1) * k)
+        k, s = self.pool, self.stride
+        last_r, last_c = min(k, h - (self.height - 1) * s), min(k, w - (self.width - 1) * s)
         return {(lr, lc): (last_r if lr else k) * (last_c if lc else k)
                 for lr in (False, True) for lc in (False, True)}
 
@@ -223,9 +241,9 @@ def _steps(net) -> list[tuple[Conv | Dense, Add | None, Pool | None, str]]:
                 raise ChipPlanError(f"layer {p.name}: the RTL pools on the fly, so the pool "
                                     f"must be the only reader of {cur} (also read by "
                                     f"{[u for u in users if u != p.name]})")
-            if p.k != p.stride:
+            if p.k < p.stride:
                 raise ChipPlanError(f"layer {p.name}: the RTL pools on the fly and needs "
-                                    f"non-overlapping windows (k == stride), got k={p.k} "
+                                    f"windows that cover the map (k >= stride), got k={p.k} "
                                     f"stride={p.stride}")
             pool, cur = p, p.name
         covered.update(x.name for x in (layer, add, pool) if x is not None)
@@ -278,7 +296,8 @@ def plan_chip(chip: Chip) -> ChipPlan:
             bits = cfg.act_bits + 1 if signed_map else cfg.act_bits
             buffers[dst] = Buffer(dst, c, ph, pw, bits, signed_map,
                                   PoolMode(pool.mode) if pool else PoolMode.MAX,
-                                  pool.k if pool else 1, tuple(lm.out_hw))
+                                  pool.k if pool else 1, tuple(lm.out_hw),
+                                  pool.stride if pool and pool.stride != pool.k else None)
             stored[cur] = dst
             if add is not None:
                 if add.other not in stored:

@@ -84,6 +84,15 @@ class Merger(wiring.Component):
         # Pooled coordinates kept incrementally (no dividers): position (y, x) pools into
         # (py, px); sy, sx count rows and columns inside the pooling window.
         py, px, sy, sx = (Signal(range(wide)) for _ in range(4))
+        # Overlapping pools (window > stride): the row y, and which of the pooled words that
+        # hold the position (wy, wx of up to ceil(k/s) each way) the word goes to next.
+        over = [lp for lp in self.layers if lp.dst and plan.buffers[lp.dst].overlaps]
+        self.over = None
+        if over:
+            most_w = max(-(-plan.buffers[lp.dst].pool // plan.buffers[lp.dst].stride)
+                         for lp in over)
+            self.over = (Signal(range(wide), name="y"),
+                         *(Signal(range(most_w + 1), name=n) for n in ("wy", "wx")))
         r = Signal(range(max((gp.period[n] for n in gp.ranges), default=1) + 1))
         k = Signal(range(len(gp.pes) + 1))         # contributor being collected
         ch = Signal(range(p.max_outputs + 1))      # channel being requantized
@@ -143,6 +152,8 @@ class Merger(wiring.Component):
                          k.eq(0)]
             with m.If(x + 1 == out_w):
                 m.d.sync += [x.eq(0), px.eq(0), sx.eq(0)]
+                if self.over:
+                    m.d.sync += self.over[0].eq(self.over[0] + 1)
                 with m.If(sy + 1 == pool):
                     m.d.sync += [sy.eq(0), py.eq(py + 1)]
                 with m.Else():
@@ -167,6 +178,8 @@ class Merger(wiring.Component):
                                              x.eq(x0), py.eq(y0 // lp.pool),
                                              sy.eq(y0 % lp.pool), px.eq(x0 // lp.pool),
                                              sx.eq(x0 % lp.pool)]
+                                if self.over:
+                                    m.d.sync += self.over[0].eq(y0)
                                 m.next = "COLLECT"
             with m.State("COLLECT"):
                 with m.If(j == count):
@@ -193,7 +206,7 @@ class Merger(wiring.Component):
                 self._requantize(m, active, acc, ch, word, n_out, prod, pch, pvalid, other,
                                  oprod)
             with m.State("WRITE"):
-                self._write(m, active, word, py, px, advance)
+                self._write(m, active, word, py, px, x, advance)
             if self.logits_layer is not None:
                 with m.State("LOGITS"):
                     port = self.logits
@@ -259,7 +272,7 @@ class Merger(wiring.Component):
                             m.d.sync += pvalid.eq(0)
                             m.next = "WRITE"
 
-    def _write(self, m, active, word, py, px, advance):
+    def _write(self, m, active, word, py, px, x, advance):
         """The word to the pooling writer of the layer's buffer, with the size of its pooling
         window (clipped at the map's edge); a position outside a floor-mode pool's whole
         windows is dropped."""
@@ -270,6 +283,9 @@ class Merger(wiring.Component):
                 with m.Case(lp.step):
                     buf = self.plan.buffers[lp.dst]
                     port = self.wr[self.dsts.index(lp.dst)]
+                    if buf.overlaps:
+                        self._write_over(m, lp, buf, port, word, x, advance)
+                        continue
                     sizes = buf.window_sizes()
                     last_r, last_c = py == buf.height - 1, px == buf.width - 1
                     n = Mux(last_r, Mux(last_c, sizes[True, True], sizes[True, False]),
@@ -285,3 +301,41 @@ class Merger(wiring.Component):
                     with m.Else():
                         advance()
                         m.next = "COLLECT"
+
+    def _write_over(self, m, lp, buf, port, word, x, advance):
+        """An overlapping pool: the word goes to each pooled word whose window holds the
+        position, row by row (`Buffer.pooled`, tables by row and column), each with its
+        window's size; a position in none of them is dropped."""
+        y, wy, wx = self.over
+        row0, n_rows, col0, n_cols = (Signal(range(max(buf.height, buf.width) + 1),
+                                             name=f"{lp.name}_{n}")
+                                      for n in ("row0", "rows", "col0", "cols"))
+        for var, first, count, size in ((y, row0, n_rows, buf.height),
+                                        (x, col0, n_cols, buf.width)):
+            with m.Switch(var):
+                for i in range(lp.out_hw[0] if var is y else lp.out_hw[1]):
+                    with m.Case(i):
+                        lo, n = buf.pooled(i, size)
+                        m.d.comb += [first.eq(lo), count.eq(n)]
+        pr, pc = row0 + wy, col0 + wx
+        sizes = buf.window_sizes()
+        last_r, last_c = pr == buf.height - 1, pc == buf.width - 1
+        n = Mux(last_r, Mux(last_c, sizes[True, True], sizes[True, False]),
+                Mux(last_c, sizes[False, True], sizes[False, False]))
+        with m.If((n_rows == 0) | (n_cols == 0)):
+            advance()
+            m.next = "COLLECT"
+        with m.Else():
+            m.d.comb += [port.valid.eq(1), port.payload.addr.eq(pr * buf.width + pc),
+                         port.payload.n.eq(n), port.payload.data.eq(word[:buf.word_bits])]
+            with m.If(port.ready):
+                with m.If(wx + 1 == n_cols):
+                    m.d.sync += wx.eq(0)
+                    with m.If(wy + 1 == n_rows):
+                        m.d.sync += wy.eq(0)
+                        advance()
+                        m.next = "COLLECT"
+                    with m.Else():
+                        m.d.sync += wy.eq(wy + 1)
+                with m.Else():
+                    m.d.sync += wx.eq(wx + 1)

@@ -1,16 +1,15 @@
 """Pooling writer: max- or average-pools conv outputs into a feature-map buffer as they arrive.
 
-Pooling windows do not overlap (hdl/chip_plan.py refuses others), so every conv output belongs
-to exactly one pooled word. Max: the writer reads that word, takes the channel-wise max with
-the new one (or stores the new one if the word was not yet touched in this layer), and writes
-it back. Average: the writer keeps a running sum and count per pooled word in a memory of its
-own; the update that brings the count to the window's size `n` (clipped at the map's edge,
-offered with the word) writes floor((sum + n // 2) / n) per channel into the buffer, the
-division a constant reciprocal multiply that is exact for every sum the window can have
-(hdl/chip_plan.reciprocal). One update takes two cycles, so two updates of the same word
-never overlap; several group mergers share the writer (fixed priority; each offers at most a
-word every few dozen cycles).
-"""
+The merger offers each conv output to every pooled word whose window holds it (one, or with
+overlapping windows, k > stride, up to ceil(k/stride)**2). Max: the writer reads that word,
+takes the channel-wise max with the new one (or stores the new one if the word was not yet
+touched in this layer), and writes it back. Average: the writer keeps a running sum and count
+per pooled word in a memory of its own; the update that brings the count to the window's size
+`n` (clipped at the map's edge, offered with the word) writes floor((sum + n // 2) / n) per
+channel into the buffer, the division a constant reciprocal multiply that is exact for every
+sum the window can have (hdl/chip_plan.reciprocal). One update takes two cycles, so two
+updates of the same word never overlap; several group mergers share the writer (fixed
+priority; each offers at most a few words every few dozen cycles)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """The RTL's plan runs padding, stride, biases, residual adds, average pooling
-(docs/datapath.md section 4a), chains of dense layers and multi-channel images, and refuses,
-in one line, what its schedule cannot run yet: overlapping pools, a map read both pooled and
-unpooled, a pool of a pool, and conv layers outside the replica groups (named replication);
-the board's link refuses multi-channel images."""
+(docs/datapath.md section 4a), chains of dense layers, multi-channel images and overlapping
+pools, and refuses, in one line, what its schedule cannot run yet: pools whose windows skip
+positions (k < stride), a map read both pooled and unpooled, a pool of a pool, and conv
+layers outside the replica groups (named replication); the board's link refuses
+multi-channel images."""
 
 import numpy as np
 import pytest
@@ -10,10 +11,10 @@ import pytest
 from cim_spec import program
 from cim_spec.config import SystemConfig
 from cim_spec.mapping import map_network
-from cim_spec.network import MCNN, Add, Conv, Dense, Network, Pool
+from cim_spec.network import MCNN, Add, Conv, Dense, Network, Pool, pool_out
 from hdl.board_chip import ChipHost
 from hdl.chip import CimChip
-from hdl.chip_plan import ChipPlanError, plan_chip
+from hdl.chip_plan import Buffer, ChipPlanError, plan_chip
 
 
 def chip(net, cfg, replicate=None):
@@ -36,6 +37,8 @@ def chip(net, cfg, replicate=None):
                                Dense("F", 18, 3))),
     Network("res", (1, 6, 6), (Conv("A", 1, 2, 3), Conv("B", 2, 2, 1, relu=False),
                                Add("R", other="A"), Dense("F", 32, 3))),
+    Network("overlap", (1, 8, 8), (Conv("A", 1, 2, 3), Pool("P", 3, 2, mode="avg"),
+                                   Dense("F", 18, 3))),
     Network("dense2", (1, 4, 4), (Dense("E", 16, 8), Dense("F", 8, 3))),
     Network("dense3", (1, 8, 8), (Conv("A", 1, 2, 3), Pool("P", 2, 2), Dense("E", 18, 8),
                                   Dense("G", 8, 6, bias=True), Dense("F", 6, 3))),
@@ -54,8 +57,8 @@ def test_padding_stride_bias_average_pools_and_adds_plan(net):
 
 
 @pytest.mark.parametrize("net, why", [
-    (Network("overlap", (1, 8, 8), (Conv("A", 1, 2, 3), Pool("P", 3, 2),
-                                    Dense("F", 18, 3))), "non-overlapping windows"),
+    (Network("gaps", (1, 8, 8), (Conv("A", 1, 2, 3), Pool("P", 2, 3, ceil=False),
+                                 Dense("F", 8, 3))), r"windows that cover the map \(k >= "),
     (Network("twice", (1, 8, 8), (Conv("A", 1, 2, 3), Pool("P", 1, 1),
                                   Conv("B", 2, 2, 1, relu=False), Add("R", other="A"),
                                   Dense("F", 72, 3))),
@@ -86,6 +89,27 @@ def test_multi_channel_images_plan_and_the_board_link_refuses_them():
     assert sorted(gathers) == [(w, c) for w in range(4) for c in range(3)]
     with pytest.raises(ValueError, match="single-channel images; the network has 3 input"):
         ChipHost(CimChip(plan), 4)
+
+
+def test_overlapping_windows_by_row_and_size():
+    """`Buffer.pooled` (which pooled rows a source row goes to) and `window_sizes` (the
+    clipped windows' sizes) against counting every window's rows, for windows of 1-4 and
+    strides up to the window, ceil and floor mode."""
+    for h in range(1, 12):
+        for k in range(1, 5):
+            for s in range(1, k + 1):
+                for ceil in (True, False):
+                    ho = pool_out(h, k, s, ceil)
+                    b = Buffer("x", 1, ho, ho, 8, pool=k, pool_stride=s, src_hw=(h, h))
+                    rows = {i: [p for p in range(ho) if p * s <= i < p * s + k]
+                            for i in range(h)}
+                    for i, want in rows.items():
+                        lo, n = b.pooled(i, ho)
+                        assert list(range(lo, lo + n)) == want, (h, k, s, ceil, i)
+                    size = [sum(p in r for r in rows.values()) for p in range(ho)]
+                    for (lr, lc), n in b.window_sizes().items():
+                        if ho > 1 or (lr and lc):      # one pooled row is the last
+                            assert n == size[-1 if lr else 0] * size[-1 if lc else 0]
 
 
 def test_shared_conv_layers_are_refused_and_the_mcnn_still_plans():

@@ -1,8 +1,8 @@
 """Imported networks' features through the whole chip's RTL on Verilator, every logit against
 the golden model: zero padding, stride, biases and average pooling (clipped ceil-mode
 windows), then residual adds (identity and projection shortcuts) with layers that read an
-earlier layer's map (docs/datapath.md section 4a, docs/chip.md), chains of dense layers, and
-a three-channel image.
+earlier layer's map (docs/datapath.md section 4a, docs/chip.md), chains of dense layers, a
+three-channel image and overlapping pools.
 
 Each network is small (a Verilator build of a minute or two), on a small system with random
 cells, gains, biases and read noise, its requantization calibrated on its own images so that
@@ -56,6 +56,15 @@ DENSE_CHAIN = Network("chain", (1, 8, 8), (
 # across channels on 12 bit lines, then a max pool and the dense logits layer.
 RGB = Network("rgb", (3, 9, 8), (
     Conv("A", 3, 4, 3, stride=2, pad=1, bias=True), Pool("P", 2, 2),
+    Dense("F", 24, 5, bias=True)))
+
+# Overlapping pools (window 3, stride 2, as in ResNet stems): a max pool whose last row of
+# windows is clipped (P: 14 x 11 into 7 x 5), an average pool with windows of 9, 6 and 4
+# words (Q: 6 x 4 into 3 x 2); each conv output goes to up to four pooled words, from both
+# replica groups.
+OVERLAP = Network("overlap", (1, 14, 11), (
+    Conv("A", 1, 3, 3, pad=1, bias=True), Pool("P", 3, 2),
+    Conv("B", 3, 4, 2), Pool("Q", 3, 2, mode="avg"),
     Dense("F", 24, 5, bias=True)))
 
 
@@ -142,4 +151,18 @@ def test_three_channel_image():
     assert (gold[:2] != gold[len(images):]).any(axis=1).all()
     res = chip_sim.simulate(chip, both, both_ids, progress=False, pauses=1)
     assert res.bitexact == len(both), [str(m) for m in res.mismatches[:3]]
+    assert len({tuple(r) for r in res.logits.tolist()}) > 1
+
+
+def test_overlapping_pools():
+    """Max and average pools of window 3 and stride 2, clipped at the map's edge: every logit
+    against the golden model under random traffic."""
+    chip, images, ids = feature_chip(OVERLAP, 15)
+    plan = plan_chip(chip)
+    p, q = plan.buffers["A_out"], plan.buffers["B_out"]
+    assert (p.pool, p.stride, p.height, p.width) == (3, 2, 7, 5) and p.overlaps
+    assert sorted(set(q.window_sizes().values())) == [4, 6, 9]
+    check_maps_vary(chip, images, ids)
+    res = chip_sim.simulate(chip, images, ids, progress=False, pauses=2)
+    assert res.bitexact == len(images), [str(m) for m in res.mismatches[:3]]
     assert len({tuple(r) for r in res.logits.tolist()}) > 1
