@@ -9,9 +9,9 @@ counted so a benchmark can tell a generator that draws nonsense from one that fi
 The drawn networks stay inside what the gateware sequences (hdl/chip_plan.py): an image of
 one channel, or in about a quarter of them two or three (RGB-like); conv layers with stride,
 zero padding and a bias, each maybe followed by a residual block (identity, or strided with
-a 1 x 1 projection) and a non-overlapping pool (k == stride, max or average, ceil or floor
-mode); sometimes one or two hidden dense layers (ReLU, maybe a bias), then the dense logits
-layer, maybe with a bias. Sizes are kept small so that a
+a 1 x 1 projection) and a pool (max or average, ceil or floor mode; k == stride, or in about
+30% of them overlapping, stride k - 1); sometimes one or two hidden dense layers (ReLU, maybe
+a bias), then the dense logits layer, maybe with a bias. Sizes are kept small so that a
 Verilator build takes about a minute.
 """
 
@@ -53,7 +53,8 @@ class Case:
         layers = " ".join(
             f"{la.name}:conv{la.k}x{la.k}x{la.out_ch}/s{la.stride}p{la.pad}"
             f"{'b' if la.bias else ''}{'' if la.relu else 'n'}" if isinstance(la, Conv) else
-            f"{la.name}:{la.mode}pool{la.k}{'' if la.ceil else 'f'}" if isinstance(la, Pool)
+            f"{la.name}:{la.mode}pool{la.k}{'' if la.stride == la.k else f'/s{la.stride}'}"
+            f"{'' if la.ceil else 'f'}" if isinstance(la, Pool)
             else f"{la.name}:add({la.other})" if isinstance(la, Add)
             else f"{la.name}:fc{la.n_out}"
             for la in net.layers)
@@ -81,13 +82,14 @@ def draw_config(rng) -> SystemConfig:
     )
 
 
-def draw_network(rng, cfg: SystemConfig, hidden=None, channels=None) -> Network:
+def draw_network(rng, cfg: SystemConfig, hidden=None, channels=None,
+                 overlap=None) -> Network:
     """An image of one channel, or (drawn from the generator `channels` if given) of two or
-    three, then 1-2 conv layers (each maybe pooled, max or average, ceil or floor mode; maybe with
-    stride, zero padding and a bias; maybe followed by a residual block: an identity block,
-    or a strided one with a 1 x 1 projection shortcut), then, drawn from the generator
-    `hidden` if given, sometimes one or two hidden dense layers, then the dense logits layer
-    (maybe with a bias)."""
+    three, then 1-2 conv layers (each maybe pooled, max or average, ceil or floor mode, with
+    windows that overlap if the generator `overlap` says so; maybe with stride, zero padding
+    and a bias; maybe followed by a residual block: an identity block, or a strided one with a
+    1 x 1 projection shortcut), then, drawn from the generator `hidden` if given, sometimes
+    one or two hidden dense layers, then the dense logits layer (maybe with a bias)."""
     h = int(rng.integers(5, 15))
     w = int(rng.integers(5, 15))
     c0 = int(channels.integers(2, 4)) if channels is not None and channels.random() < 0.25 \
@@ -113,8 +115,9 @@ def draw_network(rng, cfg: SystemConfig, hidden=None, channels=None) -> Network:
             pk = int(rng.integers(2, 4))
             ceil = bool(rng.random() < 0.7) or min(shape) < pk
             mode = "avg" if rng.random() < 0.4 else "max"
-            layers.append(Pool(f"P{i}", pk, pk, mode, ceil))
-            shape = tuple(pool_out(s, pk, pk, ceil) for s in shape)
+            ps = pk - 1 if overlap is not None and overlap.random() < 0.3 else pk
+            layers.append(Pool(f"P{i}", pk, ps, mode, ceil))
+            shape = tuple(pool_out(s, pk, ps, ceil) for s in shape)
             last = layers[-1].name
     n_in = ch * shape[0] * shape[1] if layers else c0 * h * w
     if hidden is not None and hidden.random() < 0.3:
@@ -221,12 +224,15 @@ def draw(seed: int, n_images: int = 3) -> Case:
     # seed 22 (one of whose tries no longer maps with more channels) draw other cases, CI
     # seeds 0 and 3 the same networks and systems with two and three input channels.
     channels = np.random.default_rng([seed, 2])
+    # And the overlapping pools, from the first key (7) that keeps CI seeds 0, 1, 3 and 13:
+    # 26 of seeds 0-99 draw one, 6 more draw other cases (an earlier try maps differently).
+    overlap = np.random.default_rng([seed, 7])
     refused = []
     for _ in range(MAX_TRIES):
         cfg = None
         try:
             cfg = draw_config(rng)
-            net = draw_network(rng, cfg, hidden, channels)
+            net = draw_network(rng, cfg, hidden, channels, overlap)
             mapping = map_network(cfg, net)
             chip = draw_chip(rng, mapping)
             plan_chip(chip)  # the gateware's own checks, before calibration

@@ -40,7 +40,7 @@ def test_draws_are_reproducible_and_span_the_space():
     off, 1-bit to 8-bit inputs, pooled and unpooled conv layers, none, one and two of them,
     stride, padding, biases, max and average pools in ceil and floor mode, and residual
     blocks with identity and projection shortcuts, one or two hidden dense layers, images
-    of one, two and three channels."""
+    of one, two and three channels, overlapping pools of both modes."""
     a, b = random_config.draw(5), random_config.draw(5)
     assert a.describe() == b.describe() and (a.chip.conductance == b.chip.conductance).all()
     assert (a.images == b.images).all() and (a.image_ids == b.image_ids).all()
@@ -57,6 +57,7 @@ def test_draws_are_reproducible_and_span_the_space():
     pools = [la for la in layers if isinstance(la, Pool)]
     assert {(la.mode, la.ceil) for la in pools} == {(m, c) for m in ("max", "avg")
                                                     for c in (True, False)}
+    assert {la.mode for la in pools if la.k > la.stride} == {"max", "avg"}
     convs = [la for la in layers if isinstance(la, Conv)]
     assert any(la.stride > 1 for la in convs) and any(la.pad for la in convs)
     assert any(la.bias for la in convs) and any(la.bias for la in layers
