@@ -389,46 +389,81 @@ def run(chip: Chip, images, image_ids=None, trace: bool = False, batch: int = 12
     return RunResult(np.concatenate(logits) if n else np.zeros((0, n_cls), np.int64), tr)
 
 
+def run_layer(chip: Chip, i: int, a: np.ndarray, other: np.ndarray | None = None,
+              image_ids=None, batch: int = 128, workers: int | None = None) -> np.ndarray:
+    """:func:`layer_output` of layer `i` for a whole set of images (`a`: the map it reads,
+    `other`: an add's other operand), in batches on threads as :func:`run` does."""
+    n = a.shape[0]
+    ids = np.arange(n, dtype=np.int64) if image_ids is None else np.asarray(image_ids, np.int64)
+    layer = chip.mapping.network.layers[i]
+    if isinstance(layer, (Conv, Dense)):   # the tables, before the threads start
+        layer_plan.plan(chip, [w.name for w in chip.mapping.network.weight_layers()]
+                        .index(layer.name), layer.name)
+    starts = range(0, n, batch)
+    workers = max(1, min(workers or _default_workers.get() or os.cpu_count() or 1,
+                         len(starts)))
+
+    def one(s):
+        sl = slice(s, s + batch)
+        return layer_output(chip, i, a[sl], None if other is None else other[sl], ids[sl])
+
+    with threadpool_limits(1, user_api="blas"):
+        if workers == 1:
+            parts = [one(s) for s in starts]
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                parts = list(pool.map(one, starts))
+    return np.concatenate(parts)
+
+
 def _run_batch(chip: Chip, image: np.ndarray, ids: np.ndarray, trace: bool):
-    net, cfg, dig = chip.mapping.network, chip.config, chip.digital
-    weight_names = [layer.name for layer in net.weight_layers()]
-    # Activations wider than a byte must not wrap (the contract clamps at act_max).
-    act = np.uint8 if cfg.act_bits <= 8 else np.uint16
+    net = chip.mapping.network
     outs: dict[str, np.ndarray] = {}
+    a = image
     for i, layer in enumerate(net.layers):
         src = net.source(i)
-        a = image if src is None else outs[src]
-        n = a.shape[0]
-        if isinstance(layer, (Conv, Dense)):
-            li = weight_names.index(layer.name)
-            if isinstance(layer, Conv):
-                x = conv_patches(a, layer.k, layer.stride, layer.pad)
-            else:
-                x = a.reshape(n, 1, -1)
-            psum = layer_psums(chip, li, layer.name, x, ids)       # (N, P, n_out)
-            if layer.bias:
-                psum = psum + np.asarray(dig.bias[layer.name], dtype=np.int64)
-            if layer.name == weight_names[-1]:
-                a = psum[:, 0, :]
-            else:
-                m, s = dig.requant_mult[layer.name], dig.requant_shift[layer.name]
-                # Without ReLU the rescaled sum stays signed, A+1 bits with the sign, for the
-                # add that reads it.
-                q = requantize(psum, m, s, cfg).astype(act) if layer.relu else \
-                    np.clip(rescale(psum, m, s), -cfg.act_max, cfg.act_max)
-                if isinstance(layer, Conv):
-                    ho, wo = chip.mapping.layer(layer.name).out_hw
-                    a = q.transpose(0, 2, 1).reshape(n, layer.out_ch, ho, wo)
-                else:
-                    a = q[:, 0, :]
-        elif isinstance(layer, Pool):
-            a = (max_pool if layer.mode == "max" else avg_pool)(a, layer.k, layer.stride,
-                                                                 layer.ceil)
-        elif isinstance(layer, Add):
-            other = outs[layer.other]
-            if not net.is_signed(layer.other):   # an activation map: to the add's scale
-                other = rescale(other, dig.requant_mult[layer.name],
-                                dig.requant_shift[layer.name])
-            a = np.clip(a + other, 0, cfg.act_max).astype(act)
+        other = outs[layer.other] if isinstance(layer, Add) else None
+        a = layer_output(chip, i, image if src is None else outs[src], other, ids)
         outs[layer.name] = a
     return a, ({k: v.copy() for k, v in outs.items()} if trace else {})
+
+
+def layer_output(chip: Chip, i: int, a: np.ndarray, other: np.ndarray | None,
+                 ids: np.ndarray) -> np.ndarray:
+    """Output of layer `i` of the network for the map `a` it reads (the DAC inputs for the
+    first layer) and, for an add, the `other` map; the logits for the last weight layer.
+    Images are independent: any split of a batch gives the same outputs."""
+    net, cfg, dig = chip.mapping.network, chip.config, chip.digital
+    layer = net.layers[i]
+    # Activations wider than a byte must not wrap (the contract clamps at act_max).
+    act = np.uint8 if cfg.act_bits <= 8 else np.uint16
+    n = a.shape[0]
+    if isinstance(layer, (Conv, Dense)):
+        weight_names = [w.name for w in net.weight_layers()]
+        li = weight_names.index(layer.name)
+        if isinstance(layer, Conv):
+            x = conv_patches(a, layer.k, layer.stride, layer.pad)
+        else:
+            x = a.reshape(n, 1, -1)
+        psum = layer_psums(chip, li, layer.name, x, ids)       # (N, P, n_out)
+        if layer.bias:
+            psum = psum + np.asarray(dig.bias[layer.name], dtype=np.int64)
+        if layer.name == weight_names[-1]:
+            return psum[:, 0, :]
+        m, s = dig.requant_mult[layer.name], dig.requant_shift[layer.name]
+        # Without ReLU the rescaled sum stays signed, A+1 bits with the sign, for the add
+        # that reads it.
+        q = requantize(psum, m, s, cfg).astype(act) if layer.relu else \
+            np.clip(rescale(psum, m, s), -cfg.act_max, cfg.act_max)
+        if isinstance(layer, Conv):
+            ho, wo = chip.mapping.layer(layer.name).out_hw
+            return q.transpose(0, 2, 1).reshape(n, layer.out_ch, ho, wo)
+        return q[:, 0, :]
+    if isinstance(layer, Pool):
+        return (max_pool if layer.mode == "max" else avg_pool)(a, layer.k, layer.stride,
+                                                               layer.ceil)
+    if isinstance(layer, Add):
+        if not net.is_signed(layer.other):   # an activation map: to the add's scale
+            other = rescale(other, dig.requant_mult[layer.name], dig.requant_shift[layer.name])
+        return np.clip(a + other, 0, cfg.act_max).astype(act)
+    raise TypeError(f"unknown layer type {type(layer).__name__}")

@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from cim_spec.mapping import Mapping
-from cim_spec.network import Add, Conv, Pool
+from cim_spec.network import Add, Conv, Dense, Pool
 from cim_spec.program import (
     Chip,
     Digital,
@@ -92,33 +93,76 @@ def compile_model(model, mapping: Mapping, calib_images: np.ndarray, *,
                 for layer in net.weight_layers() if layer.bias}
     frac = 2 ** cfg.adc_gain_frac_bits
     logit_scale = 1.0
-    for li, name in enumerate(names):
-        layer = net.layers[index[name]]
-        digital = Digital(dict(gains), dict(mults), dict(shifts), bias=dict(bias_int))
-        chip = Chip(mapping, target, digital)
-        x = layer_inputs(chip, calib_images, li)
-        currents = []
-        for b in mapping.blocks_of(name):
-            cur = chip_model.line_currents(x[:, :, b.in0:b.in0 + b.n_in],
-                                           chip.block_conductance(b), cfg.input_bits)
-            currents.append(cur[cur > 0])
-        allc = np.concatenate(currents) if currents else np.zeros(1)
-        full_scale = max(float(np.percentile(allc, percentile)) if allc.size else 1.0, 1.0)
-        gains[name] = max(1, int(math.floor(cfg.adc_max * frac / full_scale)))
-        unit = in_scale[name] * model.weight_scales[name] * frac / (gains[name]
-                                                                    * cfg.state_step_code)
-        if layer.bias:
-            b = np.rint(np.asarray(biases[name], dtype=np.float64) / unit)
-            bias_int[name] = tuple(int(v) for v in np.clip(b, -2 ** 31, 2 ** 31 - 1))
-        if name == names[-1]:
-            logit_scale = unit
-        else:
+    # One pass: a layer's outputs depend only on the parameters of the weight layers before
+    # it (and the adds' rescaling, set above), which are final when it runs; so each layer
+    # is calibrated on the maps it reads, then run once with its own parameters. Every map
+    # is kept until the last layer that reads it (a residual add's shortcut included).
+    images = dac_inputs(chip_model.check_images(calib_images, net.input_shape), cfg.input_bits)
+    last_read = {}
+    for i, layer in enumerate(net.layers):
+        for name in (net.source(i), layer.other if isinstance(layer, Add) else None):
+            if name is not None:
+                last_read[name] = i
+    outs: dict[str, np.ndarray] = {}
+    chip = Chip(mapping, target, Digital(dict(gains), dict(mults), dict(shifts),
+                                         bias=dict(bias_int)))
+    for i, layer in enumerate(net.layers):
+        src = net.source(i)
+        a = images if src is None else outs[src]
+        if isinstance(layer, (Conv, Dense)):
+            name = layer.name
+            x = (chip_model.conv_patches(a, layer.k, layer.stride, layer.pad)
+                 if isinstance(layer, Conv) else a.reshape(a.shape[0], 1, -1))
+            full_scale = _full_scale(chip, mapping.blocks_of(name), x, percentile)
+            gains[name] = max(1, int(math.floor(cfg.adc_max * frac / full_scale)))
+            unit = in_scale[name] * model.weight_scales[name] * frac / (gains[name]
+                                                                        * cfg.state_step_code)
+            if layer.bias:
+                b = np.rint(np.asarray(biases[name], dtype=np.float64) / unit)
+                bias_int[name] = tuple(int(v) for v in np.clip(b, -2 ** 31, 2 ** 31 - 1))
+            if name == names[-1]:
+                logit_scale = unit
+                break
             # A layer without ReLU feeds an add: it is requantized to the add's scale.
             out = name if layer.relu else net.consumers(name)[0]
             mults[name], shifts[name] = requant_params(unit / model.act_scales[out])
+            chip = Chip(mapping, target, Digital(dict(gains), dict(mults), dict(shifts),
+                                                 bias=dict(bias_int)))
+        other = outs[layer.other] if isinstance(layer, Add) else None
+        outs[layer.name] = chip_model.run_layer(chip, i, a, other)
+        for done in [k for k in outs if last_read.get(k, -1) <= i]:
+            del outs[done]
     digital = Digital(gains, mults, shifts, read_noise=read_noise, noise_seed=noise_seed,
                       bias=bias_int)
     return Program(levels, target, digital, logit_scale, dict(model.weight_scales), in_scale)
+
+
+# Images per step of the calibration's line currents: bounds their memory (the percentile
+# is of the whole set, whatever the split).
+CURRENT_IMAGES = 32
+
+
+def _full_scale(chip: Chip, blocks, x: np.ndarray, percentile: float) -> float:
+    """The ADC full scale of a layer: the percentile of the nonzero line currents of its
+    blocks over the input vectors x (N, P, n_in), at least 1."""
+    cfg = chip.config
+    top = percentile >= 100.0       # the maximum: no need to keep every current
+    kept, peak = [], 0.0
+    with threadpool_limits(1, user_api="blas"):
+        for b in blocks:
+            g = chip.block_conductance(b)
+            for s in range(0, x.shape[0], CURRENT_IMAGES):
+                cur = chip_model.line_currents(x[s:s + CURRENT_IMAGES, :, b.in0:b.in0 + b.n_in],
+                                               g, cfg.input_bits)
+                nz = cur[cur > 0]
+                if top:
+                    peak = max(peak, float(nz.max())) if nz.size else peak
+                else:
+                    kept.append(nz)
+    if top:
+        return max(peak, 1.0)
+    allc = np.concatenate(kept) if kept else np.zeros(0)
+    return max(float(np.percentile(allc, percentile)) if allc.size else 1.0, 1.0)
 
 
 def layer_inputs(chip: Chip, images: np.ndarray, layer_index: int) -> np.ndarray:
