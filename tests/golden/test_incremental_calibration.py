@@ -10,11 +10,9 @@ import pytest
 from cim_spec.config import SystemConfig
 from cim_spec.mapping import map_network
 from cim_spec.network import MCNN, Add, Conv
-from cim_spec.program import (Chip, Digital, Program, input_step, requant_layers,
-                              target_conductance)
+from cim_spec.program import Chip, Digital, Program, input_step, requant_layers, target_conductance
 from golden import chip_model, data, model_file
-from golden.quantize import (compile_model, layer_inputs, requant_params, scale_of,
-                             weight_levels)
+from golden.quantize import compile_model, layer_inputs, requant_params, scale_of, weight_levels
 
 from .test_general_network import RES, small_model
 
