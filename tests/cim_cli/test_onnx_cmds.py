@@ -51,22 +51,22 @@ def test_unsupported_operator_exits_2_with_one_line(tmp_path, capsys):
 
 
 def test_a_network_the_rtl_cannot_run_is_refused_in_one_line(tmp_path, capsys):
-    """An overlapping max pool (3 x 3, stride 2) imports, maps and programs (the golden model
-    runs it), but the RTL's plan refuses it: `cim verilog` exits 2 with one line naming the
-    pool and why, and writes nothing."""
+    """A max pool whose windows skip positions (2 x 2, stride 3) imports, maps and programs
+    (the golden model runs it), but the RTL's plan refuses it: `cim verilog` exits 2 with one
+    line naming the pool and why, and writes nothing."""
     rng = __import__("numpy").random.default_rng(0)
     w = numpy_helper.from_array(rng.normal(0, 0.3, (2, 1, 3, 3)).astype("float32"), "w")
-    f = numpy_helper.from_array(rng.normal(0, 0.1, (10, 2 * 12 * 12)).astype("float32"), "f")
+    f = numpy_helper.from_array(rng.normal(0, 0.1, (10, 2 * 9 * 9)).astype("float32"), "f")
     g = helper.make_graph(
         [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", kernel_shape=[3, 3]),
          helper.make_node("Relu", ["c"], ["r"], name="relu"),
-         helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[3, 3],
-                          strides=[2, 2]),
+         helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2],
+                          strides=[3, 3]),
          helper.make_node("Flatten", ["p"], ["v"], name="flat"),
          helper.make_node("Gemm", ["v", "f"], ["y"], name="fc", transB=1)], "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 28, 28])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], [w, f])
-    p = tmp_path / "overlap.onnx"
+    p = tmp_path / "skip.onnx"
     p.write_bytes(helper.make_model(g).SerializeToString())
     net, state = tmp_path / "n.npz", tmp_path / "chip"
     assert main(["import", str(p), "--out", str(net), "--calib-images", "50"]) == 0
@@ -74,5 +74,5 @@ def test_a_network_the_rtl_cannot_run_is_refused_in_one_line(tmp_path, capsys):
     capsys.readouterr()
     assert main(["verilog", "--chip", str(state), "--out", str(tmp_path / "v")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "layer pool" in err and "non-overlapping" in err, err
+    assert len(err.splitlines()) == 1 and "layer pool" in err and "k >= stride" in err, err
     assert not (tmp_path / "v").exists()
