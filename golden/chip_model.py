@@ -369,17 +369,9 @@ def run(chip: Chip, images, image_ids=None, trace: bool = False, batch: int = 12
     workers = workers or _default_workers.get() or os.cpu_count() or 1
     workers = max(1, min(workers, len(starts)))
 
-    def one(s):
-        return _run_batch(chip, images[s:s + batch], ids[s:s + batch], trace)
-
-    # Batches run on threads (numpy releases the GIL); BLAS on each is single-threaded, which
-    # is faster for these skinny matrices than letting two thread pools fight for the cores.
-    with threadpool_limits(1, user_api="blas"):
-        if workers == 1:
-            results = [one(s) for s in starts]
-        else:
-            with ThreadPoolExecutor(workers) as pool:
-                results = list(pool.map(one, starts))
+    results = _map_batches(
+        lambda s: _run_batch(chip, images[s:s + batch], ids[s:s + batch], trace), starts,
+        workers)
     logits = [r[0] for r in results]
     traces = [r[1] for r in results]
     tr = None
@@ -407,13 +399,18 @@ def run_layer(chip: Chip, i: int, a: np.ndarray, other: np.ndarray | None = None
         sl = slice(s, s + batch)
         return layer_output(chip, i, a[sl], None if other is None else other[sl], ids[sl])
 
+    return np.concatenate(_map_batches(one, starts, workers))
+
+
+def _map_batches(one, starts, workers: int) -> list:
+    """`one(start)` for every batch start, in order. Batches run on threads (numpy releases
+    the GIL); BLAS on each is single-threaded, which is faster for these skinny matrices than
+    letting two thread pools fight for the cores."""
     with threadpool_limits(1, user_api="blas"):
         if workers == 1:
-            parts = [one(s) for s in starts]
-        else:
-            with ThreadPoolExecutor(workers) as pool:
-                parts = list(pool.map(one, starts))
-    return np.concatenate(parts)
+            return [one(s) for s in starts]
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(one, starts))
 
 
 def _run_batch(chip: Chip, image: np.ndarray, ids: np.ndarray, trace: bool):
